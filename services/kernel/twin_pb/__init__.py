@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC code for twin.v1 (do not edit; run `task proto`)."""
