@@ -1,0 +1,1 @@
+"""Ground: the clock authority, the flight plan, telecommands, stations, archive."""

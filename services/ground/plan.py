@@ -1,0 +1,113 @@
+"""The flight plan: a data file of commands at mission times or after events.
+
+Format (JSON)::
+
+    {"name": "nominal",
+     "end": {"at": "2024-06-25T06:30:00Z"} | {"after": "earth_landing", "offset_s": 600,
+                                              "latest": "2024-06-26T00:00:00Z"},
+     "items": [
+       {"id": "loi", "at": "2024-05-08T02:12:00Z", "target": "orbiter",
+        "command": {"op": "...", ...}, "phase": "lunar_orbit_insertion"},
+       {"id": "ascent", "after": "sample_sealed", "offset_s": 3600,
+        "not_before": "2024-06-03T23:38:10Z", "target": "ascender", "command": {...}}
+     ]}
+
+``after`` names a mission event published by any vehicle, or the id of an
+earlier plan item (seen when it is issued). An item with ``after`` waits on it
+whatever the clock says; ``not_before`` keeps it from running early.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.kernel.config import SERVICE_NAMES
+from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.kernel.errors import FlightPlanError
+
+NOMINAL_PLAN = Path(__file__).parent / "plans" / "nominal.json"
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    id: str
+    target: str
+    command: dict[str, Any]
+    at_s: float | None = None
+    after: str | None = None
+    offset_s: float = 0.0
+    not_before_s: float = -math.inf
+    phase: str | None = None
+
+
+@dataclass(frozen=True)
+class FlightPlan:
+    name: str
+    items: tuple[PlanItem, ...]
+    end_at_s: float = math.inf
+    end_after: str | None = None
+    end_offset_s: float = 0.0
+
+
+def load_plan(path: Path | None) -> FlightPlan:
+    path = path or NOMINAL_PLAN
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise FlightPlanError(str(path), f"cannot read: {exc}") from exc
+    return parse_plan(raw, str(path))
+
+
+def parse_plan(raw: Any, where: str = "<plan>") -> FlightPlan:
+    if not isinstance(raw, dict) or not isinstance(raw.get("items"), list):
+        raise FlightPlanError(where, "must be an object with an 'items' list")
+    items = tuple(_item(x, f"{where} items[{i}]") for i, x in enumerate(raw["items"]))
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise FlightPlanError(where, "item ids must be unique")
+    end = raw.get("end")
+    if not isinstance(end, dict) or not ("at" in end or "after" in end):
+        raise FlightPlanError(where, "needs 'end': {'at': UTC} or {'after': event, ...}")
+    end_at = _utc(end["at"], f"{where} end.at") if "at" in end else math.inf
+    if "latest" in end:
+        end_at = min(end_at, _utc(end["latest"], f"{where} end.latest"))
+    return FlightPlan(name=str(raw.get("name", "unnamed")), items=items, end_at_s=end_at,
+                      end_after=end.get("after"), end_offset_s=float(end.get("offset_s", 0.0)))
+
+
+def _item(x: Any, where: str) -> PlanItem:
+    if not isinstance(x, dict):
+        raise FlightPlanError(where, "must be an object")
+    for key in ("id", "target", "command"):
+        if key not in x:
+            raise FlightPlanError(where, f"missing {key!r}")
+    if x["target"] not in SERVICE_NAMES:
+        raise FlightPlanError(where, f"unknown target {x['target']!r}")
+    if not isinstance(x["command"], dict) or not isinstance(x["command"].get("op"), str):
+        raise FlightPlanError(where, "command must be an object with an 'op'")
+    if ("at" in x) == ("after" in x):
+        raise FlightPlanError(where, "give exactly one of 'at' (UTC) or 'after' (event)")
+    offset = float(x.get("offset_s", 0.0))
+    if not math.isfinite(offset) or offset < 0:
+        raise FlightPlanError(where, "offset_s must be >= 0")
+    return PlanItem(
+        id=str(x["id"]), target=x["target"], command=dict(x["command"]),
+        at_s=_utc(x["at"], where) if "at" in x else None,
+        after=str(x["after"]) if "after" in x else None, offset_s=offset,
+        not_before_s=_utc(x["not_before"], where) if "not_before" in x else -math.inf,
+        phase=x.get("phase"))
+
+
+def _utc(value: Any, where: str) -> float:
+    try:
+        t = mission_s_from_utc(str(value))
+    except ValueError as exc:
+        raise FlightPlanError(where, f"bad UTC instant {value!r}: {exc}") from exc
+    if t < 0:
+        raise FlightPlanError(where, f"{value} is before launch")
+    return t

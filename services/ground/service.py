@@ -1,0 +1,49 @@
+"""Ground's wiring: the runtime plus the clock authority and its gRPC service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+
+from services.ground.control import ClockServicer
+from services.ground.plan import load_plan
+from services.ground.vehicle import GroundCore
+from services.kernel.clock import ClockAuthority
+from services.kernel.config import ServiceConfig
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
+
+
+class GroundRuntime(ServiceRuntime):
+    core: GroundCore
+
+    def __init__(self, config: ServiceConfig) -> None:
+        super().__init__(GroundCore(config.seed, load_plan(config.flight_plan)), config)
+        self.clock = ClockAuthority(self, self.core, config.expect, config.warp,
+                                    config.start_paused, config.ack_timeout_s)
+        self._clock_task: asyncio.Task[None] | None = None
+
+    def add_servicers(self, server: grpc.aio.Server) -> list[str]:
+        names = super().add_servicers(server)
+        clock_pb2_grpc.add_MissionClockServicer_to_server(ClockServicer(self.clock), server)
+        return [*names, clock_pb2.DESCRIPTOR.services_by_name["MissionClock"].full_name]
+
+    async def subscribe_clock(self) -> None:
+        await self.clock.attach()
+
+    async def say_hello(self) -> None:
+        self._clock_task = asyncio.create_task(self.clock.run(), name="clock")
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._clock_task
+        await super().stop()
+
+
+def make(config: ServiceConfig) -> ServiceRuntime:
+    return GroundRuntime(config)

@@ -1,0 +1,104 @@
+"""Ground's state: flight-plan progress, mission phase, telemetry archive. Pure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from services.ground.plan import FlightPlan, PlanItem
+from services.kernel.envelope import Envelope
+from services.kernel.subjects import Subjects
+from services.kernel.vehicle import COAST_STEP_S, Outbox, Summary, VehicleCore
+
+
+class GroundCore(VehicleCore):
+    name = "ground"
+
+    def __init__(self, seed: int, plan: FlightPlan) -> None:
+        super().__init__(seed)
+        self.plan = plan
+        self.phase = "launch"
+        self.issued: dict[str, float] = {}
+        self.seen: dict[str, float] = {}
+        self.events: list[dict[str, Any]] = []
+        self.frames: dict[str, int] = {}
+        self.last_frame: dict[str, dict[str, Any]] = {}
+        self.finished = False
+
+    def extra_subjects(self, s: Subjects) -> list[str]:
+        return [s.all_of("evt"), s.all_of("tm")]
+
+    # --- the flight plan -----------------------------------------------------
+    @property
+    def end_t_s(self) -> float:
+        end = self.plan.end_at_s
+        if self.plan.end_after and self.plan.end_after in self.seen:
+            end = min(end, self.seen[self.plan.end_after] + self.plan.end_offset_s)
+        return end
+
+    def due_s(self, item: PlanItem) -> float | None:
+        if item.at_s is not None:
+            return item.at_s
+        assert item.after is not None
+        if item.after not in self.seen:
+            return None
+        return max(self.seen[item.after] + item.offset_s, item.not_before_s)
+
+    def next_stop_after(self, t_s: float) -> float:
+        times = [d for it in self.plan.items if it.id not in self.issued
+                 if (d := self.due_s(it)) is not None and d > t_s + 1e-9]
+        return min(times, default=math.inf)
+
+    def has_seen(self, event: str) -> bool:
+        return event in self.seen
+
+    # --- VehicleCore hooks ---------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        if msg.kind == "event":
+            name = str(msg.body.get("name"))
+            self.seen.setdefault(name, msg.t)
+            self.events.append({"name": name, "vehicle": msg.src, "t": msg.t, **msg.body})
+        elif msg.kind == "telemetry":
+            self.frames[msg.src] = self.frames.get(msg.src, 0) + 1
+            self.last_frame[msg.src] = msg.body
+        else:
+            super().apply(msg, out)
+
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        for item in self.plan.items:
+            if item.id in self.issued:
+                continue
+            due = self.due_s(item)
+            if due is None or due > t_to + 1e-9:
+                continue
+            self.issued[item.id] = t_to
+            self.seen.setdefault(item.id, t_to)
+            out.send("cmd", item.target, t_to, {**item.command, "plan_id": item.id})
+            out.event(self.name, "plan_item_issued", t_to, id=item.id, target=item.target,
+                      op=item.command["op"])
+            if item.phase:
+                self.phase = item.phase
+        if t_to >= self.end_t_s - 1e-9 and not self.finished:
+            self.finished = True
+            self.phase = "complete"
+            out.event(self.name, "mission_end", t_to, plan=self.plan.name)
+        return COAST_STEP_S
+
+    def summary(self) -> Summary:
+        return Summary(
+            phase=self.phase,
+            values={"plan_items_issued": float(len(self.issued)),
+                    "plan_items_total": float(len(self.plan.items)),
+                    "events_seen": float(len(self.events))},
+            info={"plan": self.plan.name,
+                  **{f"frames_{k}": str(v) for k, v in sorted(self.frames.items())}})
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "issued": self.issued, "seen": self.seen,
+                "frames": self.frames, "finished": self.finished}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        self.issued, self.seen = dict(snap["issued"]), dict(snap["seen"])
+        self.frames, self.finished = dict(snap["frames"]), bool(snap["finished"])

@@ -1,0 +1,125 @@
+"""The service's side of NATS: envelopes out, validated envelopes in.
+
+A malformed or foreign message is counted (``twin_bus_decode_errors_total``),
+logged with its reason and dropped; it never reaches service code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+
+from services.kernel.envelope import Envelope, Sequencer, decode, encode
+from services.kernel.errors import EnvelopeError
+from services.kernel.metrics import Metrics
+from services.kernel.subjects import Subjects
+
+log = logging.getLogger("twin.bus")
+
+Handler = Callable[[Envelope, str], Awaitable[None] | None]
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS wildcard matching: ``*`` is one token, ``>`` the rest."""
+    p, s = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(s) > i
+        if i >= len(s) or (tok != "*" and tok != s[i]):
+            return False
+    return len(p) == len(s)
+
+
+class Bus:
+    def __init__(self, mission: str, source: str, metrics: Metrics) -> None:
+        self.mission, self.source = mission, source
+        self.subjects = Subjects(mission)
+        self.metrics = metrics
+        self.seq = Sequencer()
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._labels = metrics.labels()
+
+    async def connect(self, urls: tuple[str, ...], name: str) -> None:
+        async def reconnected() -> None:
+            self.metrics.reconnects.labels(*self._labels).inc()
+            log.warning("reconnected to NATS", extra={"url": str(self.nc and self.nc.connected_url)})
+
+        async def disconnected() -> None:
+            log.warning("disconnected from NATS")
+
+        async def error(exc: Exception) -> None:
+            log.warning("NATS error", extra={"error": repr(exc)})
+
+        self.nc = await nats.connect(
+            servers=list(urls), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error,
+            pending_size=64 * 1024 * 1024,
+        )
+        self.js = self.nc.jetstream()
+
+    async def ensure_stream(self) -> None:
+        """Create the mission log stream (idempotent)."""
+        assert self.js is not None
+        cfg = StreamConfig(name=self.subjects.stream_name,
+                           subjects=[self.subjects.all_of("evt")],
+                           retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                           max_age=30 * 86400.0)
+        try:
+            await self.js.add_stream(cfg)
+        except Exception:
+            await self.js.update_stream(cfg)
+
+    def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
+        return Envelope(mission=self.mission, src=self.source, seq=self.seq.next(), t=t,
+                        step=step, kind=kind, body=body)
+
+    async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> None:
+        assert self.nc is not None
+        data = encode(env)
+        if durable:
+            assert self.js is not None
+            await self.js.publish(subject, data)
+        else:
+            await self.nc.publish(subject, data)
+        self.metrics.bus_out.labels(*self._labels, env.kind).inc()
+
+    async def subscribe(self, subject: str, handler: Handler) -> None:
+        assert self.nc is not None
+        decode_errors = self.metrics.decode_errors
+        bus_in = self.metrics.bus_in
+        labels = self._labels
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                env = decode(msg.data, mission=self.mission)
+            except EnvelopeError as exc:
+                decode_errors.labels(*labels, exc.reason).inc()
+                log.warning("dropped malformed message",
+                            extra={"subject": msg.subject, "reason": exc.reason,
+                                   "detail": exc.detail[:200]})
+                return
+            bus_in.labels(*labels, env.kind).inc()
+            try:
+                result = handler(env, msg.subject)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("handler failed", extra={"subject": msg.subject, "kind": env.kind})
+
+        await self.nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000)
+
+    async def drain(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:
+                log.debug("drain failed", exc_info=True)
+                await self.nc.close()

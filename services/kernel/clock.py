@@ -1,0 +1,307 @@
+"""The lock-step mission clock, authority side (run by ground).
+
+Step ``k`` goes: tick ``(k, t_from, t_to, expect)`` -> every live service
+applies what was published before step ``k``, advances to ``t_to``, publishes
+and acknowledges with the largest next step it accepts -> when every ack is in,
+ground applies the step's messages to its own state and issues what the flight
+plan makes due -> step ``k + 1``. The next ``t_to`` is the smallest of: the
+acks' largest steps, the next scheduled flight-plan instant, a run-until target
+and the end of the mission, so the clock stops exactly on scheduled events.
+
+A service that stops acknowledging is reported (metric, log, ClockState) and
+the tick is sent again; the clock waits for it instead of running on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.kernel.envelope import Envelope, encode
+from services.kernel.runtime import ServiceRuntime
+
+log = logging.getLogger("twin.clock")
+
+MIN_STEP_S = 1e-3  # the shortest step the clock makes, mission seconds
+FIRST_STEP_S = 1.0
+ROLL_CALL_PERIOD_S = 0.2  # wall seconds between roll calls while waiting for services
+
+
+class PlanCore(Protocol):
+    """What the clock needs from ground's state (the flight plan)."""
+
+    finished: bool
+    end_t_s: float
+
+    def next_stop_after(self, t_s: float) -> float: ...
+    def has_seen(self, event: str) -> bool: ...
+
+
+@dataclass
+class ClockStatus:
+    mode: str = "starting"  # starting, running, paused, waiting, finished
+    warp: float = 0.0  # 0 = as fast as possible
+    waiting_for: list[str] = field(default_factory=list)
+    steps_per_second: float = 0.0
+    run_until_t_s: float = -1.0
+    run_until_event: str = ""
+
+
+class ClockAuthority:
+    def __init__(self, rt: ServiceRuntime, plan: PlanCore, expect: tuple[str, ...],
+                 warp: float, start_paused: bool, ack_timeout_s: float) -> None:
+        self.rt, self.plan = rt, plan
+        self.expect = expect
+        self.ack_timeout_s = ack_timeout_s
+        self.status = ClockStatus(warp=warp)
+        self.present: dict[str, dict[str, Any]] = {}
+        self._paused = start_paused
+        self._step_budget: int | None = None
+        self._acks: dict[str, dict[str, Any]] = {}
+        self._ack_step = -1
+        self._all_acked = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._expect_next: dict[str, int] = {}
+        self._max_dt = FIRST_STEP_S
+        self._anchor: tuple[float, float] | None = None  # (mission t, wall t) for warp pacing
+        self._rate_window: tuple[float, int] = (time.monotonic(), 0)
+        self.finished = asyncio.Event()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._tick_sent_at = 0.0
+
+    # --- subscriptions -------------------------------------------------------
+    async def attach(self) -> None:
+        s = self.rt.subjects
+        await self.rt.bus.subscribe(s.all_of("clock.ack"), self._on_ack)
+        await self.rt.bus.subscribe(s.all_of("clock.hello"), self._on_hello)
+
+    def _on_hello(self, env: Envelope, subject: str) -> None:
+        if env.src in self.expect:
+            if env.src in self.present and self.rt.step > 0:
+                log.warning("service said hello again (restarted?)",
+                            extra={"peer": env.src, "peer_step": env.body.get("step")})
+            self.present[env.src] = env.body
+            self._changed.set()
+
+    def _on_ack(self, env: Envelope, subject: str) -> None:
+        step = env.body.get("step")
+        if step != self._ack_step or env.src not in self.expect or env.src in self._acks:
+            return
+        self._acks[env.src] = env.body
+        m = self.rt.metrics
+        m.ack_latency.labels(*m.labels(), env.src).observe(time.perf_counter() - self._tick_sent_at)
+        if len(self._acks) == len(self.expect):
+            self._all_acked.set()
+
+    # --- control (gRPC) --------------------------------------------------------
+    def pause(self) -> None:
+        self._paused = True
+        self._changed.set()
+
+    def resume(self) -> None:
+        self._paused = False
+        self._step_budget = None
+        self._anchor = None
+        self._changed.set()
+
+    def set_warp(self, warp: float) -> None:
+        self.status.warp = warp
+        self._anchor = None
+        self._changed.set()
+
+    def request_steps(self, n: int) -> None:
+        self._step_budget = n
+        self._paused = False
+        self._anchor = None
+        self._changed.set()
+
+    def run_until(self, t_s: float | None, event: str | None) -> None:
+        self.status.run_until_t_s = t_s if t_s is not None else -1.0
+        self.status.run_until_event = event or ""
+        self.resume()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        if predicate():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, fut))
+        await fut
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # --- the loop ------------------------------------------------------------
+    async def run(self) -> None:
+        await self._roll_call()
+        self._publish_state_metrics()
+        while not self.plan.finished and not self.rt.stopping.is_set():
+            if not await self._wait_runnable():
+                break
+            t_from = self.rt.t_s
+            t_to = self._next_t_to(t_from)
+            await self._pace(t_to)
+            if self._paused:  # paused while pacing
+                continue
+            await self._do_step(self.rt.step + 1, t_from, t_to)
+            self._after_step()
+        self.status.mode = "finished" if self.plan.finished else self.status.mode
+        self._notify()
+        self.finished.set()
+        log.info("clock stopped", extra={"step": self.rt.step, "t_s": self.rt.t_s,
+                                          "mode": self.status.mode})
+
+    async def _roll_call(self) -> None:
+        while not all(s in self.present for s in self.expect):
+            if self.rt.stopping.is_set():
+                return
+            self.status.waiting_for = [s for s in self.expect if s not in self.present]
+            env = self.rt.bus.envelope("roll", {}, self.rt.t_s, self.rt.step)
+            await self.rt.bus.publish(self.rt.subjects.roll, env)
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), ROLL_CALL_PERIOD_S)
+            except TimeoutError:
+                pass
+        self.status.waiting_for = []
+        self.status.mode = "paused" if self._paused else "running"
+        log.info("all services present", extra={"services": ",".join(self.expect)})
+
+    async def _wait_runnable(self) -> bool:
+        while self._paused:
+            self.status.mode = "paused"
+            self._publish_state_metrics()
+            self._notify()
+            self._changed.clear()
+            stop = asyncio.create_task(self.rt.stopping.wait())
+            change = asyncio.create_task(self._changed.wait())
+            await asyncio.wait({stop, change}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            change.cancel()
+            if self.rt.stopping.is_set():
+                return False
+        self.status.mode = "running"
+        return True
+
+    def _next_t_to(self, t_from: float) -> float:
+        limit = min(self._max_dt, self.plan.next_stop_after(t_from) - t_from,
+                    self.plan.end_t_s - t_from)
+        if self.status.run_until_t_s > t_from:
+            limit = min(limit, self.status.run_until_t_s - t_from)
+        return t_from + max(limit, MIN_STEP_S)
+
+    async def _pace(self, t_to: float) -> None:
+        warp = self.status.warp
+        if warp <= 0:
+            return
+        now = time.monotonic()  # wall time paces real-time x warp runs only
+        if self._anchor is None:
+            self._anchor = (self.rt.t_s, now)
+        t0, w0 = self._anchor
+        delay = w0 + (t_to - t0) / warp - now
+        if delay > 0:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
+        rt = self.rt
+        tick = rt.bus.envelope("tick", {"step": step, "t_from": t_from, "t_to": t_to,
+                                        "expect": self._expect_next}, t_from, step - 1)
+        data = encode(tick)
+        self._acks, self._ack_step = {}, step
+        self._all_acked.clear()
+        self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
+        await rt.bus.publish(rt.subjects.tick, tick)
+        await self._collect_acks(step, data)
+        m = rt.metrics
+        m.step_duration.labels(*m.labels()).observe(time.perf_counter() - self._tick_sent_at)
+        pub: dict[str, int] = {}
+        for ack in self._acks.values():
+            for subject, n in ack.get("pub", {}).items():
+                pub[subject] = pub.get(subject, 0) + int(n)
+        await rt.deliver_inbox(step, rt.expected_for_me(pub))
+        ground_dt = rt.core.advance(t_from, t_to, rt.outbox)
+        rt.step, rt.t_s = step, t_to
+        own = await rt.flush_outbox(step, t_to)
+        for subject, n in own.items():
+            pub[subject] = pub.get(subject, 0) + n
+        self._expect_next = pub
+        dts = [float(a.get("max_dt_s", FIRST_STEP_S)) for a in self._acks.values()]
+        self._max_dt = max(min([ground_dt, *[d for d in dts if math.isfinite(d) and d > 0]]),
+                           MIN_STEP_S)
+
+    async def _collect_acks(self, step: int, tick_data: bytes) -> None:
+        m = self.rt.metrics
+        while True:
+            try:
+                await asyncio.wait_for(self._all_acked.wait(), self.ack_timeout_s)
+                break
+            except TimeoutError:
+                missing = [s for s in self.expect if s not in self._acks]
+                self.status.mode = "waiting"
+                self.status.waiting_for = missing
+                for peer in missing:
+                    m.ack_overdue.labels(*m.labels(), peer).set(1)
+                log.warning("waiting for acknowledgement",
+                            extra={"step": step, "waiting_for": ",".join(missing)})
+                self._notify()
+                if self.rt.stopping.is_set():
+                    return
+                await self.rt.bus.nc.publish(self.rt.subjects.tick, tick_data)  # type: ignore[union-attr]
+        if self.status.waiting_for:
+            for peer in self.status.waiting_for:
+                m.ack_overdue.labels(*m.labels(), peer).set(0)
+            log.info("acknowledgements complete again", extra={"step": step})
+            self.status.waiting_for = []
+            self.status.mode = "running"
+
+    def _after_step(self) -> None:
+        m = self.rt.metrics
+        m.steps.labels(*m.labels()).inc()
+        start, count = self._rate_window
+        now = time.monotonic()
+        count += 1
+        if now - start >= 1.0:
+            self.status.steps_per_second = count / (now - start)
+            m.step_rate.labels(*m.labels()).set(self.status.steps_per_second)
+            start, count = now, 0
+        self._rate_window = (start, count)
+        if self._step_budget is not None:
+            self._step_budget -= 1
+            if self._step_budget <= 0:
+                self._step_budget = None
+                self._paused = True
+        st = self.status
+        if st.run_until_t_s >= 0 and self.rt.t_s >= st.run_until_t_s - 1e-9:
+            st.run_until_t_s = -1.0
+            self._paused = True
+        if st.run_until_event and self.plan.has_seen(st.run_until_event):
+            st.run_until_event = ""
+            self._paused = True
+        self._notify()
+
+    def _notify(self) -> None:
+        if not self._waiters:
+            return
+        keep = []
+        for predicate, fut in self._waiters:
+            if fut.done():
+                continue
+            if predicate() or self.plan.finished or self.rt.stopping.is_set():
+                fut.set_result(None)
+            else:
+                keep.append((predicate, fut))
+        self._waiters = keep
+
+    def _publish_state_metrics(self) -> None:
+        m = self.rt.metrics
+        m.warp.labels(*m.labels()).set(self.status.warp)
+        m.paused.labels(*m.labels()).set(1.0 if self._paused else 0.0)

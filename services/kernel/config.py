@@ -1,0 +1,152 @@
+"""Service configuration: a frozen dataclass built once from the environment.
+
+Nothing deeper in the code reads ``os.environ``. A bad value raises
+:class:`ConfigError`, which names the variable and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.kernel.errors import ConfigError
+
+SERVICE_NAMES: tuple[str, ...] = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
+VEHICLES: tuple[str, ...] = ("orbiter", "lander", "ascender", "reentry", "relay")
+
+#: Local defaults ``{service: (grpc_port, metrics_port)}``; pods use 50051/9090.
+DEFAULT_PORTS: dict[str, tuple[int, int]] = {
+    name: (50051 + i, 9101 + i) for i, name in enumerate(SERVICE_NAMES)
+}
+
+_MISSION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    service: str
+    mission_id: str = "ce6"
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    metrics_port: int = 9101
+    log_level: str = "INFO"
+    log_format: str = "json"
+    seed: int = 6
+    flight_plan: Path | None = None
+    warp: float = 0.0  # 0 = as fast as possible
+    start_paused: bool = False
+    ack_timeout_s: float = 5.0
+    expect: tuple[str, ...] = field(default=SERVICE_NAMES[1:])
+
+    def __post_init__(self) -> None:
+        if self.service not in SERVICE_NAMES:
+            raise ConfigError("TWIN_SERVICE", self.service, "unknown service",
+                              f"use one of {', '.join(SERVICE_NAMES)}")
+        if not _MISSION_RE.match(self.mission_id):
+            raise ConfigError("TWIN_MISSION_ID", self.mission_id, "not a valid mission id",
+                              "use 1-32 lower-case letters, digits or '-', starting alphanumeric")
+        for url in self.nats_urls:
+            if not re.match(r"^(nats|tls|ws|wss)://[^\s]+$", url):
+                raise ConfigError("TWIN_NATS_URL", url, "not a NATS URL",
+                                  "write it as nats://host:port (comma separated for several)")
+        if not 0 <= self.grpc_port <= 65535:
+            raise ConfigError("TWIN_GRPC_PORT", str(self.grpc_port), "out of range",
+                              "use 1-65535, or 0 for a free port")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError("TWIN_METRICS_PORT", str(self.metrics_port), "out of range",
+                              "use 1-65535, 0 for a free port, or -1 to turn metrics off")
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigError("TWIN_LOG_LEVEL", self.log_level, "unknown level",
+                              f"use one of {', '.join(_LOG_LEVELS)}")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("TWIN_LOG_FORMAT", self.log_format, "unknown format",
+                              "use json or text")
+        if not (math.isfinite(self.warp) and self.warp >= 0):
+            raise ConfigError("TWIN_WARP", str(self.warp), "not a warp factor",
+                              "use 'max' or a real-time factor > 0")
+        if not (math.isfinite(self.ack_timeout_s) and self.ack_timeout_s > 0):
+            raise ConfigError("TWIN_ACK_TIMEOUT_S", str(self.ack_timeout_s), "must be > 0",
+                              "give wall seconds, e.g. 5")
+        for name in self.expect:
+            if name not in VEHICLES:
+                raise ConfigError("TWIN_EXPECT", ",".join(self.expect), f"unknown service {name!r}",
+                                  f"list services from {', '.join(VEHICLES)}")
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str]) -> ServiceConfig:
+        """Build the config of ``service`` from an environment mapping."""
+        service = env.get("TWIN_SERVICE", service)
+        grpc_default, metrics_default = DEFAULT_PORTS.get(service, (50051, 9101))
+        plan = env.get("TWIN_FLIGHT_PLAN", "").strip()
+        if plan and not Path(plan).is_file():
+            raise ConfigError("TWIN_FLIGHT_PLAN", plan, "no such file",
+                              "point it at a flight-plan JSON file, or unset it for the nominal plan")
+        expect_raw = env.get("TWIN_EXPECT", "").strip()
+        return cls(
+            service=service,
+            mission_id=env.get("TWIN_MISSION_ID", "ce6"),
+            nats_urls=tuple(u.strip() for u in env.get("TWIN_NATS_URL",
+                                                         "nats://127.0.0.1:4222").split(",")),
+            grpc_host=env.get("TWIN_GRPC_HOST", "127.0.0.1"),
+            grpc_port=_int(env, "TWIN_GRPC_PORT", grpc_default),
+            metrics_port=_int(env, "TWIN_METRICS_PORT", metrics_default),
+            log_level=env.get("TWIN_LOG_LEVEL", "INFO").upper(),
+            log_format=env.get("TWIN_LOG_FORMAT", "json").lower(),
+            seed=_int(env, "TWIN_SEED", 6),
+            flight_plan=Path(plan) if plan else None,
+            warp=_warp(env.get("TWIN_WARP", "max")),
+            start_paused=_bool(env, "TWIN_START_PAUSED", False),
+            ack_timeout_s=_float(env, "TWIN_ACK_TIMEOUT_S", 5.0),
+            expect=tuple(s.strip() for s in expect_raw.split(",") if s.strip())
+            if expect_raw else VEHICLES,
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "not an integer", "give a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "not a number", "give a decimal number") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(name, raw, "not a boolean", "use true or false")
+
+
+def _warp(raw: str) -> float:
+    if raw.strip().lower() in ("max", "afap", "0"):
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError("TWIN_WARP", raw, "not a warp factor",
+                          "use 'max' or a real-time factor > 0") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError("TWIN_WARP", raw, "must be > 0", "use 'max' or a factor > 0")
+    return value

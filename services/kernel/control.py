@@ -1,0 +1,193 @@
+"""The gRPC VehicleControl servicer every service serves: thin, delegating.
+
+Commands are translated to a plain dict, validated by the vehicle core and
+queued for the start of the next clock step; errors become gRPC statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from services.kernel.dynamics.timescale import iso_utc
+from services.kernel.errors import CommandNotAllowed, InvalidCommand
+from services.kernel.twin_pb import common_pb2, control_pb2, control_pb2_grpc
+from services.kernel.vehicle import Summary
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+T = TypeVar("T")
+FAULT_KINDS_COMMON = frozenset({"stall_clock", "drop_telemetry"})
+
+
+def instrumented(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Count calls by method and status code, and time them."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        metrics = self.rt.metrics
+        started = time.perf_counter()  # wall time for the latency metric only
+        code = "OK"
+        try:
+            return await method(self, request, context)
+        except BaseException:
+            code_obj = context.code()
+            code = code_obj.name if code_obj is not None else "UNKNOWN"
+            raise
+        finally:
+            metrics.grpc_requests.labels(*metrics.labels(), name, code).inc()
+            metrics.grpc_duration.labels(*metrics.labels(), name).observe(
+                time.perf_counter() - started)
+
+    return wrapper
+
+
+def vec(values: tuple[float, float, float] | list[float]) -> common_pb2.Vector3:
+    return common_pb2.Vector3(x=values[0], y=values[1], z=values[2])
+
+
+def state_from_summary(name: str, s: Summary) -> common_pb2.StateSummary:
+    return common_pb2.StateSummary(
+        vehicle=name, frame=s.frame, central_body=s.central_body, position_m=vec(s.r_m),
+        velocity_m_s=vec(s.v_m_s), altitude_m=s.altitude_m, speed_m_s=s.speed_m_s,
+        mass_kg=s.mass_kg, propellant_kg=s.propellant_kg, sample_mass_g=s.sample_mass_g,
+        values=s.values)
+
+
+def frame_from_summary(name: str, s: Summary, step: int, t: float) -> control_pb2.TelemetryFrame:
+    return control_pb2.TelemetryFrame(service=name, step=step, mission_time_s=t, utc=iso_utc(t),
+                                      phase=s.phase, state=state_from_summary(name, s))
+
+
+def command_to_dict(request: control_pb2.SendCommandRequest) -> dict[str, Any]:
+    """The oneof command as the plain dict the vehicle cores understand."""
+    which = request.WhichOneof("command")
+    if which is None:
+        raise InvalidCommand("no command given: set one of impulsive_burn, finite_burn, "
+                             "set_mode, deploy, start_operation")
+    args = MessageToDict(getattr(request, which), preserving_proto_field_name=True)
+    for key, value in _flatten(args):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidCommand(f"{which}.{key} must be finite")
+    op = {"impulsive_burn": "burn", "finite_burn": "finite_burn", "set_mode": "set_mode",
+          "deploy": "deploy", "start_operation": "operation"}[which]
+    return {"op": op, **args}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.extend(_flatten(v, f"{prefix}{k}."))
+        else:
+            out.append((f"{prefix}{k}", v))
+    return out
+
+
+class ControlServicer(control_pb2_grpc.VehicleControlServicer):
+    def __init__(self, rt: ServiceRuntime) -> None:
+        self.rt = rt
+        self._fault_seq = 0
+
+    @instrumented
+    async def GetStatus(self, request: control_pb2.GetStatusRequest,
+                        context: grpc.aio.ServicerContext) -> control_pb2.GetStatusResponse:
+        rt, core = self.rt, self.rt.core
+        s = core.summary()
+        return control_pb2.GetStatusResponse(
+            service=rt.name, mission_id=rt.config.mission_id, phase=core.phase,
+            mission_time_s=rt.t_s, utc=iso_utc(rt.t_s), step=rt.step,
+            state=state_from_summary(rt.name, s),
+            faults=[_fault_pb(fid, f) for fid, f in sorted(core.faults.items())],
+            info=s.info)
+
+    @instrumented
+    async def SendCommand(self, request: control_pb2.SendCommandRequest,
+                          context: grpc.aio.ServicerContext) -> control_pb2.SendCommandResponse:
+        try:
+            command = command_to_dict(request)
+            if request.execute_at_mission_time_s and request.execute_at_mission_time_s < self.rt.t_s:
+                raise InvalidCommand("execute_at_mission_time_s is in the past "
+                                     f"(now {self.rt.t_s:.3f} s)")
+            command["execute_at_s"] = request.execute_at_mission_time_s
+            command["command_id"] = request.command_id
+            self.rt.core.validate(command)
+        except InvalidCommand as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
+        except CommandNotAllowed as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, exc.reason)
+        self.rt.local_command(command)
+        return control_pb2.SendCommandResponse(
+            command_id=request.command_id, accepted=True, detail="queued for the next step",
+            execute_at_mission_time_s=max(request.execute_at_mission_time_s, self.rt.t_s))
+
+    @instrumented
+    async def InjectFault(self, request: control_pb2.InjectFaultRequest,
+                          context: grpc.aio.ServicerContext) -> control_pb2.InjectFaultResponse:
+        core = self.rt.core
+        kinds = FAULT_KINDS_COMMON | getattr(core, "fault_kinds", frozenset())
+        if request.kind not in kinds:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"unknown fault kind {request.kind!r}; known: "
+                                f"{', '.join(sorted(kinds))}")
+        if request.duration_s < 0 or not math.isfinite(request.magnitude):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "duration_s must be >= 0 and magnitude finite")
+        self._fault_seq += 1
+        fid = f"{self.rt.name}-{request.kind}-{self._fault_seq}"
+        core.faults[request.kind] = {
+            "fault_id": fid, "kind": request.kind, "target": request.target,
+            "magnitude": request.magnitude, "since": self.rt.t_s, "duration_s": request.duration_s}
+        return control_pb2.InjectFaultResponse(fault=_fault_pb(request.kind,
+                                                               core.faults[request.kind]))
+
+    @instrumented
+    async def ClearFault(self, request: control_pb2.ClearFaultRequest,
+                         context: grpc.aio.ServicerContext) -> control_pb2.ClearFaultResponse:
+        core = self.rt.core
+        for kind, fault in list(core.faults.items()):
+            if fault["fault_id"] == request.fault_id:
+                del core.faults[kind]
+                return control_pb2.ClearFaultResponse(cleared=True)
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"no active fault {request.fault_id!r}")
+        raise AssertionError("unreachable")
+
+    async def WatchTelemetry(self, request: control_pb2.WatchTelemetryRequest,
+                             context: grpc.aio.ServicerContext,
+                             ) -> AsyncIterator[control_pb2.TelemetryFrame]:
+        if request.min_interval_s < 0 or not math.isfinite(request.min_interval_s):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_interval_s must be >= 0")
+        metrics = self.rt.metrics
+        metrics.grpc_requests.labels(*metrics.labels(), "WatchTelemetry", "OK").inc()
+        queue: asyncio.Queue[control_pb2.TelemetryFrame | None] = asyncio.Queue(maxsize=10_000)
+        self.rt.watchers.append(queue)
+        sent, last_t = 0, -math.inf
+        try:
+            while True:
+                frame = await queue.get()
+                if frame is None:
+                    return
+                if frame.mission_time_s - last_t < request.min_interval_s:
+                    continue
+                last_t = frame.mission_time_s
+                yield frame
+                sent += 1
+                if request.max_frames and sent >= request.max_frames:
+                    return
+        finally:
+            self.rt.watchers.remove(queue)
+
+
+def _fault_pb(kind: str, f: dict[str, Any]) -> common_pb2.Fault:
+    return common_pb2.Fault(fault_id=f["fault_id"], kind=f["kind"], target=f["target"],
+                            magnitude=f["magnitude"], since_mission_time_s=f["since"],
+                            duration_s=f["duration_s"])

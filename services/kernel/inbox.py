@@ -1,0 +1,67 @@
+"""Deterministic delivery: buffer what arrives, apply it at the next step.
+
+NATS delivers messages from different connections in a different interleaving
+on every run, and a client dispatches each subscription on its own task. So a
+receiver never applies a message when it arrives. It buffers it, and at the
+start of step ``k`` applies everything published during steps before ``k``,
+sorted by (mission time, source, sequence). The tick of step ``k`` says how
+many messages were published on each subject during step ``k - 1``; the
+receiver waits until it holds that many before it applies them, so a message
+still on its way cannot slip into a later step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from services.kernel.envelope import Envelope
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self._held: list[Envelope] = []
+        self._counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self._changed = asyncio.Event()
+
+    def add(self, env: Envelope, subject: str) -> None:
+        self._held.append(env)
+        self._counts[env.step][subject] += 1
+        self._changed.set()
+
+    def add_local(self, env: Envelope) -> None:
+        """A message produced in-process (e.g. a gRPC command): no count to match."""
+        self._held.append(env)
+
+    def missing(self, step: int, expect: dict[str, int]) -> dict[str, int]:
+        have = self._counts.get(step, {})
+        return {s: n - have.get(s, 0) for s, n in expect.items() if have.get(s, 0) < n}
+
+    async def wait_for(self, step: int, expect: dict[str, int], timeout_s: float) -> dict[str, int]:
+        """Wait until every expected message of ``step`` is held; return what is missing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while missing := self.missing(step, expect):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return missing
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return self.missing(step, expect)
+        return {}
+
+    def take(self, up_to_step: int) -> list[Envelope]:
+        """Remove and return the messages of steps <= ``up_to_step``, in apply order."""
+        ready = [e for e in self._held if e.step <= up_to_step]
+        if not ready:
+            return []
+        self._held = [e for e in self._held if e.step > up_to_step]
+        for step in [s for s in self._counts if s <= up_to_step]:
+            del self._counts[step]
+        ready.sort(key=lambda e: e.order_key)
+        return ready
+
+    def __len__(self) -> int:
+        return len(self._held)

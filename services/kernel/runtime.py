@@ -1,0 +1,297 @@
+"""The service runtime shared by all six services, written once.
+
+Start order: metrics endpoint, NATS (with the mission-log stream), bus
+subscriptions, gRPC server (control + health + reflection), hello to the
+clock, health SERVING. Stop order is the reverse: health NOT_SERVING, gRPC stops
+with grace, subscriptions and the NATS connection drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.kernel.bus import Bus, subject_matches
+from services.kernel.config import ServiceConfig
+from services.kernel.envelope import Envelope
+from services.kernel.errors import ConfigError, TwinError
+from services.kernel.inbox import Inbox
+from services.kernel.logs import setup_logging
+from services.kernel.metrics import Metrics, serve_metrics
+from services.kernel.twin_pb import control_pb2, control_pb2_grpc
+from services.kernel.vehicle import Outbox, Outgoing, VehicleCore
+
+log = logging.getLogger("twin.runtime")
+
+#: Subject kind -> envelope kind.
+ENVELOPE_KIND = {"tm": "telemetry", "evt": "event", "cmd": "command", "xfer": "transfer"}
+#: Wall seconds a receiver waits for messages a tick says are on their way.
+DELIVERY_TIMEOUT_S = 5.0
+GRACE_S = 5.0
+
+
+class ServiceRuntime:
+    """One service process: a :class:`VehicleCore` wired to NATS, gRPC and metrics."""
+
+    def __init__(self, core: VehicleCore, config: ServiceConfig) -> None:
+        self.core = core
+        self.config = config
+        self.name = config.service
+        self.metrics = Metrics(config.mission_id, config.service)
+        self.bus = Bus(config.mission_id, config.service, self.metrics)
+        self.subjects = self.bus.subjects
+        self.inbox = Inbox()
+        self.outbox = Outbox()
+        self.step = 0  # last step completed
+        self.t_s = 0.0
+        self.grpc_port = 0
+        self.metrics_port = -1
+        self.watchers: list[asyncio.Queue[control_pb2.TelemetryFrame | None]] = []
+        self.stopping = asyncio.Event()
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._inbound: list[str] = []
+        self._last_tm_t = -1e30
+        self._last_ack: bytes | None = None
+        self._stopped = False
+        self._vehicle_labels = (config.mission_id, config.service, config.service)
+
+    # --- wiring hooks (ground overrides) ------------------------------------
+    def inbound_subjects(self) -> list[str]:
+        """Subjects whose messages go into the inbox."""
+        return [self.subjects.command(self.name), self.subjects.transfer(self.name),
+                *getattr(self.core, "extra_subjects", lambda s: [])(self.subjects)]
+
+    def add_servicers(self, server: grpc.aio.Server) -> list[str]:
+        from services.kernel.control import ControlServicer
+
+        control_pb2_grpc.add_VehicleControlServicer_to_server(ControlServicer(self), server)
+        return [control_pb2.DESCRIPTOR.services_by_name["VehicleControl"].full_name]
+
+    # --- lifecycle ------------------------------------------------------------
+    async def start(self) -> None:
+        self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host)
+        await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}")
+        await self.bus.ensure_stream()
+        self._inbound = self.inbound_subjects()
+        for subject in self._inbound:
+            await self.bus.subscribe(subject, self._on_inbound)
+        await self.subscribe_clock()
+        await self._start_grpc()
+        await self.say_hello()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("service started", extra={"grpc_port": self.grpc_port,
+                                             "metrics_port": self.metrics_port,
+                                             "nats": ",".join(self.config.nats_urls)})
+
+    async def subscribe_clock(self) -> None:
+        await self.bus.subscribe(self.subjects.tick, self._on_tick)
+        await self.bus.subscribe(self.subjects.roll, self._on_roll)
+
+    async def _start_grpc(self) -> None:
+        server = grpc.aio.server()
+        names = self.add_servicers(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        for name in names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self.grpc_port = server.add_insecure_port(f"{self.config.grpc_host}:{self.config.grpc_port}")
+        if self.grpc_port == 0:
+            raise ConfigError("TWIN_GRPC_PORT", str(self.config.grpc_port), "port is taken",
+                              "free the port or set TWIN_GRPC_PORT=0 for a free one")
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        """Stop in reverse order of start; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping.set()
+        await self._health.enter_graceful_shutdown()
+        for q in self.watchers:
+            q.put_nowait(None)
+        if self._server is not None:
+            await self._server.stop(GRACE_S)
+        await self.bus.drain()
+        log.info("service stopped", extra={"step": self.step, "t_s": self.t_s})
+
+    # --- the clock protocol, participant side -------------------------------
+    async def say_hello(self) -> None:
+        env = self.bus.envelope("hello", {"step": self.step, "t": self.t_s,
+                                          "grpc_port": self.grpc_port}, self.t_s, self.step)
+        await self.bus.publish(self.subjects.hello(self.name), env)
+
+    async def _on_roll(self, env: Envelope, subject: str) -> None:
+        await self.say_hello()
+
+    def _on_inbound(self, env: Envelope, subject: str) -> None:
+        if env.src != self.name:  # a service knows what it published itself
+            self.inbox.add(env, subject)
+
+    def expected_for_me(self, expect: dict[str, int]) -> dict[str, int]:
+        return {s: n for s, n in expect.items()
+                if any(subject_matches(p, s) for p in self._inbound)}
+
+    async def _on_tick(self, env: Envelope, subject: str) -> None:
+        body = env.body
+        step, t_from, t_to = int(body["step"]), float(body["t_from"]), float(body["t_to"])
+        if "stall_clock" in self.core.faults:
+            return  # fault injection: behave as a service that stopped answering
+        if step <= self.step:
+            if step == self.step and self._last_ack is not None:
+                await self.bus.nc.publish(self.subjects.ack(self.name), self._last_ack)  # type: ignore[union-attr]
+            return
+        expect = self.expected_for_me(body.get("expect", {}))
+        await self.deliver_inbox(step - 1, expect)
+        max_dt = self.core.advance(t_from, t_to, self.outbox)
+        self.step, self.t_s = step, t_to
+        pub = await self.flush_outbox(step, t_to)
+        ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
+                                        "phase": self.core.phase}, t_to, step)
+        from services.kernel.envelope import encode
+
+        self._last_ack = encode(ack)
+        await self.bus.publish(self.subjects.ack(self.name), ack)
+
+    async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
+        """Apply everything published up to ``prev_step``, in deterministic order."""
+        if expect:
+            missing = await self.inbox.wait_for(prev_step, expect, DELIVERY_TIMEOUT_S)
+            if missing:
+                log.error("messages never arrived", extra={"step": prev_step, "missing": missing})
+        for msg in self.inbox.take(prev_step):
+            self.core.apply(msg, self.outbox)
+
+    async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
+        """Publish what the step wrote (plus telemetry); return counts per subject."""
+        summary = self.core.summary()
+        self.update_metrics(summary, t)
+        items = self.outbox.drain()
+        interval = float(getattr(self.core, "telemetry_interval_s", lambda: 0.0)())
+        if t - self._last_tm_t >= interval and "drop_telemetry" not in self.core.faults:
+            items.append(Outgoing("tm", self.name, telemetry_body(summary), t))
+            self._last_tm_t = t
+            self._feed_watchers(summary, step, t)
+        counts: dict[str, int] = {}
+        for item in items:
+            subject = self._subject_for(item)
+            env = self.bus.envelope(ENVELOPE_KIND[item.kind], item.body, item.t, step)
+            await self.bus.publish(subject, env, durable=item.kind == "evt")
+            counts[subject] = counts.get(subject, 0) + 1
+            if item.kind == "evt":
+                self.metrics.events.labels(*self.metrics.labels(), str(item.body["name"])).inc()
+                log.info("event", extra={"event": item.body["name"], "t_s": item.t})
+        return counts
+
+    def _subject_for(self, item: Outgoing) -> str:
+        if item.kind == "tm":
+            return self.subjects.telemetry(item.target)
+        if item.kind == "evt":
+            return self.subjects.event(item.target)
+        if item.kind == "cmd":
+            return self.subjects.command(item.target)
+        return self.subjects.transfer(item.target)
+
+    # --- telemetry, metrics ---------------------------------------------------
+    def update_metrics(self, s: Any, t: float) -> None:
+        m, lv = self.metrics, self._vehicle_labels
+        m.mission_time.labels(*m.labels()).set(t)
+        m.set_phase(s.phase)
+        if self.name == "ground":
+            return
+        m.speed.labels(*lv).set(s.speed_m_s)
+        m.mass.labels(*lv).set(s.mass_kg * 1000.0)
+        m.propellant.labels(*lv).set(s.propellant_kg * 1000.0)
+        m.sample.labels(*lv).set(s.sample_mass_g)
+        if s.central_body:
+            body = s.central_body
+            m.altitude.labels(*lv, body).set(s.altitude_m)
+            r = s.r_m
+            m.distance.labels(*lv, body).set((r[0] ** 2 + r[1] ** 2 + r[2] ** 2) ** 0.5)
+        for key, gauge, scale in _VALUE_GAUGES:
+            if key in s.values:
+                getattr(m, gauge).labels(*lv).set(s.values[key] * scale)
+
+    def _feed_watchers(self, s: Any, step: int, t: float) -> None:
+        if not self.watchers:
+            return
+        from services.kernel.control import frame_from_summary
+
+        frame = frame_from_summary(self.name, s, step, t)
+        for q in self.watchers:
+            if not q.full():  # a slow watcher misses frames rather than stalling the clock
+                q.put_nowait(frame)
+
+    def local_command(self, command: dict[str, Any]) -> None:
+        """Queue a validated command for the start of the next step."""
+        env = self.bus.envelope("command", command, self.t_s, self.step)
+        self.inbox.add_local(env)
+
+
+#: (summary.values key, Metrics attribute, scale to the metric's unit)
+_VALUE_GAUGES = (
+    ("thrust_n", "thrust", 1.0),
+    ("power_w", "power", 1.0),
+    ("battery_soc_ratio", "battery", 1.0),
+    ("temperature_c", "temperature", 1.0),
+    ("propellant_reserve_kg", "propellant_reserve", 1000.0),
+    ("sensed_accel_m_s2", "acceleration", 1.0),
+    ("heat_flux_w_m2", "heat_flux", 1.0),
+    ("backlog_frames", "backlog", 1.0),
+)
+
+
+def telemetry_body(s: Any) -> dict[str, Any]:
+    return {"phase": s.phase, "frame": s.frame, "body": s.central_body, "r_m": list(s.r_m),
+            "v_m_s": list(s.v_m_s), "alt_m": s.altitude_m, "speed_m_s": s.speed_m_s,
+            "mass_kg": s.mass_kg, "propellant_kg": s.propellant_kg,
+            "sample_mass_g": s.sample_mass_g, "values": s.values}
+
+
+# --- process entry point ------------------------------------------------------
+def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -> None:
+    """``python -m services.<name>``: configure, run until SIGTERM/SIGINT, stop cleanly."""
+    try:
+        config = ServiceConfig.from_env(service, os.environ)
+    except ConfigError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(config.service, config.mission_id, config.log_level, config.log_format)
+    try:
+        import uvloop
+
+        runner: Callable[..., Any] = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    try:
+        runner(_main(make(config)))
+    except TwinError as exc:
+        print(f"{service}: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _main(rt: ServiceRuntime) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, rt.stopping.set)
+    started = time.monotonic()  # wall time only to report start-up duration
+    try:
+        await rt.start()
+        log.info("ready", extra={"startup_s": round(time.monotonic() - started, 3)})
+        await rt.stopping.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await rt.stop()

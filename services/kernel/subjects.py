@@ -1,0 +1,75 @@
+"""The NATS subject scheme: ``twin.<mission>.<kind>.<service>``.
+
+Every subject carries the mission id, so several missions can share one NATS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "twin"
+
+#: Kinds of subject and the transport each rides on.
+CLOCK_TICK = "clock.tick"
+CLOCK_ACK = "clock.ack"
+CLOCK_HELLO = "clock.hello"
+CLOCK_ROLL = "clock.roll"
+TELEMETRY = "tm"
+EVENT = "evt"
+COMMAND = "cmd"
+TRANSFER = "xfer"
+
+
+@dataclass(frozen=True)
+class Subjects:
+    mission: str
+
+    def _s(self, kind: str, service: str | None = None) -> str:
+        base = f"{PREFIX}.{self.mission}.{kind}"
+        return f"{base}.{service}" if service else base
+
+    @property
+    def tick(self) -> str:
+        return self._s(CLOCK_TICK)
+
+    @property
+    def roll(self) -> str:
+        return self._s(CLOCK_ROLL)
+
+    def ack(self, service: str) -> str:
+        return self._s(CLOCK_ACK, service)
+
+    def hello(self, service: str) -> str:
+        return self._s(CLOCK_HELLO, service)
+
+    def telemetry(self, service: str) -> str:
+        return self._s(TELEMETRY, service)
+
+    def event(self, service: str) -> str:
+        return self._s(EVENT, service)
+
+    def command(self, service: str) -> str:
+        return self._s(COMMAND, service)
+
+    def transfer(self, service: str) -> str:
+        return self._s(TRANSFER, service)
+
+    def all_of(self, kind: str) -> str:
+        return self._s(kind, "*")
+
+    @property
+    def everything(self) -> str:
+        return f"{PREFIX}.{self.mission}.>"
+
+    @property
+    def stream_name(self) -> str:
+        """JetStream stream holding the mission log (events) of this mission."""
+        return f"TWIN_{self.mission.upper().replace('-', '_')}"
+
+    def kind_of(self, subject: str) -> str:
+        """The kind part of one of this mission's subjects (``tm``, ``clock.ack``...)."""
+        rest = subject[len(PREFIX) + len(self.mission) + 2:]
+        head, _, tail = rest.partition(".")
+        if head == "clock":
+            return "clock." + tail.partition(".")[0]
+        return head

@@ -1,0 +1,144 @@
+"""The pure side of a service: its state and transitions, no I/O.
+
+A :class:`VehicleCore` is driven by the runtime, one clock step at a time:
+
+1. :meth:`VehicleCore.apply` for every message received during earlier steps,
+   in the deterministic order (mission time, source, sequence);
+2. :meth:`VehicleCore.advance` from ``t_from`` to ``t_to``, which returns the
+   largest next step the vehicle accepts.
+
+Both write what they want published into an :class:`Outbox`. Nothing here
+touches NATS, gRPC or the wall clock, so a service's behaviour is a function of
+its inputs, its seed and the flight plan.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.kernel.envelope import Envelope
+from services.kernel.errors import CommandNotAllowed, InvalidCommand
+
+#: Largest step any vehicle accepts by default while coasting, in mission seconds.
+COAST_STEP_S = 600.0
+
+
+@dataclass
+class Outgoing:
+    kind: str  # subject kind: "tm", "evt", "cmd", "xfer"
+    target: str  # service part of the subject (own name for tm/evt)
+    body: dict[str, Any]
+    t: float
+
+
+@dataclass
+class Outbox:
+    """What a step wants published, in the order it was written."""
+
+    items: list[Outgoing] = field(default_factory=list)
+
+    def event(self, source: str, name: str, t: float, **values: Any) -> None:
+        self.items.append(Outgoing("evt", source, {"name": name, **values}, t))
+
+    def send(self, kind: str, target: str, t: float, body: dict[str, Any]) -> None:
+        self.items.append(Outgoing(kind, target, body, t))
+
+    def telemetry(self, source: str, t: float, body: dict[str, Any]) -> None:
+        self.items.append(Outgoing("tm", source, body, t))
+
+    def drain(self) -> list[Outgoing]:
+        items, self.items = self.items, []
+        return items
+
+
+@dataclass
+class Summary:
+    """What status and telemetry report; SI units in the names."""
+
+    phase: str
+    frame: str = ""
+    central_body: str = ""
+    r_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    v_m_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    altitude_m: float = 0.0
+    speed_m_s: float = 0.0
+    mass_kg: float = 0.0
+    propellant_kg: float = 0.0
+    sample_mass_g: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
+
+
+class VehicleCore:
+    """Base of every service's state machine. Subclasses override the hooks."""
+
+    name = "vehicle"
+
+    def __init__(self, seed: int) -> None:
+        # One stream of random numbers per service, derived from the mission seed.
+        self.rng = random.Random(seed * 1_000_003 + zlib.crc32(self.name.encode()))
+        self.t_s = 0.0
+        self.phase = "prelaunch"
+        self.faults: dict[str, dict[str, Any]] = {}
+
+    # --- hooks -------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        """Apply one message received during an earlier step."""
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+            self.execute(msg.body, msg.t, out)
+
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        """Advance the state to ``t_to``; return the largest next step (s)."""
+        self.t_s = t_to
+        return COAST_STEP_S
+
+    def summary(self) -> Summary:
+        return Summary(phase=self.phase)
+
+    def validate(self, command: dict[str, Any]) -> None:
+        """Raise InvalidCommand / CommandNotAllowed for a command it cannot take."""
+        op = command.get("op")
+        if not isinstance(op, str) or not op:
+            raise InvalidCommand("command has no 'op'")
+        if op not in self.operations():
+            raise InvalidCommand(f"{self.name} has no operation {op!r}; "
+                                 f"known: {', '.join(sorted(self.operations()))}")
+
+    def operations(self) -> frozenset[str]:
+        return frozenset({"set_mode"})
+
+    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        """Carry out a validated command at the start of a step."""
+        if command.get("op") == "set_mode":
+            mode = str(command.get("mode", ""))
+            out.event(self.name, "mode_changed", t, mode=mode, previous=self.phase)
+            self.phase = mode
+
+    def check_allowed(self, allowed_phases: tuple[str, ...], what: str) -> None:
+        if self.phase not in allowed_phases:
+            raise CommandNotAllowed(f"{what} is not allowed in phase {self.phase!r}; "
+                                    f"allowed in: {', '.join(allowed_phases)}")
+
+    # --- snapshots ---------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
+        return {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
+                "rng": _rng_state(self.rng)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.t_s = float(snap["t_s"])
+        self.phase = str(snap["phase"])
+        self.faults = dict(snap["faults"])
+        self.rng.setstate(_rng_from(snap["rng"]))
+
+
+def _rng_state(rng: random.Random) -> list[Any]:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_from(raw: list[Any]) -> tuple[Any, ...]:
+    return (raw[0], tuple(raw[1]), raw[2])

@@ -1,0 +1,9 @@
+"""Lander state and transitions (placeholder motion until its physics is wired)."""
+
+from __future__ import annotations
+
+from services.kernel.placeholder import CircularOrbitCore
+
+
+class LanderCore(CircularOrbitCore):
+    name = "lander"

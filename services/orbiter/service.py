@@ -1,0 +1,11 @@
+"""Orbiter wiring: the shared runtime around its vehicle core."""
+
+from __future__ import annotations
+
+from services.kernel.config import ServiceConfig
+from services.kernel.runtime import ServiceRuntime
+from services.orbiter.vehicle import OrbiterCore
+
+
+def make(config: ServiceConfig) -> ServiceRuntime:
+    return ServiceRuntime(OrbiterCore(config.seed), config)

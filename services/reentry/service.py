@@ -1,0 +1,11 @@
+"""Reentry wiring: the shared runtime around its vehicle core."""
+
+from __future__ import annotations
+
+from services.kernel.config import ServiceConfig
+from services.kernel.runtime import ServiceRuntime
+from services.reentry.vehicle import ReentryCore
+
+
+def make(config: ServiceConfig) -> ServiceRuntime:
+    return ServiceRuntime(ReentryCore(config.seed), config)

@@ -1,0 +1,11 @@
+"""Relay wiring: the shared runtime around its vehicle core."""
+
+from __future__ import annotations
+
+from services.kernel.config import ServiceConfig
+from services.kernel.runtime import ServiceRuntime
+from services.relay.vehicle import RelayCore
+
+
+def make(config: ServiceConfig) -> ServiceRuntime:
+    return ServiceRuntime(RelayCore(config.seed), config)

@@ -1,0 +1,9 @@
+"""Relay state and transitions (placeholder motion until its physics is wired)."""
+
+from __future__ import annotations
+
+from services.kernel.placeholder import CircularOrbitCore
+
+
+class RelayCore(CircularOrbitCore):
+    name = "relay"
