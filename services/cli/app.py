@@ -1,1 +1,374 @@
-def main() -> None: ...
+"""`twin`: run the Chang'e-6 twin locally, look at it, drive its clock.
+
+    twin up      start NATS and the six services, show the mission live
+    twin run     the same as fast as possible, then exit (optionally --report)
+    twin status  every service's phase, time, mass, altitude and faults
+    twin clock   pause | resume | warp X | step N | until <utc|event>
+
+Bad arguments exit with code 2 and a message saying what to fix; a service
+that cannot be reached exits 1 and is named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+
+from services.cli.grpc_client import (
+    ClockClient,
+    Endpoint,
+    TwinChannels,
+    TwinRpcError,
+    local_endpoints,
+)
+from services.cli.launch import EXIT_FAILED, EXIT_OK, LaunchOptions, launch
+from services.cli.progress import clock_line, status_table
+from services.cli.supervisor import RUN_RECORD
+from services.kernel.config import SERVICE_NAMES
+from services.kernel.twin_pb import clock_pb2
+
+app = typer.Typer(
+    name="twin",
+    help="The Chang'e-6 digital twin: run it, watch it, drive its clock.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+clock_app = typer.Typer(help="Drive the mission clock (served by ground).", no_args_is_help=True)
+app.add_typer(clock_app, name="clock")
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+_MISSION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_NATS_URL_RE = re.compile(r"^(nats|tls|ws|wss)://\S+$")
+DEFAULT_STATE_DIR = Path(".state")
+
+
+# --- validation: each says what to fix -------------------------------------
+
+
+def _check_warp(value: str | None) -> str | None:
+    if value is None or value.strip().lower() == "max":
+        return None if value is None else "max"
+    try:
+        factor = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a warp: use 'max' or a factor > 0, "
+                                 "e.g. 3600 for an hour per second") from None
+    if not (math.isfinite(factor) and factor > 0):
+        raise typer.BadParameter(f"{value!r}: the warp factor must be > 0 (or 'max')")
+    return repr(factor)
+
+
+def _check_mission(value: str | None) -> str | None:
+    if value is not None and not _MISSION_RE.match(value):
+        raise typer.BadParameter(f"{value!r}: use 1-32 lower-case letters, digits or '-', "
+                                 "starting with a letter or digit (e.g. ce6)")
+    return value
+
+
+def _check_nats_url(value: str | None) -> str | None:
+    if value is not None:
+        for url in value.split(","):
+            if not _NATS_URL_RE.match(url.strip()):
+                raise typer.BadParameter(f"{url!r}: write it as nats://host:port "
+                                         "(comma separated for several)")
+    return value
+
+
+def _check_log_level(value: str) -> str:
+    level = value.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise typer.BadParameter(f"{value!r}: use DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _parse_ports(value: str | None) -> dict[str, int] | None:
+    """`ground=50051,orbiter=50052` or six ports in service order."""
+    if value is None:
+        return None
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    try:
+        if all("=" in item for item in items):
+            pairs = [item.split("=", 1) for item in items]
+            ports = {name.strip(): int(port) for name, port in pairs}
+        elif len(items) == len(SERVICE_NAMES):
+            ports = {name: int(port) for name, port in zip(SERVICE_NAMES, items, strict=True)}
+        else:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(
+            param_hint="--ports",
+            message=f"{value!r}: give name=port pairs (e.g. ground=50051,orbiter=50052) or "
+            f"{len(SERVICE_NAMES)} ports in the order {','.join(SERVICE_NAMES)}"
+        ) from None
+    unknown = sorted(set(ports) - set(SERVICE_NAMES))
+    if unknown:
+        raise typer.BadParameter(f"unknown services {unknown}: use {', '.join(SERVICE_NAMES)}",
+                                 param_hint="--ports")
+    bad = {n: p for n, p in ports.items() if not 0 < p < 65536}
+    if bad:
+        raise typer.BadParameter(f"ports out of range {bad}: use 1-65535", param_hint="--ports")
+    return ports
+
+
+# --- shared options ------------------------------------------------------------
+
+NatsUrlOpt = Annotated[str | None, typer.Option(
+    "--nats-url", callback=_check_nats_url,
+    help="Use this NATS server instead of starting a private one.")]
+PlanOpt = Annotated[Path | None, typer.Option(
+    "--plan", exists=True, dir_okay=False, readable=True, resolve_path=True,
+    help="Flight plan JSON (default: the packaged nominal plan).")]
+StateDirOpt = Annotated[Path, typer.Option(
+    "--state-dir", file_okay=False, help="Where logs, NATS data and run.json go.")]
+MissionOpt = Annotated[str, typer.Option("--mission", callback=_check_mission,
+                                         help="Mission id, part of every subject.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", min=0, help="Seed of every random draw.")]
+ObserveOpt = Annotated[bool, typer.Option("--observe", help="Also start a Prometheus.")]
+PausedOpt = Annotated[bool, typer.Option("--paused", help="Start with the clock paused.")]
+FreePortsOpt = Annotated[bool, typer.Option(
+    "--free-ports/--default-ports",
+    help="Give the services free ports instead of the contract's 50051-50056/9101-9106.")]
+HealthTimeoutOpt = Annotated[float, typer.Option(
+    "--health-timeout", min=1.0, help="Wall seconds to wait for every service to be healthy.")]
+LogLevelOpt = Annotated[str, typer.Option(
+    "--log-level", callback=_check_log_level,
+    help="Services' log level: DEBUG, INFO, WARNING, ERROR.")]
+HostOpt = Annotated[str, typer.Option("--host", help="Where the services listen.")]
+PortsOpt = Annotated[str | None, typer.Option(
+    "--ports", help="gRPC ports: name=port pairs, or six ports in service order.")]
+StateDirLookupOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", help="Read the ports of a running `twin up` from its run.json.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Wall seconds per call.")]
+
+
+def _launch(opts: LaunchOptions) -> None:
+    code = asyncio.run(launch(opts, console))
+    raise typer.Exit(code)
+
+
+@app.command()
+def up(
+    nats_url: NatsUrlOpt = None,
+    plan: PlanOpt = None,
+    warp: Annotated[str | None, typer.Option(
+        "--warp", callback=_check_warp,
+        help="'max' (as fast as possible) or a real-time factor > 0.")] = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    mission: MissionOpt = "ce6",
+    seed: SeedOpt = None,
+    observe: ObserveOpt = False,
+    paused: PausedOpt = False,
+    free_ports: FreePortsOpt = False,
+    health_timeout: HealthTimeoutOpt = 60.0,
+    log_level: LogLevelOpt = "INFO",
+) -> None:
+    """Start NATS and the six services and show the mission live until it finishes."""
+    _launch(LaunchOptions(
+        state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
+        warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
+        health_timeout_s=health_timeout, log_level=log_level,
+    ))
+
+
+@app.command()
+def run(
+    report: Annotated[Path | None, typer.Option(
+        "--report", dir_okay=False, help="Write the mission report (JSON) here.")] = None,
+    nats_url: NatsUrlOpt = None,
+    plan: PlanOpt = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    mission: MissionOpt = "ce6",
+    seed: SeedOpt = None,
+    observe: ObserveOpt = False,
+    free_ports: Annotated[bool, typer.Option(
+        "--free-ports/--default-ports",
+        help="Free ports (the default here) or the contract's fixed ones.")] = True,
+    health_timeout: HealthTimeoutOpt = 60.0,
+    log_level: LogLevelOpt = "WARNING",
+) -> None:
+    """Run the whole mission as fast as possible, then exit (0 when it finished)."""
+    _launch(LaunchOptions(
+        state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
+        warp="max", seed=seed, free_ports=free_ports, observe=observe,
+        health_timeout_s=health_timeout, log_level=log_level,
+        report_path=report,
+    ))
+
+
+# --- talking to a running twin --------------------------------------------------
+
+
+def _endpoints(host: str, ports: str | None, state_dir: Path | None) -> dict[str, Endpoint]:
+    """Ports from --ports, else from a running twin's run.json, else the defaults."""
+    chosen = _parse_ports(ports)
+    if chosen is None and state_dir is not None:
+        chosen = _ports_from_run_record(state_dir)
+    return local_endpoints(host, chosen)
+
+
+def _ports_from_run_record(state_dir: Path) -> dict[str, int]:
+    path = state_dir / RUN_RECORD
+    try:
+        record = orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        raise typer.BadParameter(f"no readable {path}: is `twin up` running with this "
+                                 "--state-dir?", param_hint="--state-dir") from None
+    if record.get("stopped"):
+        raise typer.BadParameter(f"the run recorded in {path} has stopped",
+                                 param_hint="--state-dir")
+    return {name: int(s["grpc_port"]) for name, s in record["services"].items()}
+
+
+async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s: float) -> int:
+    async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
+        statuses = await channels.all_statuses()
+        clock: clock_pb2.ClockState | TwinRpcError
+        try:
+            clock = await channels.clock().get_time()
+        except TwinRpcError as exc:
+            clock = exc
+    console.print(status_table(statuses, title="twin status"))
+    console.print(clock_line(clock), highlight=False)
+    failed = [f"{name} ({endpoints[name].target}): {s.detail}"
+              for name, s in statuses.items() if isinstance(s, TwinRpcError)]
+    if mission is not None:
+        failed += [f"{name}: mission {s.mission_id!r}, expected {mission!r}"
+                   for name, s in statuses.items()
+                   if not isinstance(s, TwinRpcError) and s.mission_id != mission]
+    for line in failed:
+        err_console.print(f"[bold red]unreachable or wrong:[/bold red] {line}", highlight=False)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+@app.command()
+def status(
+    mission: Annotated[str | None, typer.Option(
+        "--mission", callback=_check_mission,
+        help="Fail if a service runs another mission.")] = None,
+    host: HostOpt = "127.0.0.1",
+    ports: PortsOpt = None,
+    state_dir: StateDirLookupOpt = None,
+    timeout: TimeoutOpt = 3.0,
+) -> None:
+    """Ask every service for its status; exit 1 naming any that is unreachable."""
+    endpoints = _endpoints(host, ports, state_dir)
+    raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout)))
+
+
+# --- clock ------------------------------------------------------------------
+
+
+ClockHostOpt = Annotated[str, typer.Option("--host", help="Where ground listens.")]
+ClockPortOpt = Annotated[int | None, typer.Option(
+    "--port", min=1, max=65535, help="Ground's gRPC port (default 50051).")]
+
+
+def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: float,
+                call: Callable[[ClockClient], Awaitable[clock_pb2.ClockState]]) -> None:
+    ports = {"ground": port} if port is not None else None
+    if ports is None and state_dir is not None:
+        ports = {"ground": _ports_from_run_record(state_dir)["ground"]}
+    endpoints = local_endpoints(host, ports, services=("ground",))
+
+    async def _go() -> clock_pb2.ClockState:
+        async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
+            return await call(channels.clock())
+
+    try:
+        state = asyncio.run(_go())
+    except TwinRpcError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(clock_line(state), highlight=False)
+
+
+@clock_app.command("pause")
+def clock_pause(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+                state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0) -> None:
+    """Pause the clock after the current step."""
+    _clock_call(host, port, state_dir, timeout, lambda c: c.pause())
+
+
+@clock_app.command("resume")
+def clock_resume(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+                 state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0) -> None:
+    """Resume a paused clock."""
+    _clock_call(host, port, state_dir, timeout, lambda c: c.resume())
+
+
+@clock_app.command("warp")
+def clock_warp(
+    factor: Annotated[str, typer.Argument(
+        callback=_check_warp, help="'max' or a real-time factor > 0.")],
+    host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+    state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0,
+) -> None:
+    """Set the warp: 'max' steps as fast as every service acknowledges."""
+    warp = None if factor == "max" else float(factor)
+    _clock_call(host, port, state_dir, timeout, lambda c: c.set_warp(warp))
+
+
+@clock_app.command("step")
+def clock_step(
+    steps: Annotated[int, typer.Argument(min=1, help="How many lock-step steps.")],
+    host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+    state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0,
+) -> None:
+    """Advance exactly N steps, then pause."""
+    _clock_call(host, port, state_dir, timeout, lambda c: c.step(steps))
+
+
+def _utc_or_none(target: str) -> str | None:
+    """The target as ISO UTC if it reads as a date-time, else None (an event)."""
+    if not re.match(r"^\d{4}-\d{2}-\d{2}", target):
+        return None
+    try:
+        instant = datetime.fromisoformat(target.replace("Z", "+00:00"))
+    except ValueError:
+        raise typer.BadParameter(f"{target!r} looks like a date but is not ISO 8601: write "
+                                 "e.g. 2024-06-02T22:23:00Z", param_hint="TARGET") from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@clock_app.command("until")
+def clock_until(
+    target: Annotated[str, typer.Argument(
+        help="A UTC instant (2024-06-02T22:23:00Z) or a flight-plan event name.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Return only when it is reached.")] = False,
+    host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+    state_dir: StateDirLookupOpt = None,
+    timeout: TimeoutOpt = 5.0,
+) -> None:
+    """Run until a UTC instant or a flight-plan event, then pause."""
+    utc = _utc_or_none(target)
+    # A waiting call lasts as long as the mission takes to get there.
+    call_timeout = 24 * 3600.0 if wait else timeout
+    if utc is not None:
+        _clock_call(host, port, state_dir, call_timeout,
+                    lambda c: c.run_until(utc=utc, wait=wait))
+    else:
+        _clock_call(host, port, state_dir, call_timeout,
+                    lambda c: c.run_until(event=target, wait=wait))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

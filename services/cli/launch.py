@@ -1,0 +1,217 @@
+"""`twin up` and `twin run`: bring up NATS and the six services, follow, tear down.
+
+Order: nats-server (unless a URL is given), the services, Prometheus (with
+--observe); teardown runs in reverse through one AsyncExitStack, on every
+path out: finished, Ctrl-C, SIGTERM/SIGHUP to the CLI, a service dying, a
+start failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from rich.console import Console
+
+from services.cli.grpc_client import TwinChannels
+from services.cli.progress import Snapshot, clock_line, follow_mission, status_table
+from services.cli.report import write_report
+from services.cli.supervisor import (
+    RUN_RECORD,
+    RunConfig,
+    ServiceDied,
+    ServicesNotHealthy,
+    Supervisor,
+    write_run_record,
+)
+from services.kernel.natsd import NatsServer, NatsServerError
+
+__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "LaunchOptions", "launch"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130  # what shells report for a Ctrl-C'd command
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    state_dir: Path
+    nats_url: str | None = None
+    mission_id: str = "ce6"
+    flight_plan: Path | None = None
+    warp: str | None = None
+    seed: int | None = None
+    start_paused: bool = False
+    free_ports: bool = False
+    observe: bool = False
+    health_timeout_s: float = 60.0
+    log_level: str = "INFO"
+    report_path: Path | None = None
+    live: bool | None = None  # None: a live table only on a terminal
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signal.Signals(signum).name)
+
+
+class _Stopper:
+    """Turns SIGINT/SIGTERM/SIGHUP into an event the run races against."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.signum: int = signal.SIGINT
+
+    def _on_signal(self, signum: int) -> None:
+        self.signum = signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Stopper]:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            yield self
+        finally:
+            for sig in self.SIGNALS:
+                loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(work: Awaitable[T], stopper: _Stopper, sup: Supervisor) -> T:
+    """Await `work`, unless a signal comes or a service dies first."""
+    main = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopper.event.wait())
+    death = asyncio.ensure_future(sup.next_death())
+    try:
+        await asyncio.wait({main, stop, death}, return_when=asyncio.FIRST_COMPLETED)
+        if death.done():
+            raise ServiceDied(death.result())
+        if main.done():
+            return main.result()
+        raise Interrupted(stopper.signum)
+    finally:
+        for task in (main, stop, death):
+            task.cancel()
+        await asyncio.gather(main, stop, death, return_exceptions=True)
+
+
+def _run_config(opts: LaunchOptions, nats_url: str) -> RunConfig:
+    return RunConfig(
+        state_dir=opts.state_dir,
+        nats_url=nats_url,
+        mission_id=opts.mission_id,
+        free_ports=opts.free_ports,
+        seed=opts.seed,
+        flight_plan=opts.flight_plan,
+        warp=opts.warp,
+        start_paused=opts.start_paused,
+        log_level=opts.log_level,
+    )
+
+
+async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
+                      console: Console) -> tuple[str, int | None]:
+    if opts.nats_url:
+        return opts.nats_url, None
+    server = await stack.enter_async_context(NatsServer(opts.state_dir / "nats"))
+    console.print(f"nats-server with JetStream at {server.url} (pid {server.pid})")
+    return server.url, server.pid
+
+
+def _start_prometheus(stack: contextlib.ExitStack, opts: LaunchOptions, sup: Supervisor,
+                      console: Console) -> str:
+    # Imported here: Prometheus is optional and its module needs nothing else.
+    from services.kernel.promserver import PromServer, ScrapeTarget
+
+    targets = [
+        ScrapeTarget(name, f"127.0.0.1:{child.metrics_port}")
+        for name, child in sup.children.items()
+    ]
+    prom = PromServer(opts.state_dir / "prometheus", targets, mission=opts.mission_id)
+    stack.enter_context(prom)  # blocking start, on the loop's thread: see die_with_parent
+    console.print(f"Prometheus at {prom.url} (pid {prom.pid})")
+    return prom.url
+
+
+def _mark_stopped(state_dir: Path, codes: dict[str, Any]) -> None:
+    path = state_dir / RUN_RECORD
+    with contextlib.suppress(FileNotFoundError, orjson.JSONDecodeError):
+        record = orjson.loads(path.read_bytes())
+        record["stopped"] = True
+        record["exit_codes"] = codes
+        path.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+
+
+async def launch(opts: LaunchOptions, console: Console) -> int:
+    """Run the twin until the clock finishes or the run is stopped; the exit code."""
+    opts.state_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with _Stopper().installed() as stopper:
+        try:
+            return await _launch(opts, console, stopper, started)
+        except Interrupted as exc:
+            console.print(f"[yellow]{exc} received: stopping[/yellow]")
+            return EXIT_INTERRUPTED
+        except (ServiceDied, ServicesNotHealthy, NatsServerError) as exc:
+            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            return EXIT_FAILED
+        finally:
+            console.print(f"stopped everything after {time.monotonic() - started:.2f} s wall")
+
+
+async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
+                  started: float) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        sync_stack = stack.enter_context(contextlib.ExitStack())
+        nats_url, nats_pid = await _start_nats(stack, opts, console)
+        sup = Supervisor(_run_config(opts, nats_url))
+        stack.push_async_callback(_stop_services, sup, opts.state_dir)
+        await sup.start()
+        write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid)
+        healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)
+        console.print(f"all {len(sup.children)} services healthy in {healthy_s:.2f} s")
+        if opts.observe:
+            prom_url = _start_prometheus(sync_stack, opts, sup, console)
+            write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid,
+                             extra={"prometheus": prom_url})
+        channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
+        final = await _until_stopped(
+            follow_mission(channels, console, live=opts.live), stopper, sup
+        )
+        _summarise(final, console, opts, time.monotonic() - started, healthy_s)
+        return EXIT_OK
+
+
+async def _stop_services(sup: Supervisor, state_dir: Path) -> None:
+    codes = await sup.stop()
+    _mark_stopped(state_dir, codes)
+
+
+def _summarise(final: Snapshot, console: Console, opts: LaunchOptions, wall_s: float,
+               healthy_s: float) -> None:
+    console.print(status_table(final.statuses, title="final status"))
+    console.print(f"finished: {clock_line(final.clock)}", highlight=False)
+    console.print(f"wall time {wall_s:.2f} s")
+    if opts.report_path is not None:
+        path = write_report(
+            opts.report_path,
+            mission_id=opts.mission_id,
+            statuses=final.statuses,
+            clock=final.clock,
+            wall_time_s=wall_s,
+            healthy_after_s=healthy_s,
+        )
+        console.print(f"report written to {path}")

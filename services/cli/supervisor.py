@@ -1,0 +1,373 @@
+"""Run the six services as child processes of the CLI, and take them down.
+
+Every child runs ``python -m services.<name>`` in a process group of its own,
+so Ctrl-C in the terminal reaches only the CLI, which then stops the children
+in reverse start order (SIGTERM, a grace, SIGKILL). Each child also gets
+SIGKILL from the kernel if the CLI dies without cleaning up (prctl
+PDEATHSIG on Linux), so no run leaves orphans behind. Output of each child
+goes to ``<state_dir>/logs/<name>.log``.
+
+Errors::
+
+    SupervisorError
+    ├── ServiceDied          a child exited while it should be running
+    └── ServicesNotHealthy   not all SERVING before the deadline
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+import services
+from services.cli.grpc_client import Endpoint, TwinChannels
+from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES
+from services.kernel.natsd import die_with_parent
+
+__all__ = [
+    "ChildExit",
+    "RunConfig",
+    "ServiceDied",
+    "ServiceProcess",
+    "ServicesNotHealthy",
+    "Supervisor",
+    "SupervisorError",
+    "pick_free_ports",
+    "read_log_tail",
+    "write_run_record",
+]
+
+RUN_RECORD = "run.json"
+_HEALTH_PROBE_INTERVAL_S = 0.1
+_HEALTH_PROBE_TIMEOUT_S = 1.0
+
+
+class SupervisorError(RuntimeError):
+    """Base of the supervisor's errors."""
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    service: str
+    pid: int
+    exit_code: int
+    log_tail: str
+
+    def describe(self) -> str:
+        how = (
+            f"killed by {signal.Signals(-self.exit_code).name}"
+            if self.exit_code < 0
+            else f"exit code {self.exit_code}"
+        )
+        return f"{self.service} (pid {self.pid}) stopped: {how}"
+
+
+class ServiceDied(SupervisorError):
+    def __init__(self, exit: ChildExit) -> None:
+        self.exit = exit
+        tail = f"\n--- last lines of its log ---\n{exit.log_tail}" if exit.log_tail else ""
+        super().__init__(exit.describe() + tail)
+
+
+class ServicesNotHealthy(SupervisorError):
+    def __init__(self, services: Sequence[str], waited_s: float) -> None:
+        self.services = list(services)
+        self.waited_s = waited_s
+        super().__init__(
+            f"not healthy after {waited_s:.1f} s: {', '.join(self.services)} "
+            "(see their logs in the state dir's logs/)"
+        )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the children are told, as TWIN_* variables (see docs/contract.md)."""
+
+    state_dir: Path
+    nats_url: str
+    mission_id: str = "ce6"
+    services: tuple[str, ...] = SERVICE_NAMES
+    grpc_host: str = "127.0.0.1"
+    free_ports: bool = False
+    seed: int | None = None
+    flight_plan: Path | None = None
+    warp: str | None = None  # "max" or a factor, as TWIN_WARP reads it
+    start_paused: bool = False
+    log_level: str = "INFO"
+    log_format: str = "json"
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    stop_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.services if s not in SERVICE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown services {unknown}: use names from {SERVICE_NAMES}")
+
+    def service_env(self, name: str, grpc_port: int, metrics_port: int) -> dict[str, str]:
+        env = {
+            "TWIN_SERVICE": name,
+            "TWIN_MISSION_ID": self.mission_id,
+            "TWIN_NATS_URL": self.nats_url,
+            "TWIN_GRPC_HOST": self.grpc_host,
+            "TWIN_GRPC_PORT": str(grpc_port),
+            "TWIN_METRICS_PORT": str(metrics_port),
+            "TWIN_LOG_LEVEL": self.log_level,
+            "TWIN_LOG_FORMAT": self.log_format,
+            "TWIN_START_PAUSED": "true" if self.start_paused else "false",
+            "TWIN_EXPECT": ",".join(s for s in self.services if s != "ground"),
+        }
+        if self.seed is not None:
+            env["TWIN_SEED"] = str(self.seed)
+        if self.flight_plan is not None:
+            env["TWIN_FLIGHT_PLAN"] = str(self.flight_plan.resolve())
+        if self.warp is not None:
+            env["TWIN_WARP"] = self.warp
+        return {**env, **self.extra_env}
+
+
+def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free TCP ports on `host`.
+
+    All sockets stay open until every port is chosen so no port repeats. A
+    child can still lose a race for its port to another process; it then
+    fails to start and the supervisor reports it.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def read_log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int:
+        return -1 if self.proc is None else self.proc.pid
+
+
+def _child_pythonpath() -> str:
+    # The directory holding the `services` package, so children import the
+    # same code as the CLI whether or not the project is installed.
+    root = str(Path(services.__file__).resolve().parent.parent)
+    current = os.environ.get("PYTHONPATH", "")
+    return root if not current else f"{root}{os.pathsep}{current}"
+
+
+class Supervisor:
+    """Start, health-check, watch and stop the service processes.
+
+    Use as ``async with Supervisor(config) as sup:``; start and stop must run
+    on the event loop's thread (the death signal is bound to the thread that
+    forks). `stop()` is safe to call twice.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.children: dict[str, ServiceProcess] = {}
+        self._stopping = False
+        self._exits: asyncio.Queue[ChildExit] = asyncio.Queue()
+        self._watchers: list[asyncio.Task[None]] = []
+        self.log_dir = config.state_dir / "logs"
+
+    # --- start -----------------------------------------------------------
+
+    def _plan_ports(self) -> dict[str, tuple[int, int]]:
+        names = self.config.services
+        if not self.config.free_ports:
+            return {name: DEFAULT_PORTS[name] for name in names}
+        ports = pick_free_ports(2 * len(names), self.config.grpc_host)
+        return {name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(names)}
+
+    async def start(self) -> None:
+        """Spawn every service; returns once all are forked (not yet healthy)."""
+        if self.children:
+            raise SupervisorError("this Supervisor was already started")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name, (grpc_port, metrics_port) in self._plan_ports().items():
+            child = ServiceProcess(name, grpc_port, metrics_port, self.log_dir / f"{name}.log")
+            self.children[name] = child
+            await self._spawn(child)
+
+    async def _spawn(self, child: ServiceProcess) -> None:
+        env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1"}
+        env.update(self.config.service_env(child.name, child.grpc_port, child.metrics_port))
+        with child.log_path.open("wb") as log:
+            child.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                f"services.{child.name}",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                process_group=0,
+                preexec_fn=die_with_parent(),
+            )
+        self._watchers.append(asyncio.create_task(self._watch(child)))
+
+    async def _watch(self, child: ServiceProcess) -> None:
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if not self._stopping:
+            tail = read_log_tail(child.log_path)
+            await self._exits.put(ChildExit(child.name, child.proc.pid, code, tail))
+
+    # --- health and deaths -----------------------------------------------
+
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        host = self.config.grpc_host
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return {n: Endpoint(n, connect_host, c.grpc_port) for n, c in self.children.items()}
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: child.pid for name, child in self.children.items()}
+
+    async def next_death(self) -> ChildExit:
+        """Wait for a child to exit unexpectedly and say which and how."""
+        return await self._exits.get()
+
+    async def wait_healthy(self, timeout_s: float = 60.0) -> float:
+        """Wait until every child's gRPC health says SERVING; return the wall s.
+
+        Raises ServiceDied as soon as a child exits, ServicesNotHealthy at
+        the deadline.
+        """
+        started = time.monotonic()
+        async with TwinChannels(self.endpoints, timeout_s=_HEALTH_PROBE_TIMEOUT_S) as channels:
+            pending = list(self.children)
+            death = asyncio.create_task(self.next_death())
+            try:
+                while pending:
+                    if death.done():
+                        raise ServiceDied(death.result())
+                    if time.monotonic() - started > timeout_s:
+                        raise ServicesNotHealthy(pending, time.monotonic() - started)
+                    serving = await asyncio.gather(*(channels.is_serving(n) for n in pending))
+                    pending = [n for n, ok in zip(pending, serving, strict=True) if not ok]
+                    if pending:
+                        await asyncio.wait({death}, timeout=_HEALTH_PROBE_INTERVAL_S)
+            finally:
+                await self._requeue_or_cancel(death)
+        return time.monotonic() - started
+
+    async def _requeue_or_cancel(self, death: asyncio.Task[ChildExit]) -> None:
+        """Give back a death the health wait saw but did not report."""
+        if death.done() and not death.cancelled():
+            self._exits.put_nowait(death.result())
+            return
+        await _cancel(death)
+
+    # --- stop ------------------------------------------------------------
+
+    async def stop(self) -> dict[str, int | None]:
+        """Stop the children in reverse start order; return their exit codes."""
+        self._stopping = True
+        codes: dict[str, int | None] = {}
+        for name in reversed(list(self.children)):
+            codes[name] = await self._stop_child(self.children[name])
+        for task in self._watchers:
+            await _cancel(task)
+        self._watchers.clear()
+        return codes
+
+    async def _stop_child(self, child: ServiceProcess) -> int | None:
+        proc = child.proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.config.stop_grace_s)
+            except TimeoutError:
+                _signal_group(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        # Anything the service itself forked lives in its group: take it too.
+        _signal_group(proc.pid, signal.SIGKILL)
+        return proc.returncode
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def write_run_record(
+    state_dir: Path,
+    supervisor: Supervisor,
+    *,
+    nats_url: str,
+    nats_pid: int | None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Record who runs where in ``<state_dir>/run.json`` (for status, tests, humans)."""
+    record = {
+        "cli_pid": os.getpid(),
+        "mission_id": supervisor.config.mission_id,
+        "nats": {"url": nats_url, "pid": nats_pid},
+        "services": {
+            name: {"pid": c.pid, "grpc_port": c.grpc_port, "metrics_port": c.metrics_port,
+                   "log": str(c.log_path)}
+            for name, c in supervisor.children.items()
+        },
+        **(extra or {}),
+    }
+    path = state_dir / RUN_RECORD
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(record, option=orjson.OPT_INDENT_2))
+    tmp.replace(path)  # readers never see half a file
+    return path
