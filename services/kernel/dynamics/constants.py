@@ -49,3 +49,6 @@ SAMPLE_MASS_G = 1_935.3
 # Engines (reference (b)).
 LANDER_ENGINE_THRUST_N = 7_500.0  # variable-thrust main engine, CNSA
 ASCENDER_ENGINE_THRUST_N = 3_000.0  # CNSA, ~6 min burn to orbit
+
+# --- Added by the dynamics core (sun geometry) -------------------------------
+R_SUN_M = 695_700_000.0  # IAU 2015 Resolution B3, nominal solar radius
