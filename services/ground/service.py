@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 
 import grpc
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.ground.control import ClockServicer
-from services.ground.plan import load_plan
+from services.ground.plan import FlightPlan, load_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.clock import ClockAuthority
 from services.kernel.config import ServiceConfig
@@ -19,8 +20,10 @@ from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
 class GroundRuntime(ServiceRuntime):
     core: GroundCore
 
-    def __init__(self, config: ServiceConfig) -> None:
-        super().__init__(GroundCore(config.seed, load_plan(config.flight_plan)), config)
+    def __init__(self, config: ServiceConfig, registry: CollectorRegistry = REGISTRY,
+                 plan: FlightPlan | None = None) -> None:
+        core = GroundCore(config.seed, plan or load_plan(config.flight_plan))
+        super().__init__(core, config, registry)
         self.clock = ClockAuthority(self, self.core, config.expect, config.warp,
                                     config.start_paused, config.ack_timeout_s)
         self._clock_task: asyncio.Task[None] | None = None
@@ -45,5 +48,5 @@ class GroundRuntime(ServiceRuntime):
         await super().stop()
 
 
-def make(config: ServiceConfig) -> ServiceRuntime:
-    return GroundRuntime(config)
+def make(config: ServiceConfig, registry: CollectorRegistry = REGISTRY) -> ServiceRuntime:
+    return GroundRuntime(config, registry)

@@ -23,6 +23,8 @@ from services.kernel.subjects import Subjects
 
 log = logging.getLogger("twin.bus")
 
+CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll"})
+
 Handler = Callable[[Envelope, str], Awaitable[None] | None]
 
 
@@ -42,7 +44,11 @@ class Bus:
         self.mission, self.source = mission, source
         self.subjects = Subjects(mission)
         self.metrics = metrics
+        # Mission data (tm, evt, cmd, xfer) and clock control (tick, ack, hello,
+        # roll) count separately: how often a roll call repeats depends on wall
+        # time, and must not shift the sequence numbers of the mission's data.
         self.seq = Sequencer()
+        self.control_seq = Sequencer()
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._labels = metrics.labels()
@@ -78,7 +84,8 @@ class Bus:
             await self.js.update_stream(cfg)
 
     def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
-        return Envelope(mission=self.mission, src=self.source, seq=self.seq.next(), t=t,
+        seq = (self.control_seq if kind in CONTROL_KINDS else self.seq).next()
+        return Envelope(mission=self.mission, src=self.source, seq=seq, t=t,
                         step=step, kind=kind, body=body)
 
     async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> None:

@@ -86,9 +86,9 @@ class Metrics:
         self._phase_now = phase
 
 
-def serve_metrics(port: int, host: str) -> int:
+def serve_metrics(port: int, host: str, registry: CollectorRegistry = DEFAULT_REGISTRY) -> int:
     """Start the ``/metrics`` HTTP endpoint; return the bound port (-1 if off)."""
     if port < 0:
         return -1
-    server, _thread = start_http_server(port, addr=host)
+    server, _thread = start_http_server(port, addr=host, registry=registry)
     return int(server.server_port)

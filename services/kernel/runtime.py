@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from prometheus_client import REGISTRY, CollectorRegistry
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -44,11 +45,13 @@ GRACE_S = 5.0
 class ServiceRuntime:
     """One service process: a :class:`VehicleCore` wired to NATS, gRPC and metrics."""
 
-    def __init__(self, core: VehicleCore, config: ServiceConfig) -> None:
+    def __init__(self, core: VehicleCore, config: ServiceConfig,
+                 registry: CollectorRegistry = REGISTRY) -> None:
         self.core = core
         self.config = config
         self.name = config.service
-        self.metrics = Metrics(config.mission_id, config.service)
+        self.registry = registry
+        self.metrics = Metrics(config.mission_id, config.service, registry)
         self.bus = Bus(config.mission_id, config.service, self.metrics)
         self.subjects = self.bus.subjects
         self.inbox = Inbox()
@@ -81,7 +84,8 @@ class ServiceRuntime:
 
     # --- lifecycle ------------------------------------------------------------
     async def start(self) -> None:
-        self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host)
+        self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host,
+                                          self.registry)
         await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}")
         await self.bus.ensure_stream()
         self._inbound = self.inbound_subjects()

@@ -22,6 +22,10 @@ from typing import Any
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 
+#: Phases that run on board without ground (CNSA: "ground cannot intervene" in
+#: landing; liftoff used onboard sensors), so telecommands are refused.
+AUTONOMOUS_PHASES = frozenset({"powered_descent", "ascent", "entry"})
+
 #: Largest step any vehicle accepts by default while coasting, in mission seconds.
 COAST_STEP_S = 600.0
 
@@ -106,9 +110,19 @@ class VehicleCore:
         if op not in self.operations():
             raise InvalidCommand(f"{self.name} has no operation {op!r}; "
                                  f"known: {', '.join(sorted(self.operations()))}")
+        if op == "set_mode":
+            self.validate_set_mode(command)
 
     def operations(self) -> frozenset[str]:
         return frozenset({"set_mode"})
+
+    def validate_set_mode(self, command: dict[str, Any]) -> None:
+        mode = command.get("mode")
+        if not isinstance(mode, str) or not mode:
+            raise InvalidCommand("set_mode needs a non-empty 'mode'")
+        if self.phase in AUTONOMOUS_PHASES:
+            raise CommandNotAllowed(f"{self.name} is in the autonomous phase {self.phase!r}; "
+                                    "ground cannot intervene until it ends")
 
     def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         """Carry out a validated command at the start of a step."""

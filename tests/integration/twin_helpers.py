@@ -1,0 +1,73 @@
+"""Helpers shared by the integration tests: small vehicle cores and plans."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from services.ground.plan import FlightPlan, parse_plan
+from services.kernel.config import VEHICLES
+from services.kernel.envelope import Envelope
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+
+def plan(hours: float = 2.0, items: list[dict[str, Any]] | None = None) -> FlightPlan:
+    h = int(hours)
+    m = int((hours - h) * 60)
+    return parse_plan({"name": "test", "end": {"at": f"2024-05-03T{9 + h:02d}:{27 + m:02d}:29Z"},
+                       "items": items or []})
+
+
+class ChattyCore(VehicleCore):
+    """Sends a random number to a random peer every step and folds what it
+    receives, in the order it applies it, into a digest. If delivery order
+    depended on NATS timing, the digests would differ between runs."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.digest = hashlib.sha256()
+        self.received = 0
+
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        if msg.kind == "transfer":
+            self.digest.update(f"{msg.src}:{msg.seq}:{msg.t}:{msg.body['x']}".encode())
+            self.received += 1
+        else:
+            super().apply(msg, out)
+
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        peers = [p for p in VEHICLES if p != self.name]
+        for _ in range(self.rng.randint(1, 3)):
+            out.send("xfer", self.rng.choice(peers), t_to, {"x": self.rng.random()})
+        if self.rng.random() < 0.2:
+            out.event(self.name, "chat", t_to, digest=self.digest.hexdigest()[:16])
+        return float(self.rng.choice([30.0, 60.0, 90.0]))
+
+    def summary(self) -> Summary:
+        return Summary(phase=self.phase, values={"received": float(self.received)},
+                       info={"digest": self.digest.hexdigest()})
+
+
+def chatty(name: str) -> Any:
+    def make(seed: int) -> ChattyCore:
+        core = ChattyCore.__new__(ChattyCore)
+        core.name = name
+        ChattyCore.__init__(core, seed)
+        return core
+
+    return make
+
+
+class PoweredWindowCore(VehicleCore):
+    """Accepts at most 1 s steps inside [start, end] (powered flight), 600 s outside."""
+
+    def __init__(self, seed: int, start_s: float, end_s: float) -> None:
+        super().__init__(seed)
+        self.start_s, self.end_s = start_s, end_s
+
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        if t_to < self.start_s:
+            return min(600.0, self.start_s - t_to)
+        return 1.0 if t_to < self.end_s else 600.0

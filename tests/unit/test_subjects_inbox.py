@@ -1,0 +1,63 @@
+"""Subject scheme and the deterministic inbox."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.kernel.bus import subject_matches
+from services.kernel.envelope import Envelope
+from services.kernel.inbox import Inbox
+from services.kernel.subjects import Subjects
+
+
+def test_subjects_carry_the_mission_id() -> None:
+    s = Subjects("ce6-b")
+    assert s.tick == "twin.ce6-b.clock.tick"
+    assert s.ack("orbiter") == "twin.ce6-b.clock.ack.orbiter"
+    assert s.telemetry("lander") == "twin.ce6-b.tm.lander"
+    assert s.event("reentry") == "twin.ce6-b.evt.reentry"
+    assert s.all_of("evt") == "twin.ce6-b.evt.*"
+    assert s.stream_name == "TWIN_CE6_B"
+    assert s.kind_of("twin.ce6-b.clock.ack.relay") == "clock.ack"
+    assert s.kind_of("twin.ce6-b.tm.relay") == "tm"
+
+
+@pytest.mark.parametrize(("pattern", "subject", "match"), [
+    ("twin.m.evt.*", "twin.m.evt.lander", True),
+    ("twin.m.evt.*", "twin.m.evt.lander.x", False),
+    ("twin.m.>", "twin.m.evt.lander.x", True),
+    ("twin.m.cmd.orbiter", "twin.m.cmd.lander", False),
+    ("twin.m.cmd.orbiter", "twin.m.cmd.orbiter", True),
+])
+def test_wildcards(pattern: str, subject: str, match: bool) -> None:
+    assert subject_matches(pattern, subject) is match
+
+
+def _e(src: str, seq: int, t: float, step: int) -> Envelope:
+    return Envelope("m", src, seq, t, step, "transfer", {})
+
+
+async def test_inbox_orders_by_time_source_sequence_and_keeps_later_steps() -> None:
+    box = Inbox()
+    for env in [_e("relay", 2, 5.0, 1), _e("lander", 4, 5.0, 1), _e("lander", 3, 4.0, 1),
+                _e("orbiter", 1, 1.0, 2)]:
+        box.add(env, "twin.m.xfer.x")
+    taken = box.take(1)
+    assert [(e.src, e.seq) for e in taken] == [("lander", 3), ("lander", 4), ("relay", 2)]
+    assert len(box) == 1
+
+
+async def test_inbox_waits_for_messages_still_on_their_way() -> None:
+    box = Inbox()
+
+    async def late() -> None:
+        await asyncio.sleep(0.05)
+        box.add(_e("relay", 1, 1.0, 3), "twin.m.xfer.x")
+
+    task = asyncio.create_task(late())
+    missing = await box.wait_for(3, {"twin.m.xfer.x": 1}, timeout_s=5.0)
+    await task
+    assert missing == {}
+    assert await box.wait_for(3, {"twin.m.xfer.x": 2}, timeout_s=0.05) == {"twin.m.xfer.x": 1}
