@@ -3,7 +3,7 @@
     twin up      start NATS and the six services, show the mission live
     twin run     the same as fast as possible, then exit (optionally --report)
     twin status  every service's phase, time, mass, altitude and faults
-    twin clock   pause | resume | warp X | step N | until <utc|event>
+    twin clock   time | pause | resume | warp X | step N | until <utc|event>
 
 Bad arguments exit with code 2 and a message saying what to fix; a service
 that cannot be reached exits 1 and is named.
@@ -293,6 +293,13 @@ def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: 
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     console.print(clock_line(state), highlight=False)
+
+
+@clock_app.command("time")
+def clock_time(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
+               state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0) -> None:
+    """Show the clock: UTC, mission time, phase, mode, step rate."""
+    _clock_call(host, port, state_dir, timeout, lambda c: c.get_time())
 
 
 @clock_app.command("pause")

@@ -26,7 +26,9 @@ __all__ = [
     "Snapshot",
     "clock_line",
     "follow_mission",
+    "mission_time",
     "render_snapshot",
+    "short_utc",
     "status_table",
     "take_snapshot",
 ]
@@ -59,15 +61,29 @@ async def take_snapshot(channels: TwinChannels, timeout_s: float = 2.0) -> Snaps
     return Snapshot(clock, statuses)
 
 
+def mission_time(seconds: float) -> str:
+    """Mission elapsed time as T+<days>d hh:mm:ss."""
+    whole = max(0, int(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"T+{days}d {hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def short_utc(utc: str) -> str:
+    """ISO UTC to the second (the services send milliseconds)."""
+    return f"{utc[:19]}Z" if len(utc) >= 19 else (utc or "-")
+
+
 def clock_line(clock: clock_pb2.ClockState | TwinRpcError) -> str:
     """One line about the clock: UTC, mission time, phase, mode, step rate."""
     if isinstance(clock, TwinRpcError):
         return f"clock unavailable: {clock}"
     warp = "max" if clock.as_fast_as_possible else f"x{clock.warp:g}"
-    end = f"/{clock.end_mission_time_s / 86400.0:.2f} d" if clock.end_mission_time_s > 0 else ""
+    end = f" of {mission_time(clock.end_mission_time_s)}" if clock.end_mission_time_s > 0 else ""
     waiting = f"  waiting for {', '.join(clock.waiting_for)}" if clock.waiting_for else ""
     return (
-        f"{clock.utc or '-'}  T+{clock.mission_time_s / 86400.0:.3f} d{end}  "
+        f"{short_utc(clock.utc)}  {mission_time(clock.mission_time_s)}{end}  "
         f"phase {clock.phase or '-'}  {clock.mode}  step {clock.step}  "
         f"{clock.steps_per_second:.1f} steps/s  warp {warp}{waiting}"
     )
@@ -76,10 +92,9 @@ def clock_line(clock: clock_pb2.ClockState | TwinRpcError) -> str:
 def status_table(statuses: Mapping[str, StatusOrError], title: str | None = None) -> Table:
     """A row per service: phase, time, step, mass, altitude, faults (or its error)."""
     table = Table(title=title, expand=False)
-    for column in ("service", "phase", "mission time (UTC)", "step", "mass kg", "altitude km",
-                   "faults"):
-        table.add_column(column, justify="right" if column in ("step", "mass kg",
-                                                                "altitude km") else "left")
+    for column in ("service", "phase", "UTC", "step", "mass kg", "altitude km", "faults"):
+        numeric = column in ("step", "mass kg", "altitude km")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "faults")
     for name, status in statuses.items():
         if isinstance(status, TwinRpcError):
             table.add_row(name, Text("unreachable", style="bold red"), Text(status.detail), "",
@@ -94,7 +109,8 @@ def _status_cells(name: str, status: control_pb2.GetStatusResponse) -> list[str]
     mass = f"{status.state.mass_kg:,.1f}" if has_state else "-"
     altitude = f"{status.state.altitude_m / 1000.0:,.1f}" if has_state else "-"
     faults = ", ".join(f.kind for f in status.faults) or "-"
-    return [name, status.phase or "-", status.utc or "-", str(status.step), mass, altitude, faults]
+    return [name, status.phase or "-", short_utc(status.utc), str(status.step), mass, altitude,
+            faults]
 
 
 def render_snapshot(snapshot: Snapshot) -> Group:
