@@ -6,9 +6,8 @@ offset; UTC only differs through leap seconds. No leap second was inserted
 between 2017-01-01 and the mission (IERS Bulletin C 67-69), so TAI - UTC is
 37 s over the whole mission, and the mapping is a constant shift.
 
-TDB - TT is the periodic term of the IAU 2006 resolution B3 approximation
-(Fairhead & Bretagnon 1990, two leading terms, error < 30 us), which is far
-below what anything in the twin can resolve.
+TDB - TT is the short series of USNO Circular 179 (Kaplan 2005, eq. 2.6),
+good to ~10 us, far below what anything in the twin can resolve.
 
 UT1 - UTC (needed for the Earth rotation angle) comes from the IERS
 ``finals2000A.all`` file shipped in the ``skyfield-data`` package; reading it
@@ -92,11 +91,17 @@ def tt_minus_utc_s(t_s: float | NDArray[np.float64]) -> float | NDArray[np.float
 
 
 def tdb_minus_tt_s(tt_s_past_j2000: float | NDArray[np.float64]) -> float | NDArray[np.float64]:
-    """TDB - TT, leading periodic terms (IAU 2006 B3 / Fairhead & Bretagnon)."""
+    """TDB - TT in seconds, USNO Circular 179 eq. 2.6 (Kaplan 2005; error ~10 us)."""
     t_cy = np.asarray(tt_s_past_j2000) / (36_525.0 * DAY_S)
-    g_rad = np.radians(357.53 + 35_999.050 * t_cy)
-    lj_rad = np.radians(246.11 + 32_964.467 * t_cy)
-    out = 0.001_657 * np.sin(g_rad + 0.0167 * np.sin(g_rad)) + 0.000_022 * np.sin(lj_rad - g_rad)
+    out = (
+        0.001_657 * np.sin(628.3076 * t_cy + 6.2401)
+        + 0.000_022 * np.sin(575.3385 * t_cy + 4.2970)
+        + 0.000_014 * np.sin(1256.6152 * t_cy + 6.1969)
+        + 0.000_005 * np.sin(606.9777 * t_cy + 4.0212)
+        + 0.000_005 * np.sin(52.9691 * t_cy + 0.4444)
+        + 0.000_002 * np.sin(21.3299 * t_cy + 5.5431)
+        + 0.000_010 * t_cy * np.sin(628.3076 * t_cy + 4.2490)
+    )
     return float(out) if np.ndim(out) == 0 else out
 
 
