@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -49,7 +50,6 @@ app.add_typer(clock_app, name="clock")
 console = Console()
 err_console = Console(stderr=True)
 
-T = TypeVar("T")
 _MISSION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _NATS_URL_RE = re.compile(r"^(nats|tls|ws|wss)://\S+$")
 DEFAULT_STATE_DIR = Path(".state")
@@ -136,7 +136,8 @@ StateDirOpt = Annotated[Path, typer.Option(
 MissionOpt = Annotated[str, typer.Option("--mission", callback=_check_mission,
                                          help="Mission id, part of every subject.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", min=0, help="Seed of every random draw.")]
-ObserveOpt = Annotated[bool, typer.Option("--observe", help="Also start a Prometheus.")]
+ObserveOpt = Annotated[bool, typer.Option(
+    "--observe", help="Also start a Prometheus (with up: kept up after the finish until Ctrl-C).")]
 PausedOpt = Annotated[bool, typer.Option("--paused", help="Start with the clock paused.")]
 FreePortsOpt = Annotated[bool, typer.Option(
     "--free-ports/--default-ports",
@@ -150,7 +151,8 @@ HostOpt = Annotated[str, typer.Option("--host", help="Where the services listen.
 PortsOpt = Annotated[str | None, typer.Option(
     "--ports", help="gRPC ports: name=port pairs, or six ports in service order.")]
 StateDirLookupOpt = Annotated[Path | None, typer.Option(
-    "--state-dir", help="Read the ports of a running `twin up` from its run.json.")]
+    "--state-dir", help="Read the ports of a running `twin up` from its run.json "
+    "(default: .state/ when a run there is alive, else the contract's ports).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Wall seconds per call.")]
 
 
@@ -179,7 +181,7 @@ def up(
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
-        health_timeout_s=health_timeout, log_level=log_level,
+        health_timeout_s=health_timeout, log_level=log_level, linger=observe,
     ))
 
 
@@ -211,25 +213,52 @@ def run(
 # --- talking to a running twin --------------------------------------------------
 
 
-def _endpoints(host: str, ports: str | None, state_dir: Path | None) -> dict[str, Endpoint]:
-    """Ports from --ports, else from a running twin's run.json, else the defaults."""
-    chosen = _parse_ports(ports)
-    if chosen is None and state_dir is not None:
-        chosen = _ports_from_run_record(state_dir)
-    return local_endpoints(host, chosen)
+def _endpoints(host: str, ports: dict[str, int] | None, state_dir: Path | None,
+               services: tuple[str, ...] = SERVICE_NAMES) -> dict[str, Endpoint]:
+    """Ports from --ports, else a run.json (--state-dir, or a live run in .state/),
+    else the contract's defaults."""
+    if ports is None and state_dir is not None:
+        ports = _ports_from_run_record(state_dir)
+    elif ports is None:
+        ports = _ports_of_live_run(DEFAULT_STATE_DIR)
+    return local_endpoints(host, ports, services)
+
+
+def _read_run_record(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = orjson.loads((state_dir / RUN_RECORD).read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return record
 
 
 def _ports_from_run_record(state_dir: Path) -> dict[str, int]:
-    path = state_dir / RUN_RECORD
-    try:
-        record = orjson.loads(path.read_bytes())
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        raise typer.BadParameter(f"no readable {path}: is `twin up` running with this "
-                                 "--state-dir?", param_hint="--state-dir") from None
+    record = _read_run_record(state_dir)
+    if record is None:
+        raise typer.BadParameter(f"no readable {state_dir / RUN_RECORD}: is `twin up` running "
+                                 "with this --state-dir?", param_hint="--state-dir")
     if record.get("stopped"):
-        raise typer.BadParameter(f"the run recorded in {path} has stopped",
+        raise typer.BadParameter(f"the run recorded in {state_dir / RUN_RECORD} has stopped",
                                  param_hint="--state-dir")
     return {name: int(s["grpc_port"]) for name, s in record["services"].items()}
+
+
+def _ports_of_live_run(state_dir: Path) -> dict[str, int] | None:
+    """The ports of a `twin up` still running from `state_dir`, if there is one."""
+    record = _read_run_record(state_dir)
+    if record is None or record.get("stopped") or not _pid_alive(int(record["cli_pid"])):
+        return None
+    return {name: int(s["grpc_port"]) for name, s in record["services"].items()}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s: float) -> int:
@@ -264,7 +293,7 @@ def status(
     timeout: TimeoutOpt = 3.0,
 ) -> None:
     """Ask every service for its status; exit 1 naming any that is unreachable."""
-    endpoints = _endpoints(host, ports, state_dir)
+    endpoints = _endpoints(host, _parse_ports(ports), state_dir)
     raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout)))
 
 
@@ -279,9 +308,7 @@ ClockPortOpt = Annotated[int | None, typer.Option(
 def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: float,
                 call: Callable[[ClockClient], Awaitable[clock_pb2.ClockState]]) -> None:
     ports = {"ground": port} if port is not None else None
-    if ports is None and state_dir is not None:
-        ports = {"ground": _ports_from_run_record(state_dir)["ground"]}
-    endpoints = local_endpoints(host, ports, services=("ground",))
+    endpoints = _endpoints(host, ports, state_dir, services=("ground",))
 
     async def _go() -> clock_pb2.ClockState:
         async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:

@@ -56,6 +56,7 @@ class LaunchOptions:
     health_timeout_s: float = 60.0
     log_level: str = "INFO"
     report_path: Path | None = None
+    linger: bool = False  # stay up after the finish until a signal (up --observe)
     live: bool | None = None  # None: a live table only on a terminal
 
 
@@ -132,7 +133,7 @@ async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
 
 
 def _start_prometheus(stack: contextlib.ExitStack, opts: LaunchOptions, sup: Supervisor,
-                      console: Console) -> str:
+                      console: Console) -> dict[str, Any]:
     # Imported here: Prometheus is optional and its module needs nothing else.
     from services.kernel.promserver import PromServer, ScrapeTarget
 
@@ -143,7 +144,7 @@ def _start_prometheus(stack: contextlib.ExitStack, opts: LaunchOptions, sup: Sup
     prom = PromServer(opts.state_dir / "prometheus", targets, mission=opts.mission_id)
     stack.enter_context(prom)  # blocking start, on the loop's thread: see die_with_parent
     console.print(f"Prometheus at {prom.url} (pid {prom.pid})")
-    return prom.url
+    return {"url": prom.url, "pid": prom.pid}
 
 
 def _mark_stopped(state_dir: Path, codes: dict[str, Any]) -> None:
@@ -184,15 +185,24 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)
         console.print(f"all {len(sup.children)} services healthy in {healthy_s:.2f} s")
         if opts.observe:
-            prom_url = _start_prometheus(sync_stack, opts, sup, console)
+            prom = _start_prometheus(sync_stack, opts, sup, console)
             write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid,
-                             extra={"prometheus": prom_url})
+                             extra={"prometheus": prom})
         channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
         final = await _until_stopped(
             follow_mission(channels, console, live=opts.live), stopper, sup
         )
         _summarise(final, console, opts, time.monotonic() - started, healthy_s)
+        if opts.linger:
+            await _linger(stopper, sup, console)
         return EXIT_OK
+
+
+async def _linger(stopper: _Stopper, sup: Supervisor, console: Console) -> None:
+    """Keep everything up after the finish (to look at it) until a signal."""
+    console.print("mission finished; everything stays up to be looked at: Ctrl-C to stop")
+    with contextlib.suppress(Interrupted):
+        await _until_stopped(asyncio.Event().wait(), stopper, sup)
 
 
 async def _stop_services(sup: Supervisor, state_dir: Path) -> None:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -84,6 +87,8 @@ def _recorded_children(state_dir: Path) -> dict[int, str]:
     children = {int(s["pid"]): f"services.{name}" for name, s in record["services"].items()}
     if record["nats"]["pid"] is not None:
         children[int(record["nats"]["pid"])] = "nats-server"
+    if "prometheus" in record:
+        children[int(record["prometheus"]["pid"])] = "prometheus"
     return children
 
 
@@ -261,6 +266,40 @@ async def test_a_dying_service_is_named_and_the_rest_stopped(
         code, output = await up.finish()
     assert code == 1, output
     assert "lander" in output and "killed by SIGKILL" in output, output
+    assert _survivors(state_dir) == []
+
+
+def _prometheus_up_count(url: str) -> int:
+    """How many scrape targets Prometheus currently sees as up."""
+    query = urllib.parse.urlencode({"query": "sum(up)"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=5.0) as reply:
+        result = orjson.loads(reply.read())["data"]["result"]
+    return int(float(result[0]["value"][1])) if result else 0
+
+
+async def _wait_all_scraped(url: str) -> None:
+    async with asyncio.timeout(RUN_DEADLINE_S):
+        while True:
+            if await asyncio.to_thread(_prometheus_up_count, url) == len(SERVICE_NAMES):
+                return
+            await asyncio.sleep(0.5)
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None and not Path("/usr/bin/prometheus").exists(),
+                    reason="needs the prometheus binary (task observe:install)")
+async def test_up_observe_scrapes_all_six_and_stays_up_until_ctrl_c(
+    tmp_path: Path, plan_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    async with twin_up(state_dir, "--plan", str(plan_path), "--observe", "--warp", "max") as up:
+        line = await up.wait_for_line("Prometheus at ")
+        url = line.split("Prometheus at ", 1)[1].split()[0]
+        await up.wait_for_line("stays up")
+        await _wait_all_scraped(url)
+        up.proc.send_signal(signal.SIGINT)
+        code, output = await up.finish()
+    assert code == 0, output  # the mission had finished: Ctrl-C only ends the viewing
+    assert "prometheus" in _recorded_children(state_dir).values()
     assert _survivors(state_dir) == []
 
 
