@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,8 +74,13 @@ class _Stopper:
     def __init__(self) -> None:
         self.event = asyncio.Event()
         self.signum: int = signal.SIGINT
+        self.on_repeat: list[Callable[[], None]] = []
 
     def _on_signal(self, signum: int) -> None:
+        if self.event.is_set():  # a second Ctrl-C: stop waiting politely
+            for hurry in self.on_repeat:
+                hurry()
+            return
         self.signum = signum
         self.event.set()
 
@@ -124,12 +129,12 @@ def _run_config(opts: LaunchOptions, nats_url: str) -> RunConfig:
 
 
 async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
-                      console: Console) -> tuple[str, int | None]:
+                      console: Console) -> NatsServer | None:
     if opts.nats_url:
-        return opts.nats_url, None
+        return None
     server = await stack.enter_async_context(NatsServer(opts.state_dir / "nats"))
     console.print(f"nats-server with JetStream at {server.url} (pid {server.pid})")
-    return server.url, server.pid
+    return server
 
 
 def _start_prometheus(stack: contextlib.ExitStack, opts: LaunchOptions, sup: Supervisor,
@@ -177,9 +182,14 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
                   started: float) -> int:
     async with contextlib.AsyncExitStack() as stack:
         sync_stack = stack.enter_context(contextlib.ExitStack())
-        nats_url, nats_pid = await _start_nats(stack, opts, console)
+        nats = await _start_nats(stack, opts, console)
+        nats_url = nats.url if nats is not None else str(opts.nats_url)
+        nats_pid = nats.pid if nats is not None else None
         sup = Supervisor(_run_config(opts, nats_url))
+        stopper.on_repeat.append(sup.hurry)
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
+        if nats is not None and nats.pid is not None:
+            sup.watch_process("nats-server", nats.pid, nats.wait_async(), nats.log_tail)
         await sup.start()
         write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid)
         healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)

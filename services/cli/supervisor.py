@@ -23,7 +23,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -197,6 +197,7 @@ class Supervisor:
         self._stopping = False
         self._exits: asyncio.Queue[ChildExit] = asyncio.Queue()
         self._watchers: list[asyncio.Task[None]] = []
+        self._hurry = asyncio.Event()
         self.log_dir = config.state_dir / "logs"
 
     # --- start -----------------------------------------------------------
@@ -241,6 +242,17 @@ class Supervisor:
         if not self._stopping:
             tail = read_log_tail(child.log_path)
             await self._exits.put(ChildExit(child.name, child.proc.pid, code, tail))
+
+    def watch_process(self, name: str, pid: int, exited: Awaitable[int],
+                      log_tail: Callable[[], str]) -> None:
+        """Report another child (e.g. nats-server) through next_death() too."""
+
+        async def _watch() -> None:
+            code = await exited
+            if not self._stopping:
+                await self._exits.put(ChildExit(name, pid, code, log_tail()))
+
+        self._watchers.append(asyncio.create_task(_watch()))
 
     # --- health and deaths -----------------------------------------------
 
@@ -291,6 +303,10 @@ class Supervisor:
 
     # --- stop ------------------------------------------------------------
 
+    def hurry(self) -> None:
+        """Skip the remaining grace: SIGKILL whatever SIGTERM has not stopped."""
+        self._hurry.set()
+
     async def stop(self) -> dict[str, int | None]:
         """Stop the children in reverse start order; return their exit codes."""
         self._stopping = True
@@ -308,11 +324,14 @@ class Supervisor:
             return None
         if proc.returncode is None:
             _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.config.stop_grace_s)
-            except TimeoutError:
+            exited = asyncio.ensure_future(proc.wait())
+            hurry = asyncio.ensure_future(self._hurry.wait())
+            await asyncio.wait({exited, hurry}, timeout=self.config.stop_grace_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+            await _cancel(hurry)
+            if not exited.done():
                 _signal_group(proc.pid, signal.SIGKILL)
-                await proc.wait()
+            await exited
         # Anything the service itself forked lives in its group: take it too.
         _signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode

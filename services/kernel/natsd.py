@@ -252,6 +252,12 @@ class NatsServer:
         self._clean_ports_files()
         return proc.returncode
 
+    async def wait_async(self) -> int:
+        """Wait (in a thread) until the server exits, for whatever reason."""
+        if self._proc is None:
+            raise NatsServerError("this NatsServer was not started")
+        return await asyncio.to_thread(self._proc.wait)
+
     async def stop_async(self) -> int | None:
         return await asyncio.to_thread(self.stop)
 

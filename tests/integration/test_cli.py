@@ -255,17 +255,20 @@ async def _wait_for_step(state_dir: Path, at_least: int) -> str:
             await asyncio.sleep(0.2)
 
 
-async def test_a_dying_service_is_named_and_the_rest_stopped(
-    tmp_path: Path, plan_path: Path
+@pytest.mark.parametrize("victim", ["lander", "nats-server"])
+async def test_a_dying_child_is_named_and_the_rest_stopped(
+    tmp_path: Path, plan_path: Path, victim: str
 ) -> None:
     state_dir = tmp_path / "state"
     async with twin_up(state_dir, "--plan", str(plan_path), "--paused") as up:
         await up.wait_for_line("services healthy in")
-        lander_pid = orjson.loads((state_dir / "run.json").read_bytes())["services"]["lander"]
-        os.kill(int(lander_pid["pid"]), signal.SIGKILL)
+        record = orjson.loads((state_dir / "run.json").read_bytes())
+        owner = record["nats"] if victim == "nats-server" else record["services"][victim]
+        pid = owner["pid"]
+        os.kill(int(pid), signal.SIGKILL)
         code, output = await up.finish()
     assert code == 1, output
-    assert "lander" in output and "killed by SIGKILL" in output, output
+    assert f"{victim} (pid {pid}) stopped: killed by SIGKILL" in output, output
     assert _survivors(state_dir) == []
 
 
