@@ -238,6 +238,8 @@ class PromServer:
         if self._proc is not None:
             raise PromServerError("this PromServer was already started")
         binary = self._binary or find_prometheus()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise PromServerNotFound([str(binary)])
         self.write_config()
         port = self._want_port or _free_loopback_port(self.host)
         self.url = f"http://{self.host}:{port}"
@@ -353,7 +355,11 @@ class PromServer:
     def active_targets(self) -> list[dict[str, Any]]:
         return _as_list(self.api("/api/v1/targets", {"state": "active"})["activeTargets"])
 
-    def api(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+    def label_values(self, label: str) -> list[str]:
+        """Every value of `label` in the TSDB (`__name__`: every metric name)."""
+        return [str(v) for v in self.api(f"/api/v1/label/{label}/values", {})]
+
+    def api(self, path: str, params: Mapping[str, str]) -> Any:
         """GET an /api/v1 endpoint and return its `data`, or raise PromQueryError."""
         if not self.url:
             raise PromServerError("PromServer is not started")
@@ -372,9 +378,7 @@ class PromServer:
             raise PromQueryError(path, params, str(exc)) from exc
         if body.get("status") != "success":
             raise PromQueryError(path, params, str(body.get("error", body)))
-        data = body["data"]
-        assert isinstance(data, dict)
-        return data
+        return body["data"]
 
     def _post(self, path: str) -> None:
         request = urllib.request.Request(f"{self.url}{path}", method="POST")

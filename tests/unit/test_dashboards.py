@@ -66,9 +66,7 @@ def _catalog() -> set[str]:
     names: set[str] = set()
     for name, kind in re.findall(r"^\| `(twin_[a-z_]+)` \| (gauge|counter|histogram) \|",
                                  text, flags=re.M):
-        names.add(name)
-        if kind == "counter":
-            names.add(f"{name}_total")
+        names.add(name)  # counters are listed with their _total already
         if kind == "histogram":
             names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
     return names

@@ -1,0 +1,313 @@
+"""A real Prometheus scrapes a real mission; every dashboard and rule must see data.
+
+One module-scoped run: a nats-server, the six services as processes (the CLI's
+Supervisor, free ports), and a Prometheus (services.kernel.promserver) with
+the project's rules. The clock starts paused so Prometheus sees the services
+before the first step, then runs at warp max until the plan finishes (or a
+wall-time cap, when the clock is paused again). Queries then cover that
+window through Prometheus's HTTP API, as Grafana would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from services.cli.grpc_client import TwinChannels
+from services.cli.supervisor import RunConfig, Supervisor
+from services.kernel.config import SERVICE_NAMES
+from services.kernel.natsd import NatsServer
+from services.kernel.promserver import (
+    PromQueryError,
+    PromServer,
+    PromServerNotFound,
+    PromServerStartFailed,
+    ScrapeTarget,
+    default_rule_files,
+    find_prometheus,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+PROM_DIR = REPO / "deploy" / "prometheus"
+DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
+
+SCRAPE_INTERVAL_S = 0.5
+#: What Grafana puts for its interval variables at this scrape interval:
+#: $__rate_interval is four scrapes, $__interval the query step.
+RATE_INTERVAL = "2s"
+QUERY_STEP_S = 0.5
+#: Wall-time cap on the mission; a longer plan is paused there.
+MISSION_WALL_CAP_S = 90.0
+#: Wall time the services stay up after the clock stops, so rates settle.
+SETTLE_S = 3.0
+
+
+def _have_prometheus() -> bool:
+    try:
+        find_prometheus()
+    except PromServerNotFound:
+        return False
+    return shutil.which("promtool") is not None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _have_prometheus(),
+                       reason="prometheus/promtool not installed: run `task observe:install`"),
+]
+
+
+@dataclass(frozen=True)
+class ObservedRun:
+    prom: PromServer
+    mission: str
+    start_s: float  # Unix time of the first scrape of all six services
+    end_s: float  # Unix time the services were still up, after the clock stopped
+    final_mode: str
+
+    def substitute(self, expr: str) -> str:
+        return (expr.replace("$mission", self.mission)
+                .replace("$__rate_interval", RATE_INTERVAL)
+                .replace("$__interval", f"{round(QUERY_STEP_S * 1000)}ms"))
+
+    def series(self, expr: str) -> list[dict[str, Any]]:
+        return self.prom.query_range(self.substitute(expr), self.start_s, self.end_s,
+                                     QUERY_STEP_S)
+
+
+async def _wait_all_up(prom: PromServer, count: int, timeout_s: float = 30.0) -> float:
+    """Wait until Prometheus has scraped every target; return that Unix time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        up = prom.query('sum(up{job="twin"})')
+        if up and float(up[0]["value"][1]) == count:
+            return time.time()
+        await asyncio.sleep(SCRAPE_INTERVAL_S / 2)
+    raise AssertionError(f"not all {count} targets up after {timeout_s} s: "
+                         f"{prom.active_targets()}")
+
+
+async def _fly(sup: Supervisor, prom: PromServer) -> tuple[float, float, str]:
+    start_s = await _wait_all_up(prom, len(sup.children))
+    async with TwinChannels(sup.endpoints) as channels:
+        clock = channels.clock()
+        await channels.all_statuses()
+        # Two steps first, and a few scrapes of them: series born at their
+        # first step then grow, so rates and quantiles see the whole run even
+        # when warp max finishes the plan between two scrapes.
+        await clock.step(2)
+        await asyncio.sleep(4 * SCRAPE_INTERVAL_S)
+        await clock.resume()
+        deadline = time.monotonic() + MISSION_WALL_CAP_S
+        state = await clock.get_time()
+        while state.mode != "finished" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            state = await clock.get_time()
+        if state.mode != "finished":
+            state = await clock.pause()
+        # Every service answers status calls again, so gRPC counters grow.
+        await channels.all_statuses()
+        await asyncio.sleep(SETTLE_S)
+    return start_s, time.time(), state.mode
+
+
+async def _observe(state_dir: Path, nats_url: str, mission: str) -> ObservedRun:
+    config = RunConfig(state_dir=state_dir, nats_url=nats_url, mission_id=mission,
+                       free_ports=True, warp="max", start_paused=True, log_level="WARNING")
+    async with Supervisor(config) as sup:
+        await sup.wait_healthy(60.0)
+        targets = [ScrapeTarget(n, f"127.0.0.1:{c.metrics_port}") for n, c in sup.children.items()]
+        prom = PromServer(state_dir / "prometheus", targets, mission=mission,
+                          scrape_interval_s=SCRAPE_INTERVAL_S)
+        prom.start()
+        try:
+            start_s, end_s, mode = await _fly(sup, prom)
+        except BaseException:
+            prom.stop()
+            raise
+    return ObservedRun(prom, mission, start_s, end_s, mode)
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObservedRun]:
+    state_dir = tmp_path_factory.mktemp("observe")
+    mission = "obs-" + uuid.uuid4().hex[:8]
+    with NatsServer(state_dir / "nats") as nats:
+        run = asyncio.run(_observe(state_dir, nats.url, mission))
+    try:
+        yield run
+    finally:
+        run.prom.stop()
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def _dashboard_queries(annotations: bool = True) -> list[tuple[str, str]]:
+    """(where, expr) for every panel target (and annotation) of every dashboard."""
+    found: list[tuple[str, str]] = []
+    for path in sorted(DASHBOARDS_DIR.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                found.append((f"{dashboard['uid']} / {panel['title']} / {target['refId']}",
+                              target["expr"]))
+        for annotation in dashboard["annotations"]["list"] if annotations else []:
+            if "expr" in annotation:
+                found.append((f"{dashboard['uid']} / annotation {annotation['name']}",
+                              annotation["expr"]))
+    return found
+
+
+def _rules(kind: str) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for path in default_rule_files():
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            rules += [r for r in group["rules"] if kind in r]
+    return rules
+
+
+def _has_a_number(result: list[dict[str, Any]]) -> bool:
+    """True if any sample of a range result is a number (not NaN)."""
+    return any(not math.isnan(float(v)) for s in result for _t, v in s["values"])
+
+
+def _series_names(expr: str) -> set[str]:
+    bare = re.sub(r"\{[^}]*\}|\"[^\"]*\"|\[[^\]]*\]", "", expr)
+    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
+    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare))
+    keywords = {"max", "min", "sum", "and", "or", "unless", "by", "on", "bool"}
+    return {w for w in words if w not in keywords and ("_" in w or w == "up")}
+
+
+# --- the mission as Prometheus saw it -----------------------------------------
+
+
+def test_prometheus_scraped_all_six_services(observed: ObservedRun) -> None:
+    up = observed.series('up{job="twin"}')
+    assert sorted(s["metric"]["service"] for s in up) == sorted(SERVICE_NAMES)
+    down = {s["metric"]["service"] for s in up for _t, v in s["values"] if v != "1"}
+    assert not down, f"scrapes failed during the mission: {sorted(down)}"
+
+
+def test_the_mission_clock_ran(observed: ObservedRun) -> None:
+    steps = observed.prom.query(
+        f'max(twin_clock_steps_total{{mission="{observed.mission}"}})', at_s=observed.end_s)
+    assert steps and float(steps[0]["value"][1]) > 0, "no step was counted"
+
+
+def test_every_dashboard_panel_returns_data(observed: ObservedRun) -> None:
+    empty = [f"{where}: {expr}" for where, expr in _dashboard_queries(annotations=False)
+             if not _has_a_number(observed.series(expr))]
+    assert not empty, "panels without data:\n" + "\n".join(empty)
+
+
+def test_event_annotations_evaluate_and_the_overview_shows_events(observed: ObservedRun) -> None:
+    # A vehicle's own annotation may be empty when a capped run ends before
+    # its first event; the overview's, over all services, may not.
+    results = {where: observed.series(expr) for where, expr in _dashboard_queries()
+               if "annotation" in where}
+    assert results["twin-overview / annotation Mission events"], "no mission event seen"
+
+
+def test_every_recording_rule_returns_data(observed: ObservedRun) -> None:
+    empty = []
+    for rule in _rules("record"):
+        result = observed.series(f'{rule["record"]}{{mission="{observed.mission}"}}')
+        if not _has_a_number(result):
+            empty.append(rule["record"])
+    assert not empty, f"recording rules without data: {empty}"
+
+
+def test_every_alert_evaluates_over_series_that_exist(observed: ObservedRun) -> None:
+    missing = []
+    for rule in _rules("alert"):
+        observed.series(rule["expr"])  # raises PromQueryError if Prometheus rejects it
+        for name in sorted(_series_names(rule["expr"])):
+            if not observed.series(f'count({name}{{mission="{observed.mission}"}})'):
+                missing.append(f"{rule['alert']}: {name}")
+    assert not missing, "alerts reading series with no data:\n" + "\n".join(missing)
+
+
+def test_every_rule_is_loaded_and_healthy(observed: ObservedRun) -> None:
+    rules = [r for g in observed.prom.rule_groups() for r in g["rules"]]
+    expected = len(_rules("record")) + len(_rules("alert"))
+    assert len(rules) == expected
+    unhealthy = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not unhealthy
+
+
+def test_no_alert_fires_in_a_nominal_mission(observed: ObservedRun) -> None:
+    firing = observed.series(f'ALERTS{{alertstate="firing", mission="{observed.mission}"}}')
+    assert not firing, [s["metric"] for s in firing]
+
+
+# --- the configuration, checked by promtool -----------------------------------
+
+
+def _promtool(*args: str, cwd: Path = PROM_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_promtool_check_config() -> None:
+    done = _promtool("check", "config", "prometheus.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_check_rules() -> None:
+    done = _promtool("check", "rules", *(str(p) for p in default_rule_files()))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_test_rules() -> None:
+    tests = sorted(str(p) for p in (PROM_DIR / "tests").glob("*.yml"))
+    assert tests
+    done = _promtool("test", "rules", *tests)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_config_promserver_writes_passes_promtool(tmp_path: Path) -> None:
+    server = PromServer(tmp_path, [ScrapeTarget("ground", "127.0.0.1:9101")], mission="m1")
+    done = _promtool("check", "config", str(server.write_config()), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- PromServer itself ----------------------------------------------------------
+
+
+def test_promserver_answers_queries_and_stops_twice(tmp_path: Path) -> None:
+    server = PromServer(tmp_path, [], rule_files=[])
+    with server:
+        assert server.running
+        assert server.query("vector(6)")[0]["value"][1] == "6"
+        with pytest.raises(PromQueryError, match="parse error"):
+            server.query("sum(")
+    assert not server.running
+    assert server.stop() is not None  # a second stop is harmless
+
+
+def test_promserver_reports_a_config_prometheus_refuses(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text("groups:\n  - name: x\n    rules:\n      - record: a\n        expr: sum(\n")
+    with pytest.raises(PromServerStartFailed) as caught:
+        PromServer(tmp_path / "state", [], rule_files=[broken], start_timeout_s=20).start()
+    assert "broken.yml" in caught.value.log_tail
+
+
+def test_promserver_names_a_missing_binary(tmp_path: Path) -> None:
+    with pytest.raises(PromServerNotFound, match="observe:install"):
+        PromServer(tmp_path, [], binary=tmp_path / "no-prometheus").start()
