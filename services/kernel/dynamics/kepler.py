@@ -71,11 +71,13 @@ def _initial_chi(r0: float, rv0: float, alpha: float, dt: float, mu: float) -> f
         return sqmu * dt * alpha
     if alpha < -1e-12:  # hyperbola
         a = 1.0 / alpha
-        arg = (-2.0 * mu * alpha * dt) / (
-            rv0 + math.copysign(1.0, dt) * math.sqrt(-mu * a) * (1.0 - r0 * alpha)
-        )
-        return math.copysign(1.0, dt) * math.sqrt(-a) * math.log(max(arg, 1e-300))
-    return sqmu * dt / r0  # near-parabolic: first-order guess
+        sign = math.copysign(1.0, dt)
+        arg = (-2.0 * mu * alpha * dt) / (rv0 + sign * math.sqrt(-mu * a) * (1.0 - r0 * alpha))
+        # The log guess is for long arcs; for short ones (arg <= 1) it has the
+        # wrong sign, and the first-order guess below is the better start.
+        if arg > 1.0:
+            return sign * math.sqrt(-a) * math.log(arg)
+    return sqmu * dt / r0  # near-parabolic or short arc: first-order guess
 
 
 def _solve_chi(
