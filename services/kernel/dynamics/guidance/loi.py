@@ -38,6 +38,7 @@ __all__ = [
     "PARKING_INCLINATION_DEG",
     "LoiFinitePlan",
     "apsis_speed_m_s",
+    "horizontal_burn",
     "orbit_normal",
     "plan_apsis_change",
     "plan_circularisation",
@@ -264,12 +265,10 @@ def plan_apsis_change(
         raise ValueError(f"at must be 'perilune' or 'apolune', got {at!r}")
     r0, v0 = _as_vec(r_mci_m), _as_vec(v_mci_m_s)
     dt = time_to_true_anomaly_s(r0, v0, 0.0 if at == "perilune" else math.pi)
-    return [_horizontal_burn(*_coast(r0, v0, dt), t_s + dt, new_opposite_radius_m, at)]
+    return [horizontal_burn(*_coast(r0, v0, dt), t_s + dt, new_opposite_radius_m, at)]
 
 
-def _horizontal_burn(
-    r: Vec, v: Vec, t_s: float, other_radius_m: float, label: str
-) -> ImpulsiveBurn:
+def horizontal_burn(r: Vec, v: Vec, t_s: float, other_radius_m: float, label: str) -> ImpulsiveBurn:
     """Burn that leaves a horizontal velocity making ``r`` an apsis of an
     ellipse whose other apsis has radius ``other_radius_m``."""
     r_here = float(np.linalg.norm(r))
@@ -304,7 +303,7 @@ def plan_hohmann(
     v1 = v1 + first.dv_mci_m_s
     r2, v2 = _coast(r1, v1, time_to_true_anomaly_s(r1, v1, math.pi if at == "perilune" else 0.0))
     t2 = first.t_s + time_to_true_anomaly_s(r1, v1, math.pi if at == "perilune" else 0.0)
-    second = _horizontal_burn(r2, v2, t2, float(np.linalg.norm(r2)), "hohmann-2")
+    second = horizontal_burn(r2, v2, t2, float(np.linalg.norm(r2)), "hohmann-2")
     return [ImpulsiveBurn(first.t_s, first.dv_mci_m_s, "hohmann-1"), second]
 
 
@@ -386,7 +385,7 @@ def plan_descent_orbit_lowering(
         if dt < min_lead_time_s:
             dt += period
         r1, v1 = _coast(r0, v0, dt)
-        burn = _horizontal_burn(r1, v1, t_s + dt, rp_target, "descent-orbit-lowering")
+        burn = horizontal_burn(r1, v1, t_s + dt, rp_target, "descent-orbit-lowering")
         v_after = v1 + burn.dv_mci_m_s
         t_peri = burn.t_s + time_to_true_anomaly_s(r1, v_after, 0.0)
     return [burn]
