@@ -25,6 +25,7 @@ import orjson
 import pytest
 
 from services.kernel.config import SERVICE_NAMES
+from services.kernel.natsd import NatsServer
 
 pytestmark = pytest.mark.slow
 
@@ -209,6 +210,19 @@ def test_run_writes_a_report_of_the_finished_mission(tmp_path: Path, plan_path: 
     assert all(s["mission_id"] == "ce6" for s in body["services"].values())
     assert body["wall_time_s"] > 0
     assert _survivors(state_dir) == []
+
+
+def test_run_on_a_given_nats_leaves_that_server_running(tmp_path: Path, plan_path: Path) -> None:
+    with NatsServer(tmp_path / "bus") as bus:
+        state_dir = tmp_path / "state"
+        done = _twin("run", "--plan", str(plan_path), "--state-dir", str(state_dir),
+                     "--nats-url", bus.url, "--mission", "given-bus", timeout_s=RUN_DEADLINE_S)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "nats-server with JetStream" not in done.stdout  # it started none of its own
+        assert bus.running
+        assert orjson.loads((state_dir / "run.json").read_bytes())["nats"] == {
+            "url": bus.url, "pid": None}
+        assert _survivors(state_dir) == []
 
 
 async def test_status_and_clock_against_a_running_set_then_ctrl_c(
