@@ -27,11 +27,12 @@ from services.cli.supervisor import (
     RUN_RECORD,
     RunConfig,
     ServiceDied,
-    ServicesNotHealthy,
     Supervisor,
+    SupervisorError,
     write_run_record,
 )
 from services.kernel.natsd import NatsServer, NatsServerError
+from services.kernel.promserver import PromServer, PromServerError, ScrapeTarget
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "LaunchOptions", "launch"]
 
@@ -137,11 +138,8 @@ async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
     return server
 
 
-def _start_prometheus(stack: contextlib.ExitStack, opts: LaunchOptions, sup: Supervisor,
+def _start_prometheus(stack: contextlib.AsyncExitStack, opts: LaunchOptions, sup: Supervisor,
                       console: Console) -> dict[str, Any]:
-    # Imported here: Prometheus is optional and its module needs nothing else.
-    from services.kernel.promserver import PromServer, ScrapeTarget
-
     targets = [
         ScrapeTarget(name, f"127.0.0.1:{child.metrics_port}")
         for name, child in sup.children.items()
@@ -171,7 +169,7 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
         except Interrupted as exc:
             console.print(f"[yellow]{exc} received: stopping[/yellow]")
             return EXIT_INTERRUPTED
-        except (ServiceDied, ServicesNotHealthy, NatsServerError) as exc:
+        except (SupervisorError, NatsServerError, PromServerError) as exc:
             console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
             return EXIT_FAILED
         finally:
@@ -181,7 +179,6 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
 async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
                   started: float) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        sync_stack = stack.enter_context(contextlib.ExitStack())
         nats = await _start_nats(stack, opts, console)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
         nats_pid = nats.pid if nats is not None else None
@@ -195,7 +192,7 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)
         console.print(f"all {len(sup.children)} services healthy in {healthy_s:.2f} s")
         if opts.observe:
-            prom = _start_prometheus(sync_stack, opts, sup, console)
+            prom = _start_prometheus(stack, opts, sup, console)
             write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid,
                              extra={"prometheus": prom})
         channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
