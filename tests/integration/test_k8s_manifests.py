@@ -356,9 +356,22 @@ def test_nats_runs_jetstream_on_its_persistent_volume(overlay: str) -> None:
     assert store, "nats.conf sets no JetStream store_dir"
     claims = {c["metadata"]["name"] for c in nats["spec"]["volumeClaimTemplates"]}
     on_claim = [m for m in container["volumeMounts"]
-                if m["name"] in claims and store.group(1).startswith(m["mountPath"] + "/")]
+                if m["name"] in claims
+                and (store.group(1) + "/").startswith(m["mountPath"].rstrip("/") + "/")]
     assert on_claim, f"store_dir {store.group(1)} is not on a persistent volume"
     assert container_port(container, "monitor") == conf_int(nats_conf(overlay), "http_port")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nats_accepts_its_config(overlay: str, tmp_path: Path) -> None:
+    conf = tmp_path / "nats.conf"
+    conf.write_text(nats_conf(overlay))
+    out = subprocess.run(
+        [str(BIN / "nats-server"), "--config", str(conf), "-js", "-t"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"POD_NAME": "nats-0"},  # the StatefulSet sets it from the pod name
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_prod_nats_is_a_three_server_cluster_with_routes_and_a_budget() -> None:
