@@ -62,6 +62,7 @@ __all__ = [
     "lvlh_relative",
     "plan_closing_leg",
     "plan_phasing",
+    "plan_trim",
     "simulate_approach",
 ]
 
@@ -190,9 +191,8 @@ def cw_transfer_dv(
     ``rel_r_target`` in ``tof_s`` and leave it with ``rel_v_target``."""
     phi = cw_state_transition(n_rad_s, tof_s)
     r0 = np.asarray(rel_r0, dtype=np.float64)
-    v_needed: Vec = np.linalg.solve(
-        phi[:3, 3:], np.asarray(rel_r_target, dtype=np.float64) - phi[:3, :3] @ r0
-    )
+    miss = np.asarray(rel_r_target, dtype=np.float64) - phi[:3, :3] @ r0
+    v_needed = np.asarray(np.linalg.solve(phi[:3, 3:], miss), dtype=np.float64)
     v_arrive = phi[3:, :3] @ r0 + phi[3:, 3:] @ v_needed
     dv1: Vec = v_needed - np.asarray(rel_v0, dtype=np.float64)
     dv2: Vec = np.asarray(rel_v_target, dtype=np.float64) - v_arrive
@@ -308,11 +308,33 @@ def plan_phasing(
     v3 = v3 + m3.dv_mci_m_s
     t4, t_aim = t3 + trim_after, t3 + trim_after + trim_tof
     r4, v4 = propagate_kepler(r3, v3, trim_after, MU)
-    r_o_aim, v_o_aim = propagate_kepler(ro, vo, t_aim - t_s, MU)
-    r_aim, _ = _aim_point(r_o_aim, v_o_aim, ahead_m, above_m)
-    v4_new, _ = lambert(r4, r_aim, trim_tof, MU, normal)
-    m4 = ImpulsiveBurn(t4, v4_new - v4, "phasing-4")
+    r_o4, v_o4 = propagate_kepler(ro, vo, t4 - t_s, MU)
+    m4 = plan_trim(r4, v4, r_o4, v_o4, t4, t_aim, ahead_m=ahead_m, above_m=above_m)
     return [m1, m2, m3, m4], t_aim
+
+
+def plan_trim(
+    r_asc_m: ArrayLike,
+    v_asc_m_s: ArrayLike,
+    r_orb_m: ArrayLike,
+    v_orb_m_s: ArrayLike,
+    t_s: float,
+    t_aim_s: float,
+    *,
+    ahead_m: float = 50e3,
+    above_m: float = 10e3,
+) -> ImpulsiveBurn:
+    """Lambert burn now that puts the ascender on the aim point (``ahead_m``
+    along-track, ``above_m`` radial in the orbiter's LVLH) at ``t_aim_s``.
+
+    The fourth phasing manoeuvre; re-planned from tracked states it also
+    removes what J2 and the Earth did to the first three.
+    """
+    ra, va = np.asarray(r_asc_m, dtype=np.float64), np.asarray(v_asc_m_s, dtype=np.float64)
+    r_o_aim, v_o_aim = propagate_kepler(r_orb_m, v_orb_m_s, t_aim_s - t_s, MU)
+    r_aim, _ = _aim_point(r_o_aim, v_o_aim, ahead_m, above_m)
+    v_new, _ = lambert(ra, r_aim, t_aim_s - t_s, MU, np.cross(ra, va))
+    return ImpulsiveBurn(t_s, v_new - va, "phasing-4")
 
 
 def _phasing_cost(v_now: float, r_apo: float, rp1: float, r_c: float) -> float:
