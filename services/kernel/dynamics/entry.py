@@ -60,6 +60,10 @@ Vec3 = tuple[float, float, float]
 
 SUTTON_GRAVES_K_EARTH = 1.7415e-4  # Sutton & Graves 1971, SI units, Earth air
 ENTRY_INTERFACE_ALT_M = 120_000.0  # Xinhua 2024-06-25: first entry at ~120 km
+# Skip-out / second entry are counted at the Karman line: above 100 km the
+# drag at 7 km/s is below 0.01 g, so the arc is ballistic (the apex altitude
+# itself is unpublished; CE5-T1's plan was ~140 km, ours is ~110-180 km).
+SKIP_ALT_M = 100_000.0
 PARACHUTE_ATTITUDE_ALT_M = 20_000.0  # Xinhua: parachute attitude at ~20 km
 PARACHUTE_DEPLOY_ALT_M = 10_000.0  # Xinhua: chute opens at ~10 km
 GUIDANCE_PERIOD_S = 2.0  # bank command update period
@@ -87,7 +91,7 @@ SIZIWANG_GROUND_H_M = 1_400.0
 class EntryPhase(StrEnum):
     EXO = "exo"  # above the entry interface before the first dip
     FIRST_ENTRY = "first_entry"
-    SKIP = "skip"  # ballistic arc above the entry interface after skip-out
+    SKIP = "skip"  # ballistic arc above SKIP_ALT_M after the first dip
     SECOND_ENTRY = "second_entry"
     PARACHUTE_ATTITUDE = "parachute_attitude"
     PARACHUTE = "parachute"
@@ -449,9 +453,9 @@ def _phase_after(phase: EntryPhase, alt_prev: float, alt: float) -> tuple[EntryP
     ei = ENTRY_INTERFACE_ALT_M
     if phase is EntryPhase.EXO and alt < ei:
         return EntryPhase.FIRST_ENTRY, "entry_interface"
-    if phase is EntryPhase.FIRST_ENTRY and alt_prev < ei <= alt:
+    if phase is EntryPhase.FIRST_ENTRY and alt_prev < SKIP_ALT_M <= alt:
         return EntryPhase.SKIP, "skip_out"
-    if phase is EntryPhase.SKIP and alt < ei <= alt_prev:
+    if phase is EntryPhase.SKIP and alt < SKIP_ALT_M <= alt_prev:
         return EntryPhase.SECOND_ENTRY, "second_entry"
     lifting = (EntryPhase.FIRST_ENTRY, EntryPhase.SECOND_ENTRY)
     if phase in lifting and alt < PARACHUTE_ATTITUDE_ALT_M:
