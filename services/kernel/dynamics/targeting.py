@@ -20,6 +20,15 @@ Targets:
   trajectory plane (so the entry guidance of `entry` sees the site straight
   ahead; the downrange is then set by the geometry and reported).
 
+Where the entry interface falls: on 2024-06-21 the Moon stood at declination
+~-27 deg, so a ~4-day return arrives near the anti-Moon point (28 N, 84 E at
+05:41 UTC on 06-25) and meets 120 km about 25 deg before it, over the Arabian
+Sea, heading north-east with Siziwang ~5,400 km ahead (CE-5 likewise
+"bounced off the atmosphere over the Arabian Sea"). The reference's "over
+the Atlantic" fits the orbiter/returner separation ~20 min earlier, not the
+entry: from the Atlantic the site is 11,000-13,000 km away, more than a
+26-minute skip entry can fly.
+
 TEI is two burns, as flown (CE-5/CE-6): TEI-1 raises the circular parking
 orbit to an ellipse (prograde, apolune chosen), TEI-2 departs at the next
 perilune. The TEI-1 point is picked on the parking orbit so that a periapsis
