@@ -26,7 +26,7 @@ class GroundCore(VehicleCore):
         self.finished = False
 
     def extra_subjects(self, s: Subjects) -> list[str]:
-        return [s.all_of("evt"), s.all_of("tm")]
+        return [s.all_of("evt"), s.all_of("dl")]
 
     # --- the flight plan -----------------------------------------------------
     @property
@@ -58,7 +58,7 @@ class GroundCore(VehicleCore):
             name = str(msg.body.get("name"))
             self.seen.setdefault(name, msg.t)
             self.events.append({"name": name, "vehicle": msg.src, "t": msg.t, **msg.body})
-        elif msg.kind == "telemetry":
+        elif msg.kind == "downlink":
             self.frames[msg.src] = self.frames.get(msg.src, 0) + 1
             self.last_frame[msg.src] = msg.body
         else:

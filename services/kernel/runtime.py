@@ -36,7 +36,8 @@ from services.kernel.vehicle import Outbox, Outgoing, VehicleCore
 log = logging.getLogger("twin.runtime")
 
 #: Subject kind -> envelope kind.
-ENVELOPE_KIND = {"tm": "telemetry", "evt": "event", "cmd": "command", "xfer": "transfer"}
+ENVELOPE_KIND = {"tm": "telemetry", "evt": "event", "cmd": "command", "xfer": "transfer",
+                 "dl": "downlink"}
 #: Wall seconds a receiver waits for messages a tick says are on their way.
 DELIVERY_TIMEOUT_S = 5.0
 GRACE_S = 5.0
@@ -161,6 +162,7 @@ class ServiceRuntime:
         expect = self.expected_for_me(body.get("expect", {}))
         await self.deliver_inbox(step - 1, expect)
         max_dt = self.core.advance(t_from, t_to, self.outbox)
+        self.core.after_step(t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
         ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
@@ -207,6 +209,8 @@ class ServiceRuntime:
             return self.subjects.event(item.target)
         if item.kind == "cmd":
             return self.subjects.command(item.target)
+        if item.kind == "dl":
+            return self.subjects.downlink(item.target)
         return self.subjects.transfer(item.target)
 
     # --- telemetry, metrics ---------------------------------------------------

@@ -56,7 +56,7 @@ class SimLoop:
         for item in out.drain():
             subject = {"tm": self.subjects.telemetry, "evt": self.subjects.event,
                        "cmd": self.subjects.command, "xfer": self.subjects.transfer,
-                       }[item.kind](item.target)
+                       "dl": self.subjects.downlink}[item.kind](item.target)
             self.seq[source] = self.seq.get(source, 0) + 1
             env = Envelope(MISSION, source, self.seq[source], item.t, step,
                            ENVELOPE_KIND[item.kind], item.body)
@@ -92,6 +92,7 @@ class SimLoop:
                 out = Outbox()
                 self._deliver(name, core, out)
                 dts.append(core.advance(t_from, t_to, out))
+                core.after_step(t_from, t_to, out)
                 self._publish(name, out, self.step)
             self._route()
             out = Outbox()

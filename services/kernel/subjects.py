@@ -18,6 +18,7 @@ TELEMETRY = "tm"
 EVENT = "evt"
 COMMAND = "cmd"
 TRANSFER = "xfer"
+DOWNLINK = "dl"
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Subjects:
 
     def transfer(self, service: str) -> str:
         return self._s(TRANSFER, service)
+
+    def downlink(self, service: str) -> str:
+        """The modelled downlink (frames that crossed a link), unlike ``tm`` (truth)."""
+        return self._s(DOWNLINK, service)
 
     def all_of(self, kind: str) -> str:
         return self._s(kind, "*")

@@ -99,6 +99,9 @@ class VehicleCore:
         self.t_s = t_to
         return COAST_STEP_S
 
+    def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
+        """Called by the runtime after :meth:`advance` (e.g. for the downlink)."""
+
     def summary(self) -> Summary:
         return Summary(phase=self.phase)
 
