@@ -74,7 +74,10 @@ class GroundCore(VehicleCore):
                 continue
             self.issued[item.id] = t_to
             self.seen.setdefault(item.id, t_to)
-            out.send("cmd", item.target, t_to, {**item.command, "plan_id": item.id})
+            if item.target == self.name:  # ground's own step: no message to itself
+                self.execute({**item.command, "plan_id": item.id}, t_to, out)
+            else:
+                out.send("cmd", item.target, t_to, {**item.command, "plan_id": item.id})
             out.event(self.name, "plan_item_issued", t_to, id=item.id, target=item.target,
                       op=item.command["op"])
             if item.phase:
