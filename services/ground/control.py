@@ -9,6 +9,7 @@ import grpc
 from services.kernel.clock import ClockAuthority
 from services.kernel.control import instrumented
 from services.kernel.dynamics.timescale import iso_utc, mission_s_from_utc
+from services.kernel.events import KNOWN_EVENTS
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
 
 
@@ -81,8 +82,11 @@ class ClockServicer(clock_pb2_grpc.MissionClockServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "give a target: mission_time_s, utc or event")
         if which == "event":
-            if not request.event:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "event name is empty")
+            plan_ids = self.clock.plan.item_ids()
+            if request.event not in KNOWN_EVENTS and request.event not in plan_ids:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"unknown event {request.event!r}: give a mission event "
+                                    "(docs/mission.md) or a flight-plan item id")
             self.clock.run_until(None, request.event)
             if request.wait:
                 await self.clock.wait_until(lambda: self.clock.plan.has_seen(request.event))

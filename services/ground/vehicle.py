@@ -52,6 +52,9 @@ class GroundCore(VehicleCore):
     def has_seen(self, event: str) -> bool:
         return event in self.seen
 
+    def item_ids(self) -> frozenset[str]:
+        return frozenset(item.id for item in self.plan.items)
+
     # --- VehicleCore hooks ---------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         if msg.kind == "event":

@@ -50,16 +50,21 @@ class Bus:
         self.seq = Sequencer()
         self.control_seq = Sequencer()
         self.nc: Client | None = None
+        self.closing = False
         self.js: JetStreamContext | None = None
         self._labels = metrics.labels()
 
     async def connect(self, urls: tuple[str, ...], name: str) -> None:
         async def reconnected() -> None:
             self.metrics.reconnects.labels(*self._labels).inc()
-            log.warning("reconnected to NATS", extra={"url": str(self.nc and self.nc.connected_url)})
+            url = str(self.nc.connected_url) if self.nc else ""
+            log.warning("reconnected to NATS", extra={"url": url})
 
         async def disconnected() -> None:
-            log.warning("disconnected from NATS")
+            if self.closing:
+                log.info("disconnected from NATS (closing)")
+            else:
+                log.warning("disconnected from NATS")
 
         async def error(exc: Exception) -> None:
             log.warning("NATS error", extra={"error": repr(exc)})
@@ -71,13 +76,13 @@ class Bus:
         )
         self.js = self.nc.jetstream()
 
-    async def ensure_stream(self) -> None:
+    async def ensure_stream(self, replicas: int = 1) -> None:
         """Create the mission log stream (idempotent)."""
         assert self.js is not None
         cfg = StreamConfig(name=self.subjects.stream_name,
                            subjects=[self.subjects.all_of("evt")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                           max_age=30 * 86400.0)
+                           max_age=30 * 86400.0, num_replicas=replicas)
         try:
             await self.js.add_stream(cfg)
         except Exception:
@@ -124,6 +129,7 @@ class Bus:
         await self.nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000)
 
     async def drain(self) -> None:
+        self.closing = True
         if self.nc is not None and not self.nc.is_closed:
             try:
                 await self.nc.drain()

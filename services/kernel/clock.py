@@ -15,6 +15,7 @@ the tick is sent again; the clock waits for it instead of running on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -36,10 +37,13 @@ class PlanCore(Protocol):
     """What the clock needs from ground's state (the flight plan)."""
 
     finished: bool
-    end_t_s: float
+
+    @property
+    def end_t_s(self) -> float: ...
 
     def next_stop_after(self, t_s: float) -> float: ...
     def has_seen(self, event: str) -> bool: ...
+    def item_ids(self) -> frozenset[str]: ...
 
 
 @dataclass
@@ -164,10 +168,8 @@ class ClockAuthority:
             env = self.rt.bus.envelope("roll", {}, self.rt.t_s, self.rt.step)
             await self.rt.bus.publish(self.rt.subjects.roll, env)
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), ROLL_CALL_PERIOD_S)
-            except TimeoutError:
-                pass
         self.status.waiting_for = []
         self.status.mode = "paused" if self._paused else "running"
         log.info("all services present", extra={"services": ",".join(self.expect)})
@@ -206,10 +208,8 @@ class ClockAuthority:
         delay = w0 + (t_to - t0) / warp - now
         if delay > 0:
             self._changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
         rt = self.rt

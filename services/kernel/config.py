@@ -42,6 +42,7 @@ class ServiceConfig:
     start_paused: bool = False
     ack_timeout_s: float = 5.0
     expect: tuple[str, ...] = field(default=SERVICE_NAMES[1:])
+    js_replicas: int = 1
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -72,6 +73,9 @@ class ServiceConfig:
         if not (math.isfinite(self.ack_timeout_s) and self.ack_timeout_s > 0):
             raise ConfigError("TWIN_ACK_TIMEOUT_S", str(self.ack_timeout_s), "must be > 0",
                               "give wall seconds, e.g. 5")
+        if self.js_replicas not in (1, 3, 5):
+            raise ConfigError("TWIN_JS_REPLICAS", str(self.js_replicas), "unsupported",
+                              "use 1, or 3/5 on a NATS cluster of at least that many servers")
         for name in self.expect:
             if name not in VEHICLES:
                 raise ConfigError("TWIN_EXPECT", ",".join(self.expect), f"unknown service {name!r}",
@@ -85,13 +89,14 @@ class ServiceConfig:
         plan = env.get("TWIN_FLIGHT_PLAN", "").strip()
         if plan and not Path(plan).is_file():
             raise ConfigError("TWIN_FLIGHT_PLAN", plan, "no such file",
-                              "point it at a flight-plan JSON file, or unset it for the nominal plan")
+                              "point it at a flight-plan JSON file, or unset it for the "
+                              "nominal plan")
         expect_raw = env.get("TWIN_EXPECT", "").strip()
         return cls(
             service=service,
             mission_id=env.get("TWIN_MISSION_ID", "ce6"),
-            nats_urls=tuple(u.strip() for u in env.get("TWIN_NATS_URL",
-                                                         "nats://127.0.0.1:4222").split(",")),
+            nats_urls=tuple(u.strip() for u in
+                            env.get("TWIN_NATS_URL", "nats://127.0.0.1:4222").split(",")),
             grpc_host=env.get("TWIN_GRPC_HOST", "127.0.0.1"),
             grpc_port=_int(env, "TWIN_GRPC_PORT", grpc_default),
             metrics_port=_int(env, "TWIN_METRICS_PORT", metrics_default),
@@ -104,6 +109,7 @@ class ServiceConfig:
             ack_timeout_s=_float(env, "TWIN_ACK_TIMEOUT_S", 5.0),
             expect=tuple(s.strip() for s in expect_raw.split(",") if s.strip())
             if expect_raw else VEHICLES,
+            js_replicas=_int(env, "TWIN_JS_REPLICAS", 1),
         )
 
 

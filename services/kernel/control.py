@@ -115,7 +115,8 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
                           context: grpc.aio.ServicerContext) -> control_pb2.SendCommandResponse:
         try:
             command = command_to_dict(request)
-            if request.execute_at_mission_time_s and request.execute_at_mission_time_s < self.rt.t_s:
+            at_s = request.execute_at_mission_time_s
+            if at_s and at_s < self.rt.t_s:
                 raise InvalidCommand("execute_at_mission_time_s is in the past "
                                      f"(now {self.rt.t_s:.3f} s)")
             command["execute_at_s"] = request.execute_at_mission_time_s

@@ -38,7 +38,7 @@ class Metrics:
                                        _BASE, buckets=_STEP_BUCKETS, registry=r)
         self.ack_latency = Histogram("twin_clock_ack_latency_seconds",
                                      "Wall time from tick to one peer's acknowledgement",
-                                     _BASE + ("peer",), buckets=_STEP_BUCKETS, registry=r)
+                                     (*_BASE, "peer"), buckets=_STEP_BUCKETS, registry=r)
         self.ack_overdue = g("twin_clock_ack_overdue", "1 while a peer's ack is overdue", "peer")
         v = ("vehicle",)
         self.distance = g("twin_vehicle_distance_meters", "Distance from body centre", *v, "body")
@@ -70,7 +70,7 @@ class Metrics:
         self.reconnects = c("twin_bus_reconnects", "NATS reconnects")
         self.grpc_requests = c("twin_grpc_requests", "gRPC calls", "method", "code")
         self.grpc_duration = Histogram("twin_grpc_request_duration_seconds",
-                                       "gRPC handling time", _BASE + ("method",), registry=r)
+                                       "gRPC handling time", (*_BASE, "method"), registry=r)
         self.events = c("twin_mission_events", "Mission events published", "event")
         self._phase_now: str | None = None
 

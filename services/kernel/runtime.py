@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from prometheus_client import REGISTRY, CollectorRegistry
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.kernel.bus import Bus, subject_matches
 from services.kernel.config import ServiceConfig
@@ -88,7 +88,8 @@ class ServiceRuntime:
         self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host,
                                           self.registry)
         await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}")
-        await self.bus.ensure_stream()
+        await self.bus.ensure_stream(self.config.js_replicas)
+        self.init_metrics()
         self._inbound = self.inbound_subjects()
         for subject in self._inbound:
             await self.bus.subscribe(subject, self._on_inbound)
@@ -99,6 +100,18 @@ class ServiceRuntime:
         log.info("service started", extra={"grpc_port": self.grpc_port,
                                              "metrics_port": self.metrics_port,
                                              "nats": ",".join(self.config.nats_urls)})
+
+    def init_metrics(self) -> None:
+        """Create label sets up front so every series exists before its first change."""
+        m = self.metrics
+        m.reconnects.labels(*m.labels())
+        m.mission_time.labels(*m.labels()).set(self.t_s)
+        m.set_phase(self.core.phase)
+        if self.name == "ground":
+            m.steps.labels(*m.labels())
+            m.step_rate.labels(*m.labels()).set(0)
+            for peer in self.config.expect:
+                m.ack_overdue.labels(*m.labels(), peer).set(0)
 
     async def subscribe_clock(self) -> None:
         await self.bus.subscribe(self.subjects.tick, self._on_tick)
@@ -112,7 +125,8 @@ class ServiceRuntime:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        self.grpc_port = server.add_insecure_port(f"{self.config.grpc_host}:{self.config.grpc_port}")
+        address = f"{self.config.grpc_host}:{self.config.grpc_port}"
+        self.grpc_port = server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise ConfigError("TWIN_GRPC_PORT", str(self.config.grpc_port), "port is taken",
                               "free the port or set TWIN_GRPC_PORT=0 for a free one")
@@ -157,7 +171,8 @@ class ServiceRuntime:
             return  # fault injection: behave as a service that stopped answering
         if step <= self.step:
             if step == self.step and self._last_ack is not None:
-                await self.bus.nc.publish(self.subjects.ack(self.name), self._last_ack)  # type: ignore[union-attr]
+                assert self.bus.nc is not None
+                await self.bus.nc.publish(self.subjects.ack(self.name), self._last_ack)
             return
         expect = self.expected_for_me(body.get("expect", {}))
         await self.deliver_inbox(step - 1, expect)

@@ -4,6 +4,7 @@ on a missing ack, pause/resume/warp/step, determinism, malformed messages."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import grpc
@@ -58,7 +59,8 @@ async def test_same_plan_and_seed_give_identical_events_and_telemetry(nats_url: 
     assert first != other  # the seed matters: the comparison can fail
 
 
-async def test_steps_adapt_and_stop_exactly_on_plan_events(nats_url: str, mission_id: str) -> None:
+async def test_steps_adapt_and_stop_exactly_on_plan_events(nats_url: str,
+                                                          mission_id: str) -> None:
     t_cmd = mission_s_from_utc("2024-05-03T10:04:07.250Z")
     start, end = t_cmd + 30.0, t_cmd + 45.0
     items = [{"id": "x", "at": "2024-05-03T10:04:07.250Z", "target": "lander",
@@ -72,7 +74,7 @@ async def test_steps_adapt_and_stop_exactly_on_plan_events(nats_url: str, missio
     spans = [(b["t_from"], b["t_to"]) for b in (decode(d, mission=mission_id).body
                                                  for _, d in ticks)]
     assert spans[0][0] == 0.0
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))  # contiguous
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # contiguous
     assert t_cmd in [t for _, t in spans]  # stopped exactly on the plan's instant
     powered = [t1 - t0 for t0, t1 in spans if start <= t0 < end]
     assert len(powered) >= 14 and max(powered) <= 1.0 + 1e-9
@@ -86,7 +88,8 @@ async def test_clock_waits_for_a_silent_service_and_reports_it(nats_url: str,
         control = control_pb2_grpc.VehicleControlStub(ch)
         cch = grpc.aio.insecure_channel(f"127.0.0.1:{twin.ground.grpc_port}")
         clock = clock_pb2_grpc.MissionClockStub(cch)
-        fault = (await control.InjectFault(control_pb2.InjectFaultRequest(kind="stall_clock"))).fault
+        stall = control_pb2.InjectFaultRequest(kind="stall_clock")
+        fault = (await control.InjectFault(stall)).fault
         for _ in range(100):
             state = await clock.GetTime(clock_pb2.GetTimeRequest())
             if state.mode == "waiting":
