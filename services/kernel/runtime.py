@@ -258,6 +258,19 @@ class ServiceRuntime:
             if not q.full():  # a slow watcher misses frames rather than stalling the clock
                 q.put_nowait(frame)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to resume this service: its core plus its protocol position."""
+        return {"service": self.name, "mission": self.config.mission_id, "step": self.step,
+                "t_s": self.t_s, "seq": self.bus.seq.last, "core": self.core.snapshot()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        if snap["service"] != self.name or snap["mission"] != self.config.mission_id:
+            raise ValueError(f"snapshot of {snap['service']}/{snap['mission']} does not fit "
+                             f"{self.name}/{self.config.mission_id}")
+        self.step, self.t_s = int(snap["step"]), float(snap["t_s"])
+        self.bus.seq.last = int(snap["seq"])
+        self.core.restore(snap["core"])
+
     def local_command(self, command: dict[str, Any]) -> None:
         """Queue a validated command for the start of the next step."""
         env = self.bus.envelope("command", command, self.t_s, self.step)
