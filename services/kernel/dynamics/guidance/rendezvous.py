@@ -244,6 +244,7 @@ def plan_phasing(
     above_m: float = 10e3,
     max_duration_s: float = 2.5 * 86_400.0,
     min_perilune_radius_m: float = 1_737_400.0 + 30e3,
+    min_duration_s: float = 0.0,
 ) -> tuple[list[ImpulsiveBurn], float]:
     """The ascender's four manoeuvres and the time they deliver it to the aim
     point ``ahead_m`` along-track of and ``above_m`` above the orbiter.
@@ -251,8 +252,10 @@ def plan_phasing(
     M1 at the next apolune sets the perilune of a phasing orbit whose period
     is solved so that, after k revolutions, M2 (there: raise the opposite
     apsis to the aim radius) and M3 (half a transfer later: circularise)
-    arrive with the right phase; the cheapest (k, period) within
-    ``max_duration_s`` wins. M4, a fifth of a revolution later, is a Lambert
+    arrive with the right phase; the cheapest (k, period) whose aim time
+    falls between ``min_duration_s`` and ``max_duration_s`` from now wins
+    (the reachable aim times are one orbiter period apart, so give a window
+    at least that wide). M4, a fifth of a revolution later, is a Lambert
     trim onto the exact aim point 0.3 revolution ahead, absorbing the
     eccentricities the analytic phasing neglects. Two-body (Kepler).
     """
@@ -286,7 +289,7 @@ def plan_phasing(
             if period > period_hi:
                 break
             duration = dt1 + k * period + t_transfer + trim_after + trim_tof
-            if period < period_lo or duration > max_duration_s:
+            if period < period_lo or not min_duration_s <= duration <= max_duration_s:
                 continue
             rp1 = 2.0 * (MU * (period / _TWO_PI) ** 2) ** (1.0 / 3.0) - r_apo
             cost = _phasing_cost(v_now, r_apo, rp1, r_c)
