@@ -206,7 +206,7 @@ def run(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp="max", seed=seed, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level,
-        report_path=report,
+        report_path=report, mission_view=True,
     ))
 
 

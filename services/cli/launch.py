@@ -21,8 +21,16 @@ import orjson
 from rich.console import Console
 
 from services.cli.grpc_client import TwinChannels
-from services.cli.progress import Snapshot, clock_line, follow_mission, status_table
-from services.cli.report import write_report
+from services.cli.mission_log import MissionLog, MissionLogError, TelemetryRecorder, telemetry_path
+from services.cli.progress import (
+    Snapshot,
+    clock_line,
+    comparison_table,
+    follow_mission,
+    status_table,
+    take_snapshot,
+)
+from services.cli.report import build_report, load_reference, write_report
 from services.cli.supervisor import (
     RUN_RECORD,
     RunConfig,
@@ -31,6 +39,7 @@ from services.cli.supervisor import (
     SupervisorError,
     write_run_record,
 )
+from services.kernel.config import ServiceConfig
 from services.kernel.natsd import NatsServer, NatsServerError
 from services.kernel.promserver import PromServer, PromServerError, ScrapeTarget
 
@@ -59,6 +68,9 @@ class LaunchOptions:
     report_path: Path | None = None
     linger: bool = False  # stay up after the finish until a signal (up --observe)
     live: bool | None = None  # None: a live table only on a terminal
+    # Follow the mission on the bus too (`twin run`): telemetry for the plots,
+    # links in the live view, the event log for the end table and the report.
+    mission_view: bool = False
 
 
 class Interrupted(Exception):
@@ -169,7 +181,7 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
         except Interrupted as exc:
             console.print(f"[yellow]{exc} received: stopping[/yellow]")
             return EXIT_INTERRUPTED
-        except (SupervisorError, NatsServerError, PromServerError) as exc:
+        except (SupervisorError, NatsServerError, PromServerError, MissionLogError) as exc:
             console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
             return EXIT_FAILED
         finally:
@@ -182,6 +194,7 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         nats = await _start_nats(stack, opts, console)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
         nats_pid = nats.pid if nats is not None else None
+        watch = await _attach_bus(stack, opts, nats_url)
         sup = Supervisor(_run_config(opts, nats_url))
         stopper.on_repeat.append(sup.hurry)
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
@@ -196,10 +209,17 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
             write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid,
                              extra={"prometheus": prom})
         channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
+        facts = watch[1] if watch is not None else None
         final = await _until_stopped(
-            follow_mission(channels, console, live=opts.live), stopper, sup
+            follow_mission(channels, console, live=opts.live, facts=facts), stopper, sup
         )
-        _summarise(final, console, opts, time.monotonic() - started, healthy_s)
+        if watch is not None:
+            final = await _until_stopped(take_snapshot(channels), stopper, sup)
+        _summarise(final, console, time.monotonic() - started, healthy_s)
+        if watch is not None:
+            await _until_stopped(
+                _mission_summary(watch, final, opts, console, time.monotonic() - started),
+                stopper, sup)
         if opts.linger:
             await _linger(stopper, sup, console)
         return EXIT_OK
@@ -217,18 +237,40 @@ async def _stop_services(sup: Supervisor, state_dir: Path) -> None:
     _mark_stopped(state_dir, codes)
 
 
-def _summarise(final: Snapshot, console: Console, opts: LaunchOptions, wall_s: float,
-               healthy_s: float) -> None:
+def _summarise(final: Snapshot, console: Console, wall_s: float, healthy_s: float) -> None:
     console.print(status_table(final.statuses, title="final status"))
     console.print(f"finished: {clock_line(final.clock)}", highlight=False)
-    console.print(f"wall time {wall_s:.2f} s")
+    console.print(f"wall time {wall_s:.2f} s (services healthy after {healthy_s:.2f} s)")
+
+
+async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
+                      nats_url: str) -> tuple[MissionLog, TelemetryRecorder] | None:
+    """Listen before the services start: the clock starts once they are all there."""
+    if not (opts.mission_view or opts.report_path is not None):
+        return None
+    log = await stack.enter_async_context(MissionLog(nats_url, opts.mission_id))
+    recorder = await stack.enter_async_context(TelemetryRecorder(nats_url, opts.mission_id))
+    return log, recorder
+
+
+async def _mission_summary(watch: tuple[MissionLog, TelemetryRecorder], final: Snapshot,
+                           opts: LaunchOptions, console: Console, wall_s: float) -> None:
+    """The end table of key events and, with --report, the report and telemetry."""
+    log, recorder = watch
+    events = await log.read()
+    await recorder.flush()
+    plan = opts.flight_plan.stem if opts.flight_plan is not None else "nominal"
+    report = build_report(
+        mission_id=opts.mission_id,
+        seed=opts.seed if opts.seed is not None else ServiceConfig.seed,
+        plan=plan, events=events, statuses=final.statuses, clock=final.clock, wall_s=wall_s,
+        reference=load_reference(),
+    )
+    console.print(comparison_table(report["comparison"]))
+    console.print(f"{len(events)} mission events, {len(recorder.records)} telemetry frames kept "
+                  f"of {recorder.frames_seen}")
     if opts.report_path is not None:
-        path = write_report(
-            opts.report_path,
-            mission_id=opts.mission_id,
-            statuses=final.statuses,
-            clock=final.clock,
-            wall_time_s=wall_s,
-            healthy_after_s=healthy_s,
-        )
-        console.print(f"report written to {path}")
+        path = write_report(opts.report_path, report)
+        tm_path = recorder.write(telemetry_path(opts.report_path))
+        console.print(f"report written to {path} (telemetry: {tm_path.name}); "
+                      f"plots: twin report {path}")
