@@ -56,7 +56,7 @@ class Bus:
 
     async def connect(self, urls: tuple[str, ...], name: str) -> None:
         async def reconnected() -> None:
-            self.metrics.reconnects.labels(*self._labels).inc()
+            self.metrics.child("reconnects").inc()
             url = str(self.nc.connected_url) if self.nc else ""
             log.warning("reconnected to NATS", extra={"url": url})
 
@@ -101,24 +101,22 @@ class Bus:
             await self.js.publish(subject, data)
         else:
             await self.nc.publish(subject, data)
-        self.metrics.bus_out.labels(*self._labels, env.kind).inc()
+        self.metrics.child("bus_out", env.kind).inc()
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None
-        decode_errors = self.metrics.decode_errors
-        bus_in = self.metrics.bus_in
-        labels = self._labels
+        metrics = self.metrics
 
         async def on_msg(msg: Msg) -> None:
             try:
                 env = decode(msg.data, mission=self.mission)
             except EnvelopeError as exc:
-                decode_errors.labels(*labels, exc.reason).inc()
+                metrics.child("decode_errors", exc.reason).inc()
                 log.warning("dropped malformed message",
                             extra={"subject": msg.subject, "reason": exc.reason,
                                    "detail": exc.detail[:200]})
                 return
-            bus_in.labels(*labels, env.kind).inc()
+            metrics.child("bus_in", env.kind).inc()
             try:
                 result = handler(env, msg.subject)
                 if result is not None:

@@ -98,7 +98,7 @@ class ClockAuthority:
             return
         self._acks[env.src] = env.body
         m = self.rt.metrics
-        m.ack_latency.labels(*m.labels(), env.src).observe(time.perf_counter() - self._tick_sent_at)
+        m.child("ack_latency", env.src).observe(time.perf_counter() - self._tick_sent_at)
         if len(self._acks) == len(self.expect):
             self._all_acked.set()
 
@@ -222,7 +222,7 @@ class ClockAuthority:
         await rt.bus.publish(rt.subjects.tick, tick)
         await self._collect_acks(step, data)
         m = rt.metrics
-        m.step_duration.labels(*m.labels()).observe(time.perf_counter() - self._tick_sent_at)
+        m.child("step_duration").observe(time.perf_counter() - self._tick_sent_at)
         pub: dict[str, int] = {}
         for ack in self._acks.values():
             for subject, n in ack.get("pub", {}).items():
@@ -249,7 +249,7 @@ class ClockAuthority:
                 self.status.mode = "waiting"
                 self.status.waiting_for = missing
                 for peer in missing:
-                    m.ack_overdue.labels(*m.labels(), peer).set(1)
+                    m.child("ack_overdue", peer).set(1)
                 log.warning("waiting for acknowledgement",
                             extra={"step": step, "waiting_for": ",".join(missing)})
                 self._notify()
@@ -258,20 +258,20 @@ class ClockAuthority:
                 await self.rt.bus.nc.publish(self.rt.subjects.tick, tick_data)  # type: ignore[union-attr]
         if self.status.waiting_for:
             for peer in self.status.waiting_for:
-                m.ack_overdue.labels(*m.labels(), peer).set(0)
+                m.child("ack_overdue", peer).set(0)
             log.info("acknowledgements complete again", extra={"step": step})
             self.status.waiting_for = []
             self.status.mode = "running"
 
     def _after_step(self) -> None:
         m = self.rt.metrics
-        m.steps.labels(*m.labels()).inc()
+        m.child("steps").inc()
         start, count = self._rate_window
         now = time.monotonic()
         count += 1
         if now - start >= 1.0:
             self.status.steps_per_second = count / (now - start)
-            m.step_rate.labels(*m.labels()).set(self.status.steps_per_second)
+            m.child("step_rate").set(self.status.steps_per_second)
             start, count = now, 0
         self._rate_window = (start, count)
         if self._step_budget is not None:

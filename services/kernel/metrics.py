@@ -6,6 +6,8 @@ from small fixed sets (phase, vehicle, body, link, kind, reason, method, code).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -73,9 +75,19 @@ class Metrics:
                                        "gRPC handling time", (*_BASE, "method"), registry=r)
         self.events = c("twin_mission_events", "Mission events published", "event")
         self._phase_now: str | None = None
+        self._children: dict[tuple[str, ...], Any] = {}
 
     def labels(self) -> tuple[str, str]:
         return (self.mission, self.service)
+
+    def child(self, name: str, *extra: str) -> Any:
+        """The labelled child of a family, cached: ``labels()`` is costly per step."""
+        key = (name, *extra)
+        found = self._children.get(key)
+        if found is None:
+            found = getattr(self, name).labels(self.mission, self.service, *extra)
+            self._children[key] = found
+        return found
 
     def set_phase(self, phase: str) -> None:
         if phase == self._phase_now:

@@ -66,10 +66,10 @@ class ServiceRuntime:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._inbound: list[str] = []
+        self._mine: dict[str, bool] = {}  # subject -> is it one of my inbound subjects
         self._last_tm_t = -1e30
         self._last_ack: bytes | None = None
         self._stopped = False
-        self._vehicle_labels = (config.mission_id, config.service, config.service)
 
     # --- wiring hooks (ground overrides) ------------------------------------
     def inbound_subjects(self) -> list[str]:
@@ -161,8 +161,15 @@ class ServiceRuntime:
             self.inbox.add(env, subject)
 
     def expected_for_me(self, expect: dict[str, int]) -> dict[str, int]:
-        return {s: n for s, n in expect.items()
-                if any(subject_matches(p, s) for p in self._inbound)}
+        mine = self._mine
+        out = {}
+        for s, n in expect.items():
+            hit = mine.get(s)
+            if hit is None:
+                hit = mine[s] = any(subject_matches(p, s) for p in self._inbound)
+            if hit:
+                out[s] = n
+        return out
 
     async def _on_tick(self, env: Envelope, subject: str) -> None:
         body = env.body
@@ -213,7 +220,7 @@ class ServiceRuntime:
             await self.bus.publish(subject, env, durable=item.kind == "evt")
             counts[subject] = counts.get(subject, 0) + 1
             if item.kind == "evt":
-                self.metrics.events.labels(*self.metrics.labels(), str(item.body["name"])).inc()
+                self.metrics.child("events", str(item.body["name"])).inc()
                 log.info("event", extra={"event": item.body["name"], "t_s": item.t})
         return counts
 
@@ -230,23 +237,23 @@ class ServiceRuntime:
 
     # --- telemetry, metrics ---------------------------------------------------
     def update_metrics(self, s: Any, t: float) -> None:
-        m, lv = self.metrics, self._vehicle_labels
-        m.mission_time.labels(*m.labels()).set(t)
+        m = self.metrics
+        m.child("mission_time").set(t)
         m.set_phase(s.phase)
         if self.name == "ground":
             return
-        m.speed.labels(*lv).set(s.speed_m_s)
-        m.mass.labels(*lv).set(s.mass_kg * 1000.0)
-        m.propellant.labels(*lv).set(s.propellant_kg * 1000.0)
-        m.sample.labels(*lv).set(s.sample_mass_g)
+        m.child("speed", self.name).set(s.speed_m_s)
+        m.child("mass", self.name).set(s.mass_kg * 1000.0)
+        m.child("propellant", self.name).set(s.propellant_kg * 1000.0)
+        m.child("sample", self.name).set(s.sample_mass_g)
         if s.central_body:
             body = s.central_body
-            m.altitude.labels(*lv, body).set(s.altitude_m)
+            m.child("altitude", self.name, body).set(s.altitude_m)
             r = s.r_m
-            m.distance.labels(*lv, body).set((r[0] ** 2 + r[1] ** 2 + r[2] ** 2) ** 0.5)
+            m.child("distance", self.name, body).set((r[0] ** 2 + r[1] ** 2 + r[2] ** 2) ** 0.5)
         for key, gauge, scale in _VALUE_GAUGES:
             if key in s.values:
-                getattr(m, gauge).labels(*lv).set(s.values[key] * scale)
+                m.child(gauge, self.name).set(s.values[key] * scale)
 
     def _feed_watchers(self, s: Any, step: int, t: float) -> None:
         if not self.watchers:
