@@ -21,7 +21,8 @@ def test_pod_mission_label_matches_config(overlay: str) -> None:
     config = next(d for d in docs if d["kind"] == "ConfigMap"
                   and d["metadata"]["name"].startswith("twin-config"))
     mission = config["data"]["TWIN_MISSION_ID"]
-    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    deployments = [d for d in docs if d["kind"] == "Deployment"
+                   and d["metadata"]["labels"].get("app.kubernetes.io/component") == "twin-service"]
     assert len(deployments) == 6
     for d in deployments:
         labels = d["spec"]["template"]["metadata"]["labels"]
