@@ -2,6 +2,7 @@
 
     twin up      start NATS and the six services, show the mission live
     twin run     the same as fast as possible, then exit (optionally --report)
+    twin report  plots (PNG) of a report written by `twin run --report`
     twin status  every service's phase, time, mass, altitude and faults
     twin clock   time | pause | resume | warp X | step N | until <utc|event>
 
@@ -208,6 +209,32 @@ def run(
         health_timeout_s=health_timeout, log_level=log_level,
         report_path=report, mission_view=True,
     ))
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(
+        exists=True, dir_okay=False, readable=True,
+        help="A report written by `twin run --report PATH`.")],
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out-dir", file_okay=False, help="Where the PNGs go (default: next to the report).")
+    ] = None,
+) -> None:
+    """Render the report's plots (PNG) and print its key-event table."""
+    from services.cli.plots import render_all  # matplotlib loads only for this command
+    from services.cli.progress import comparison_table
+    from services.cli.report import read_report
+
+    try:
+        body = read_report(path)
+        written = render_all(path, out_dir)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        err_console.print(f"[bold red]error:[/bold red] {path} is not a twin report: {exc!r}",
+                          highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(comparison_table(body.get("comparison", [])))
+    for png in written:
+        console.print(f"wrote {png}", highlight=False)
 
 
 # --- talking to a running twin --------------------------------------------------
