@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.lander.vehicle import LanderCore
 from services.kernel.config import ServiceConfig
 from services.kernel.runtime import ServiceRuntime
+from services.lander.vehicle import LanderCore
 
 
 def make(config: ServiceConfig, registry: CollectorRegistry = REGISTRY) -> ServiceRuntime:

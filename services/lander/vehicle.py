@@ -1,9 +1,494 @@
-"""Lander state and transitions (placeholder motion until its physics is wired)."""
+"""The lander core: the lander-ascender (LA) stack from separation to the surface.
+
+Phases: ``stowed`` (inside the CE-6 stack, flown by the orbiter) ->
+``lunar_orbit`` (after the orbiter's ``la_stack`` hand-over; coasting under
+the full lunar force model, then the phasing and descent-orbit-lowering
+burns of :mod:`services.lander.descent_plan`) -> ``powered_descent`` (on
+board, started by the time tag set by ``plan_descent``; 1 s clock steps,
+``guidance.descent.step``) -> ``surface`` (Moon-fixed; payloads, sampling,
+power and heat in :mod:`services.lander.surface`). Sealing the sample hands
+the container, then the ascender's body, to the ascender; the lander stays
+as the launch pad. Messages and events follow docs/mission.md.
+"""
 
 from __future__ import annotations
 
-from services.kernel.placeholder import CircularOrbitCore
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from services.kernel.dynamics import frames
+from services.kernel.dynamics.burns import Engine
+from services.kernel.dynamics.constants import (
+    LANDING_SITE_HEIGHT_M,
+    LANDING_SITE_LAT_DEG,
+    LANDING_SITE_LON_DEG,
+    R_MOON_M,
+)
+from services.kernel.dynamics.guidance import MoonRotation
+from services.kernel.dynamics.guidance import descent as dg
+from services.kernel.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
+from services.kernel.envelope import Envelope
+from services.kernel.errors import CommandError, CommandNotAllowed, InvalidCommand
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.lander import descent_plan as dp
+from services.lander.onboard import (
+    Coast,
+    PlannedBurn,
+    as_list,
+    as_vec,
+    event_values,
+    execute_at_s,
+    propellant_for_dv_kg,
+    step_limit,
+    utc_arg,
+)
+from services.lander.surface import PASSIVE_PAYLOADS, PAYLOAD_POWER_W, Surface
+
+OPERATIONS = ("drill", "scoop", "seal_sample")
+CONTAINER_ID = "CE6-SC"
+#: Events of the descent guidance published under their own names.
+_DESCENT_EVENTS = {"hover_start": "hover_start"}
 
 
-class LanderCore(CircularOrbitCore):
+def command_arg(command: dict[str, Any]) -> str:
+    """What an ``operation``/``deploy`` command names (``name``, ``what`` or ``item``)."""
+    for key in ("name", "what", "item", "operation"):
+        if isinstance(command.get(key), str):
+            return str(command[key])
+    raise InvalidCommand(f"{command.get('op')} needs 'name' (e.g. drill, scoop, seal_sample, flag)")
+
+
+class LanderCore(VehicleCore):
     name = "lander"
+    fault_kinds = frozenset({"engine_thrust_loss", "hazard_sensor_bias"})
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.phase = "stowed"
+        self.seed = seed
+        self.coast: Coast | None = None
+        self.mass_kg = 0.0
+        self.dry_mass_kg = dg.LANDER_DRY_MASS_KG
+        self.t_pdi_s: float | None = None
+        self.burns: list[PlannedBurn] = []
+        self.descent: dg.DescentState | None = None
+        self.thrust_n = 0.0
+        self.surface: Surface | None = None
+        self.sample_sent_mg = 0
+        self.sealed = False
+        self.ascender_gone = False
+        self.orbiter_state: dict[str, Any] = {}
+        self.timed: list[dict[str, Any]] = []
+        self._targets: dp.DescentTargets | None = None
+        self._rotation: MoonRotation | None = None
+
+    # --- messages --------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        body = msg.body
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+            self._command(body, out)
+        elif msg.kind == "transfer" and body.get("type") == "handover":
+            self._take_la_stack(msg, out)
+        elif msg.kind == "transfer" and body.get("type") == "sample_ack":
+            self._sample_acked(body, out)
+        elif msg.kind == "transfer" and body.get("type") == "handover_ack":
+            out.event(self.name, "handover_acknowledged", self.t_s,
+                      handover_id=body.get("handover_id"), by=msg.src)
+
+    def _command(self, command: dict[str, Any], out: Outbox) -> None:
+        try:
+            self.validate(command)
+            due = execute_at_s(command)
+        except CommandError as exc:
+            out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
+                      plan_id=command.get("plan_id"), reason=exc.reason)
+            return
+        if due is not None and due > self.t_s + 1e-6:
+            self.timed.append(dict(command))
+            self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
+            return
+        self.execute(command, self.t_s, out)
+
+    def _take_la_stack(self, msg: Envelope, out: Outbox) -> None:
+        body = msg.body
+        if self.phase != "stowed" or body.get("what") != "la_stack":
+            return
+        r, v, t = as_vec(body["r_m"]), as_vec(body["v_m_s"]), float(body["t_s"])
+        if body.get("frame", "MCI") == "ECI":
+            r, v = frames.mci_from_eci_state(r, v, t)
+        self.coast = Coast(r, v, t)
+        self.coast.to(self.t_s)
+        self.mass_kg = float(body["mass_kg"])
+        self.dry_mass_kg = float(body.get("dry_mass_kg") or dg.LANDER_DRY_MASS_KG)
+        self.orbiter_state = {k: body.get("extra", {}).get(k)
+                              for k in ("orbiter_r_m", "orbiter_v_m_s", "orbiter_t_s")
+                              if body.get("extra", {}).get(k) is not None}
+        self.phase = "lunar_orbit"
+        out.event(self.name, "handover_accepted", self.t_s, what="la_stack",
+                  handover_id=body.get("handover_id"), **self._here())
+        out.send("xfer", msg.src, self.t_s, {"type": "handover_ack",
+                                              "handover_id": body.get("handover_id"),
+                                              "accepted": True})
+
+    # --- commands ----------------------------------------------------------------
+    def operations(self) -> frozenset[str]:
+        return frozenset({"set_mode", "plan_descent", "surface_setup", "operation", "deploy"})
+
+    def validate(self, command: dict[str, Any]) -> None:
+        super().validate(command)
+        execute_at_s(command)
+        op = command["op"]
+        if op == "plan_descent":
+            t_pdi = utc_arg(command, "pdi_utc")
+            self.check_allowed(("lunar_orbit",), "plan_descent")
+            if t_pdi < self.t_s + 4 * 3_600.0:
+                raise CommandNotAllowed("PDI must be at least 4 h ahead to phase for it")
+        elif op == "surface_setup":
+            self.check_allowed(("surface",), "surface_setup")
+        elif op == "operation":
+            self._validate_operation(command_arg(command))
+        elif op == "deploy":
+            if command_arg(command) != "flag":
+                raise InvalidCommand("deploy knows only 'flag'")
+            self.check_allowed(("surface",), "deploy flag")
+
+    def _validate_operation(self, what: str) -> None:
+        if what not in OPERATIONS:
+            raise InvalidCommand(f"unknown operation {what!r}; known: {', '.join(OPERATIONS)}")
+        self.check_allowed(("surface",), f"operation {what}")
+        s = self.surface
+        assert s is not None
+        if not s.setup_done:
+            raise CommandNotAllowed(f"operation {what} needs surface_setup first")
+        if what == "drill" and (s.drill.active or s.drill_done):
+            raise CommandNotAllowed("the drill has already run")
+        if what == "scoop" and (not s.drill_done or s.scoop.active or s.scoop_done):
+            raise CommandNotAllowed("scooping follows a completed drill, once")
+        if what == "seal_sample" and (not s.scoop_done or self.sample_sent_mg):
+            raise CommandNotAllowed("sealing needs drill and scoop complete, once")
+
+    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        op = command.get("op")
+        if op == "plan_descent":
+            self._plan_descent(utc_arg(command, "pdi_utc"), out)
+        elif op == "surface_setup":
+            self._surface_setup(out)
+        elif op == "operation":
+            self._operation(command_arg(command), out)
+        elif op == "deploy":
+            assert self.surface is not None
+            self.surface.flag = True
+            out.event(self.name, "flag_deployed", self.t_s, **self._here())
+        else:
+            super().execute(command, t, out)
+
+    def _plan_descent(self, t_pdi: float, out: Outbox) -> None:
+        assert self.coast is not None
+        targets, burns = dp.plan_all(self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s, t_pdi)
+        self.t_pdi_s, self._targets, self.burns = t_pdi, targets, burns
+        out.event(self.name, "descent_planned", self.t_s, pdi_s=t_pdi, doi_s=targets.t_doi_s,
+                  burns=[{"burn": b.label, "t_s": round(b.t_s, 3), "dv_m_s": round(b.dv_m_s, 3)}
+                         for b in burns])
+
+    def _surface_setup(self, out: Outbox) -> None:
+        s = self.surface
+        assert s is not None
+        out.event(self.name, "surface_setup", self.t_s, solar_arrays="deployed",
+                  antenna="directional", **self._here())
+        for name in PAYLOAD_POWER_W:
+            if name not in s.payloads_on:
+                s.payloads_on.append(name)
+                out.event(self.name, "payload_on", self.t_s, payload=name,
+                          passive=name in PASSIVE_PAYLOADS)
+        s.setup_done = True
+
+    def _operation(self, what: str, out: Outbox) -> None:
+        s = self.surface
+        assert s is not None
+        if what == "drill":
+            s.start_drill(self.t_s, self.rng)
+            out.event(self.name, "drill_start", self.t_s, radar_survey_s=900.0)
+        elif what == "scoop":
+            s.start_scoop(self.t_s, self.rng)
+            out.event(self.name, "scoop_start", self.t_s)
+        else:
+            self.sample_sent_mg, s.sample_mg = s.sample_mg, 0
+            hid = f"sample-{self.t_s:.3f}"
+            out.send("xfer", "ascender", self.t_s, {
+                "type": "sample_handover", "handover_id": hid, "from": "lander",
+                "to": "ascender", "container_id": CONTAINER_ID,
+                "sample_mass_g": self.sample_sent_mg / 1000.0})
+            out.event(self.name, "sample_custody", self.t_s, owner="lander", sample_mass_g=0.0,
+                      to="ascender", handover_id=hid)
+
+    def _sample_acked(self, body: dict[str, Any], out: Outbox) -> None:
+        if self.sealed or not self.sample_sent_mg:
+            return
+        self.sealed = True
+        grams = self.sample_sent_mg / 1000.0
+        out.event(self.name, "sample_sealed", self.t_s, container_id=CONTAINER_ID,
+                  sample_mass_g=grams, handover_id=body.get("handover_id"))
+        out.event(self.name, "sampling_complete", self.t_s, sample_mass_g=grams)
+        self._hand_over_ascender(out)
+
+    def _hand_over_ascender(self, out: Outbox) -> None:
+        """The ascender takes its body on the pad; the lander stays as the pad."""
+        assert self.surface is not None
+        r, v = self._surface_state(self.t_s)
+        prop = ASCENDER_WET_MASS_KG - ASCENDER_DRY_MASS_KG
+        out.send("xfer", "ascender", self.t_s, {
+            "type": "handover", "handover_id": f"ascender-{self.t_s:.3f}", "what": "ascender",
+            "frame": "MCI", "r_m": as_list(r), "v_m_s": as_list(v), "t_s": self.t_s,
+            "mass_kg": ASCENDER_WET_MASS_KG, "propellant_kg": prop,
+            "dry_mass_kg": ASCENDER_DRY_MASS_KG, "sample_mass_g": 0.0,
+            "extra": {"fixed_r_m": list(self.surface.site_fixed_m), **self.orbiter_state}})
+        self.mass_kg -= ASCENDER_WET_MASS_KG
+        self.dry_mass_kg -= ASCENDER_WET_MASS_KG
+        self.ascender_gone = True
+
+    # --- time ---------------------------------------------------------------------
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self._note_faults(out)
+        self.t_s = t_to
+        if self.phase == "lunar_orbit":
+            self._orbit(t_to, out)
+        if self.phase == "powered_descent" and self._descent_t_s() < t_to - 1e-9:
+            self._descend(t_from, t_to, out)
+        elif self.phase == "surface":
+            self._surface_step(t_from, t_to, out)
+        self._run_timed(t_to, out)
+        return step_limit(t_to, self._next_event_s(), self.phase == "powered_descent")
+
+    def _descent_t_s(self) -> float:
+        return math.inf if self.descent is None else self.descent.t_s
+
+    def _next_event_s(self) -> float | None:
+        times = [b.t_s for b in self.burns]
+        if self.t_pdi_s is not None and self.phase == "lunar_orbit":
+            times.append(self.t_pdi_s)
+        times += [float(execute_at_s(c) or 0.0) for c in self.timed]
+        if self.surface is not None and (t := self.surface.next_event_s()) is not None:
+            times.append(t)
+        later = [t for t in times if t > self.t_s + 1e-6]
+        return min(later) if later else None
+
+    def _run_timed(self, t: float, out: Outbox) -> None:
+        while self.timed and float(execute_at_s(self.timed[0]) or 0.0) <= t + 1e-6:
+            self._command({k: v for k, v in self.timed.pop(0).items()
+                           if k not in ("execute_at_s", "execute_at_utc")}, out)
+
+    def _orbit(self, t_to: float, out: Outbox) -> None:
+        """Coast to ``t_to``, stopping inside the step for burns at their planned
+        instants; at PDI ignite (the step limit puts PDI on a step boundary)."""
+        assert self.coast is not None
+        while self.burns and self.burns[0].t_s <= t_to + 1e-6:
+            burn = self.burns.pop(0)
+            self.coast.to(burn.t_s)
+            self._burn(self._replanned(burn), out)
+        if self.t_pdi_s is not None and t_to >= self.t_pdi_s - 1e-6:
+            self.coast.to(self.t_pdi_s)
+            self._ignite(out)
+        else:
+            self.coast.to(t_to)
+
+    def _replanned(self, burn: PlannedBurn) -> PlannedBurn:
+        """Burns 2 and 3 from the state really reached (absorbs execution errors)."""
+        assert self.coast is not None and self._targets is not None
+        c = self.coast
+        if burn.label == "descent-phasing-2":
+            return dp.plan_correction_burn(c.r_mci_m, c.v_mci_m_s, c.t_s, self._targets)
+        if burn.label == "descent-orbit-lowering":
+            return dp.plan_doi_burn(c.v_mci_m_s, self._targets)
+        return burn
+
+    def _burn(self, burn: PlannedBurn, out: Outbox) -> None:
+        assert self.coast is not None
+        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, dg.LANDER_V_E_M_S)
+        out.event(self.name, "burn_start", burn.t_s, burn=burn.label,
+                  dv_m_s=round(burn.dv_m_s, 4), propellant_kg=round(used, 4))
+        self.coast.v_mci_m_s = self.coast.v_mci_m_s + np.asarray(burn.dv_mci_m_s)
+        self.mass_kg -= used
+        out.event(self.name, "burn_end", burn.t_s, burn=burn.label,
+                  dv_m_s=round(burn.dv_m_s, 4), propellant_kg=round(used, 4))
+        if burn.label == "descent-orbit-lowering":
+            here = event_values(self.coast.r_mci_m, self.coast.v_mci_m_s, burn.t_s, self.mass_kg)
+            out.event(self.name, "descent_orbit_lowering", burn.t_s,
+                      dv_m_s=round(burn.dv_m_s, 4), **here)
+
+    def _config(self) -> dg.DescentConfig:
+        assert self._rotation is not None
+        loss = self.faults.get("engine_thrust_loss")
+        engine = dg.LANDER_ENGINE
+        if loss is not None:
+            keep = 1.0 - min(0.9, max(0.0, float(loss.get("magnitude") or 0.2)))
+            engine = Engine(engine.max_thrust_n * keep, engine.v_e_m_s,
+                            min(engine.min_thrust_n, engine.max_thrust_n * keep))
+        return dg.DescentConfig(rotation=self._rotation, engine=engine,
+                                dry_mass_kg=self.dry_mass_kg, seed=self.seed)
+
+    def _ignite(self, out: Outbox) -> None:
+        assert self.coast is not None and self.t_pdi_s is not None
+        t = self.t_pdi_s
+        self._rotation = MoonRotation.at(t)
+        self.descent = dg.DescentState.at_ignition(t, self.coast.r_mci_m, self.coast.v_mci_m_s,
+                                                   self.mass_kg)
+        out.event(self.name, "powered_descent_start", t,
+                  **event_values(self.coast.r_mci_m, self.coast.v_mci_m_s, t, self.mass_kg))
+        self.coast, self.phase = None, "powered_descent"
+
+
+    def _descend(self, t_from: float, t_to: float, out: Outbox) -> None:
+        assert self.descent is not None
+        state = self.descent
+        bias = self.faults.get("hazard_sensor_bias")
+        state, res = dg.step(state, t_to - state.t_s, self._config())
+        if bias is not None and "avoidance_start" in res.events:
+            e, n = state.aim_en_m  # the sensor's bias moves the chosen spot
+            state = replace(state, aim_en_m=(e + float(bias.get("magnitude") or 20.0), n))
+        self.descent, self.mass_kg, self.thrust_n = state, state.mass_kg, res.thrust_n
+        for name in res.events:
+            if name in _DESCENT_EVENTS:
+                out.event(self.name, _DESCENT_EVENTS[name], t_to, **self._here())
+            elif name not in ("touchdown", "ignition"):
+                out.event(self.name, "descent_phase", t_to, phase=name)
+        if state.phase == "landed":
+            self._touchdown(state, out)
+
+    def _touchdown(self, state: dg.DescentState, out: Outbox) -> None:
+        assert state.landed_fixed_m is not None and state.touchdown_v_m_s is not None
+        fixed = list(state.landed_fixed_m)
+        self.surface = Surface(site_fixed_m=fixed)
+        self.phase, self.descent, self.thrust_n = "surface", None, 0.0
+        lat, lon, alt = frames.selenographic_from_moon_fixed(fixed)
+        site = frames.moon_fixed_from_selenographic(LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG,
+                                                    LANDING_SITE_HEIGHT_M)
+        miss = float(np.linalg.norm(np.asarray(fixed) - site))
+        out.event(self.name, "lunar_touchdown", state.phase_start_s, lat_deg=round(lat, 6),
+                  lon_deg=round(lon, 6), alt_m=round(alt, 3),
+                  speed_m_s=round(float(np.hypot(*state.touchdown_v_m_s)), 4),
+                  vertical_speed_m_s=round(state.touchdown_v_m_s[0], 4),
+                  mass_kg=round(self.mass_kg, 4), miss_m=round(miss, 2),
+                  propellant_kg=round(self.mass_kg - self.dry_mass_kg, 3))
+
+    def _surface_step(self, t_from: float, t_to: float, out: Outbox) -> None:
+        s = self.surface
+        assert s is not None
+        for kind, payload in s.update_environment(t_to, t_to - t_from):
+            out.event(self.name, kind, t_to, payload=payload, reason="thermal",
+                      nils_temperature_c=round(s.nils_temperature_c, 2))
+        was_drilling, was_scooping = s.drill.active, s.scoop.active
+        for tool, mg, depth in s.take_increments(t_to):
+            first = s.sample_mg == mg
+            out.event(self.name, f"{tool}_increment", t_to, mass_g=mg / 1000.0, depth_m=depth,
+                      sample_mass_g=s.sample_mg / 1000.0)
+            if first:
+                out.event(self.name, "sample_custody", t_to, owner="lander",
+                          sample_mass_g=s.sample_mg / 1000.0)
+        if was_drilling and not s.drill.active:
+            s.drill_done = True
+            out.event(self.name, "drill_complete", t_to, sample_mass_g=s.drill.done_mg / 1000.0,
+                      depth_m=round(sum(s.drill.depths_m), 4))
+        if was_scooping and not s.scoop.active:
+            s.scoop_done = True
+            out.event(self.name, "scoop_complete", t_to, sample_mass_g=s.scoop.done_mg / 1000.0,
+                      total_g=s.sample_mg / 1000.0, scoops=s.scoop.count)
+
+    def _note_faults(self, out: Outbox) -> None:
+        for kind, fault in sorted(self.faults.items()):
+            if not fault.get("noted"):
+                fault["noted"] = True
+                out.event(self.name, "fault_injected", self.t_s, kind=kind,
+                          magnitude=fault.get("magnitude"))
+
+    # --- reporting ------------------------------------------------------------------
+    def _surface_state(self, t: float) -> tuple[Any, Any]:
+        assert self.surface is not None
+        return frames.mci_from_moon_fixed_state(self.surface.site_fixed_m, np.zeros(3), t)
+
+    def _state(self) -> tuple[Any, Any] | None:
+        if self.coast is not None:
+            return self.coast.r_mci_m, self.coast.v_mci_m_s
+        if self.descent is not None:
+            return self.descent.r_mci_m, self.descent.v_mci_m_s
+        if self.surface is not None:
+            return self._surface_state(self.t_s)
+        return None
+
+    def _here(self) -> dict[str, float]:
+        state = self._state()
+        return {} if state is None else event_values(state[0], state[1], self.t_s, self.mass_kg)
+
+    def summary(self) -> Summary:
+        state = self._state()
+        if state is None:
+            return Summary(phase=self.phase)
+        r, v = state
+        s = self.surface
+        values = {"thrust_n": self.thrust_n,
+                  "propellant_reserve_kg": max(0.0, self.mass_kg - self.dry_mass_kg)}
+        if s is not None:
+            values.update(s.values())
+        radius = float(np.linalg.norm(r))
+        return Summary(
+            phase=self.phase, frame="MCI", central_body="moon", r_m=_triple(r), v_m_s=_triple(v),
+            altitude_m=radius - R_MOON_M,
+            speed_m_s=0.0 if s is not None else float(np.linalg.norm(v)),
+            mass_kg=self.mass_kg, propellant_kg=max(0.0, self.mass_kg - self.dry_mass_kg),
+            sample_mass_g=(s.sample_mg / 1000.0) if s is not None else 0.0, values=values,
+            info={"descent_phase": self.descent.phase} if self.descent is not None else {})
+
+    # --- snapshots --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        d = self.descent
+        return {**super().snapshot(), "seed": self.seed, "mass_kg": self.mass_kg,
+                "dry_mass_kg": self.dry_mass_kg, "t_pdi_s": self.t_pdi_s,
+                "coast": None if self.coast is None else self.coast.snapshot(),
+                "burns": [b.to_json() for b in self.burns],
+                "descent": None if d is None else _descent_json(d),
+                "thrust_n": self.thrust_n,
+                "surface": None if self.surface is None else self.surface.to_json(),
+                "sample_sent_mg": self.sample_sent_mg, "sealed": self.sealed,
+                "ascender_gone": self.ascender_gone, "orbiter_state": self.orbiter_state,
+                "timed": self.timed}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        self.seed, self.mass_kg = int(snap["seed"]), float(snap["mass_kg"])
+        self.dry_mass_kg, self.thrust_n = float(snap["dry_mass_kg"]), float(snap["thrust_n"])
+        self.t_pdi_s = None if snap["t_pdi_s"] is None else float(snap["t_pdi_s"])
+        self.coast = None if snap["coast"] is None else Coast.from_snapshot(snap["coast"])
+        self.burns = [PlannedBurn.from_json(b) for b in snap["burns"]]
+        self.descent = None if snap["descent"] is None else _descent_from(snap["descent"])
+        self.surface = None if snap["surface"] is None else Surface.from_json(snap["surface"])
+        self.sample_sent_mg, self.sealed = int(snap["sample_sent_mg"]), bool(snap["sealed"])
+        self.ascender_gone = bool(snap["ascender_gone"])
+        self.orbiter_state, self.timed = dict(snap["orbiter_state"]), list(snap["timed"])
+        self._targets = None if self.t_pdi_s is None else dp.descent_targets(self.t_pdi_s)
+        self._rotation = None if self.t_pdi_s is None else MoonRotation.at(self.t_pdi_s)
+
+
+def _triple(v: Any) -> tuple[float, float, float]:
+    return float(v[0]), float(v[1]), float(v[2])
+
+
+def _descent_json(d: dg.DescentState) -> dict[str, Any]:
+    return {"t_s": d.t_s, "r": as_list(d.r_mci_m), "v": as_list(d.v_mci_m_s),
+            "mass_kg": d.mass_kg, "phase": d.phase, "phase_start_s": d.phase_start_s,
+            "ignition_s": d.ignition_s, "tgo_s": d.tgo_s if np.isfinite(d.tgo_s) else None,
+            "aim_en_m": list(d.aim_en_m),
+            "touchdown_v_m_s": None if d.touchdown_v_m_s is None else list(d.touchdown_v_m_s),
+            "landed_fixed_m": None if d.landed_fixed_m is None else list(d.landed_fixed_m)}
+
+
+def _descent_from(raw: dict[str, Any]) -> dg.DescentState:
+    td, lf = raw["touchdown_v_m_s"], raw["landed_fixed_m"]
+    return dg.DescentState(
+        float(raw["t_s"]), as_vec(raw["r"]), as_vec(raw["v"]), float(raw["mass_kg"]),
+        str(raw["phase"]), float(raw["phase_start_s"]), float(raw["ignition_s"]),
+        float("inf") if raw["tgo_s"] is None else float(raw["tgo_s"]),
+        (float(raw["aim_en_m"][0]), float(raw["aim_en_m"][1])),
+        None if td is None else (float(td[0]), float(td[1])),
+        None if lf is None else (float(lf[0]), float(lf[1]), float(lf[2])))
