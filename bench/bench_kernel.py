@@ -1,0 +1,534 @@
+"""Speed of the lock-step kernel against the protocol's floor. Prints tables; asserts nothing.
+
+Run: ``.venv/bin/python bench/bench_kernel.py [--quick] [--seconds 10] [--profile]``
+
+One private nats-server on loopback carries every measurement in turn:
+
+1. raw nats-py throughput, one publisher and one subscriber process;
+2. the floor: a trivial clock and five trivial nodes (``_baseline_node.py``),
+   six processes, on plain asyncio and on uvloop;
+3. the kernel as ``twin up`` runs it: the six services started by the
+   supervisor (``python -m services.<name>``), flight plan with no commands
+   (a coast: every vehicle keeps its own step), started paused and resumed
+   once the bench watches;
+4. the kernel in one process (``LocalTwin``) with idle vehicle cores, so the
+   number does not depend on what the vehicle physics costs.
+
+Timing method: a separate observer process (``_bus_observer.py``) subscribes
+to the clock's subjects and stamps every tick and ack as it arrives; a step's
+round trip is its tick to the last of the five acks, the period is tick to
+next tick (what steps/s is made of). The floor's clock also times itself, so
+the floor rows show how far the observer's numbers sit from the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _pyspy  # run as a script: bench/ is first on sys.path
+import grpc
+import orjson
+
+from services.cli.supervisor import RunConfig, Supervisor, pick_free_ports
+from services.kernel.config import SERVICE_NAMES, VEHICLES
+from services.kernel.natsd import NatsServer, die_with_parent
+from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+#: Targets from the issue (kernel >= 75% of the floor).
+TARGET_STEPS_PER_S = 1500.0
+TARGET_P99_S = 2e-3
+TARGET_RSS_MB = 150.0
+TARGET_STARTUP_S = 5.0
+ISSUE_FLOOR = {"asyncio": 1450.0, "uvloop": 2000.0}
+THROUGHPUT_MSGS = 200_000
+CHILD_GRACE_S = 30.0
+IDLE_TITLE = "kernel, 6 procs, idle cores"
+SERVICES_TITLE = "kernel, 6 services as twin up"  # beyond the window, before a helper counts as hung
+
+
+# --- child processes ---------------------------------------------------------
+@dataclass
+class Child:
+    """A helper script run as a child; its last stdout line is its JSON report."""
+
+    proc: asyncio.subprocess.Process
+    name: str
+
+    @classmethod
+    async def spawn(cls, script: str, *args: str, log_dir: Path) -> Child:
+        log = (log_dir / f"{Path(script).stem}-{uuid.uuid4().hex[:6]}.log").open("wb")
+        with log:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(BENCH_DIR / script), *args,
+                stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent())
+        return cls(proc, script)
+
+    async def wait_line(self, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+        if not line:
+            raise RuntimeError(f"{self.name} exited without output (code {await self.proc.wait()})")
+        return line.decode().strip()
+
+    async def report(self, timeout_s: float) -> dict[str, Any]:
+        result: dict[str, Any] = orjson.loads(await self.wait_line(timeout_s))
+        await self.proc.wait()
+        return result
+
+    async def stop(self) -> None:
+        await _terminate(self.proc)
+
+
+async def start_observer(nats_url: str, root: str, args: argparse.Namespace,
+                         log_dir: Path) -> Child:
+    obs = await Child.spawn("_bus_observer.py", "--nats", nats_url, "--root", root,
+                            "--nodes", str(len(VEHICLES)), "--warmup-s", str(args.warmup_s),
+                            "--seconds", str(args.seconds), log_dir=log_dir)
+    if await obs.wait_line(30.0) != "ready":
+        raise RuntimeError("observer did not get ready")
+    return obs
+
+
+# --- /proc --------------------------------------------------------------------
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return math.nan
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a live process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- 1. raw throughput ----------------------------------------------------------
+async def bench_throughput(nats_url: str, loop: str, log_dir: Path) -> dict[str, Any]:
+    subject = f"bench.tp.{uuid.uuid4().hex[:8]}"
+    common = ["--nats", nats_url, "--subject", subject, "--count", str(THROUGHPUT_MSGS),
+              "--loop", loop]
+    sub = await Child.spawn("_nats_throughput.py", "sub", *common, log_dir=log_dir)
+    try:
+        await sub.wait_line(30.0)
+        pub = await Child.spawn("_nats_throughput.py", "pub", *common, "--size", "16",
+                                log_dir=log_dir)
+        pub_report = await pub.report(90.0)
+        sub_report = await sub.report(90.0)
+    finally:
+        await sub.stop()
+    return {"pub": pub_report, "sub": sub_report}
+
+
+# --- 2. the floor -----------------------------------------------------------------
+async def bench_floor(nats_url: str, loop: str, args: argparse.Namespace,
+                      log_dir: Path) -> dict[str, Any]:
+    root = f"bench.{uuid.uuid4().hex[:8]}.clock"
+    obs = await start_observer(nats_url, root, args, log_dir)
+    common = ["--nats", nats_url, "--root", root, "--loop", loop]
+    nodes = [await Child.spawn("_baseline_node.py", "node", *common, "--name", name,
+                               log_dir=log_dir) for name in VEHICLES]
+    procs = [*nodes]
+    try:
+        clock = await Child.spawn("_baseline_node.py", "clock", *common,
+                                  "--nodes", str(len(VEHICLES)),
+                                  "--warmup-s", str(args.warmup_s),
+                                  "--seconds", str(args.seconds), log_dir=log_dir)
+        procs.append(clock)
+        deadline = args.warmup_s + args.seconds + CHILD_GRACE_S
+        own = await clock.report(deadline)
+        seen = await obs.report(deadline)
+        node_cpu_s = [(await node.report(10.0))["cpu_s"] for node in nodes]
+    finally:
+        for child in [*procs, obs]:
+            await child.stop()
+    steps = own["total_steps"]
+    cpu_us = {"clock": own["cpu_s"] / steps * 1e6,
+              "node": sum(node_cpu_s) / len(node_cpu_s) / steps * 1e6}
+    return {"own": own, "observed": seen, "cpu_us_per_step": cpu_us}
+
+
+# --- 3. the kernel, six processes ----------------------------------------------------
+def write_coast_plan(path: Path, days: float) -> Path:
+    """A flight plan with no commands that ends ``days`` after launch."""
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                        time.gmtime(_LAUNCH_EPOCH_S + days * 86400.0))
+    path.write_bytes(orjson.dumps({"name": "bench-coast", "end": {"at": end}, "items": []}))
+    return path
+
+
+_LAUNCH_EPOCH_S = 1714728449.0  # 2024-05-03T09:27:29Z, as a Unix time (UTC)
+
+
+@dataclass
+class ProcessRun:
+    startup_s: float = math.nan
+    observed: dict[str, Any] = field(default_factory=dict)
+    ground_steps: int = 0
+    ground_rate: float = 0.0
+    ground_mean_step_s: float = math.nan
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    profiles: dict[str, _pyspy.Profile] = field(default_factory=dict)
+
+
+async def _clock_call(port: int, method: str) -> clock_pb2.ClockState:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = clock_pb2_grpc.MissionClockStub(channel)
+        request = {"Resume": clock_pb2.ResumeRequest, "Pause": clock_pb2.PauseRequest,
+                   "GetTime": clock_pb2.GetTimeRequest}[method]()
+        state: clock_pb2.ClockState = await getattr(stub, method)(request, timeout=10.0)
+        return state
+
+
+def _ground_mean_step_s(metrics_port: int) -> float:
+    """Mean tick -> last ack from ground's own histogram (sum / count: exact)."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5.0) as r:
+        text = r.read().decode()
+    vals: dict[str, float] = {}
+    for line in text.splitlines():
+        for suffix in ("_sum", "_count"):
+            if line.startswith(f"twin_clock_step_duration_seconds{suffix}{{"):
+                vals[suffix] = float(line.rsplit(" ", 1)[1])
+    return vals["_sum"] / vals["_count"] if vals.get("_count") else math.nan
+
+
+async def bench_processes(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                          work: Path) -> ProcessRun:
+    """The six real services, started and health-checked by the supervisor."""
+    mission = f"bench-{uuid.uuid4().hex[:8]}"
+    config = RunConfig(state_dir=work / "twin", nats_url=nats_url, mission_id=mission,
+                       free_ports=True, flight_plan=plan_path, warp="max", start_paused=True,
+                       log_level=args.log_level)
+    started = time.monotonic()  # wall time: the start-up target is in wall seconds
+    async with Supervisor(config) as sup:  # entering spawns the six, as `twin up` does
+        await sup.wait_healthy(timeout_s=60.0)
+        startup_s = time.monotonic() - started
+        ground = sup.children["ground"]
+        run = await measure_running(nats_url, mission, sup.pids, ground.grpc_port,
+                                    ground.metrics_port, args, work)
+    run.startup_s = startup_s
+    return run
+
+
+async def bench_idle_processes(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                               work: Path) -> ProcessRun:
+    """Real ground, five ``_kernel_idle_service.py`` vehicles: the kernel alone, as processes."""
+    mission = f"bench-{uuid.uuid4().hex[:8]}"
+    config = RunConfig(state_dir=work / "idle", nats_url=nats_url, mission_id=mission,
+                       flight_plan=plan_path, warp="max", start_paused=True,
+                       log_level=args.log_level)
+    ports = pick_free_ports(2 * len(SERVICE_NAMES))
+    (work / "idle").mkdir(parents=True, exist_ok=True)
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    try:
+        for i, name in enumerate(SERVICE_NAMES):
+            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                   **config.service_env(name, ports[2 * i], ports[2 * i + 1])}
+            cmd = ["-m", "services.ground"] if name == "ground" else [
+                str(BENCH_DIR / "_kernel_idle_service.py")]
+            with (work / "idle" / f"{name}.log").open("wb") as log:
+                procs[name] = await asyncio.create_subprocess_exec(
+                    sys.executable, *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log, stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent())
+        await _wait_paused(ports[0], procs)
+        return await measure_running(nats_url, mission, {n: p.pid for n, p in procs.items()},
+                                     ports[0], ports[1], args, work)
+    finally:
+        for proc in procs.values():
+            await _terminate(proc)
+
+
+async def _wait_paused(grpc_port: int, procs: dict[str, asyncio.subprocess.Process],
+                       timeout_s: float = 60.0) -> None:
+    """Until ground has seen every vehicle (roll call done) and sits paused."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        dead = [n for n, p in procs.items() if p.returncode is not None]
+        if dead:
+            raise RuntimeError(f"exited during start: {', '.join(dead)}")
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            if (await _clock_call(grpc_port, "GetTime")).mode == "paused":
+                return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"ground not paused with all vehicles present after {timeout_s} s")
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grpc_port: int,
+                          metrics_port: int, args: argparse.Namespace,
+                          work: Path) -> ProcessRun:
+    """Resume a paused clock, watch it for the window, read CPU, RSS and ground's numbers."""
+    run = ProcessRun()
+    obs = await start_observer(nats_url, f"twin.{mission}.clock", args, work)
+    try:
+        cpu_before = {n: cpu_s(pid) for n, pid in pids.items()}
+        await _clock_call(grpc_port, "Resume")
+        profiling = _start_profiles(pids, args, work) if args.profile else None
+        run.observed = await obs.report(args.warmup_s + args.seconds + CHILD_GRACE_S)
+        run.cpu_s = {n: cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}
+        run.rss_mb = {n: rss_mb(pid) for n, pid in pids.items()}
+        state = await _clock_call(grpc_port, "GetTime")
+        run.ground_steps, run.ground_rate = state.step, state.steps_per_second
+        run.ground_mean_step_s = await asyncio.to_thread(_ground_mean_step_s, metrics_port)
+        if profiling is not None:
+            run.profiles = await profiling
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await _clock_call(grpc_port, "Pause")
+    finally:
+        await obs.stop()
+    return run
+
+
+def _start_profiles(pids: dict[str, int], args: argparse.Namespace,
+                    work: Path) -> asyncio.Task[dict[str, _pyspy.Profile]]:
+    """py-spy on ground and the orbiter while the window runs (after the warm-up)."""
+
+    async def one(name: str) -> tuple[str, _pyspy.Profile]:
+        out = work / f"pyspy-{name}.txt"
+        error = await _pyspy.record(pids[name], args.seconds * 0.8, out)
+        if error:
+            return name, _pyspy.Profile(0, [], [], error)
+        return name, _pyspy.rank(out.read_text())
+
+    async def all_of() -> dict[str, _pyspy.Profile]:
+        await asyncio.sleep(args.warmup_s)
+        return dict(await asyncio.gather(one("ground"), one("orbiter")))
+
+    return asyncio.create_task(all_of())
+
+
+# --- 4. the kernel, one process, idle cores ---------------------------------------------
+async def bench_inproc(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                       work: Path) -> dict[str, Any]:
+    mission = f"bench-{uuid.uuid4().hex[:8]}"
+    obs = await start_observer(nats_url, f"twin.{mission}.clock", args, work)
+    twin = await Child.spawn("_kernel_inproc.py", "--nats", nats_url, "--mission", mission,
+                             "--plan", str(plan_path),
+                             "--seconds", str(args.warmup_s + args.seconds + 1.0), log_dir=work)
+    try:
+        deadline = args.warmup_s + args.seconds + CHILD_GRACE_S
+        observed = await obs.report(deadline)
+        own = await twin.report(deadline)
+    finally:
+        await twin.stop()
+        await obs.stop()
+    return {"observed": observed, "own": own}
+
+
+# --- the report -------------------------------------------------------------------------
+def _ms(x: Any) -> str:
+    return f"{x * 1e3:8.3f}" if isinstance(x, float) and math.isfinite(x) else "       -"
+
+
+def _row(name: str, rate: str, p50: str, p99: str, period_p99: str, note: str) -> None:
+    print(f"| {name:<46} | {rate:>9} | {p50:>8} | {p99:>8} | {period_p99:>8} | {note:<36} |")
+
+
+def _lockstep_row(name: str, r: dict[str, Any], note: str = "") -> None:
+    if not r.get("steps"):
+        _row(name, "failed", "", "", "", note or str(r.get("error", ""))[:34])
+        return
+    rtt, period = r.get("rtt", {}), r.get("period", {})
+    note = note or f"{r['steps']:,} steps in {r['window_s']:.1f} s"
+    _row(name, f"{r['steps_per_s']:,.0f}", _ms(rtt.get("p50_s")), _ms(rtt.get("p99_s")),
+         _ms(period.get("p99_s")), note)
+
+
+def print_lockstep(floor: dict[str, Any], runs: dict[str, ProcessRun],
+                   inproc: dict[str, Any] | None) -> None:
+    print("\nLock-step clock: tick -> last of 5 acks (p50/p99), tick -> next tick (period)")
+    _row("measurement", "steps/s", "p50 ms", "p99 ms", "per. p99", "note")
+    print(f"|{'-' * 48}|{'-' * 11}|{'-' * 10}|{'-' * 10}|{'-' * 10}|{'-' * 38}|")
+    for loop, r in floor.items():
+        if "error" in r:
+            _row(f"floor, 6 procs, {loop}", "failed", "", "", "", r["error"][:34])
+            continue
+        _lockstep_row(f"floor, 6 procs, {loop} (clock's own)", r["own"],
+                      f"issue: ~{ISSUE_FLOOR[loop]:,.0f} steps/s")
+        _lockstep_row(f"floor, 6 procs, {loop} (observed)", r["observed"])
+    for title, run in runs.items():
+        _lockstep_row(f"{title} (observed)", run.observed, _verdict(run.observed, floor))
+        _row(f"{title} (ground's own)", f"{run.ground_rate:,.0f}", "", "", "",
+             f"mean tick->last ack {_ms(run.ground_mean_step_s).strip()} ms")
+    if inproc is not None:
+        if "error" in inproc:
+            _row("kernel, 1 process, idle cores", "failed", "", "", "", inproc["error"][:34])
+        else:
+            _lockstep_row("kernel, 1 process, idle cores (observed)", inproc["observed"],
+                          _verdict(inproc["observed"], floor))
+    print(f"targets: kernel >= {TARGET_STEPS_PER_S:,.0f} steps/s and p99 <= "
+          f"{TARGET_P99_S * 1e3:.0f} ms (75% of the issue's floor). A window shorter than "
+          "asked means the clock stopped early.")
+
+
+def _verdict(r: dict[str, Any], floor: dict[str, Any]) -> str:
+    if not r.get("steps"):
+        return ""
+    ok = r["steps_per_s"] >= TARGET_STEPS_PER_S and r["rtt"]["p99_s"] <= TARGET_P99_S
+    base = floor.get("uvloop", {}).get("observed", {}).get("steps_per_s", 0.0)
+    share = f"{100 * r['steps_per_s'] / base:.0f}% of uvloop floor" if base else ""
+    return f"{'meets' if ok else 'BELOW'} target, {share}, {r['window_s']:.0f} s"
+
+
+def print_cpu(floor: dict[str, Any], runs: dict[str, ProcessRun]) -> None:
+    """CPU per step of the clock side and of one answering side: what a step costs."""
+    print("\nCPU per step (user + system over the run / steps), microseconds")
+    for loop, r in floor.items():
+        if "cpu_us_per_step" in r:
+            cpu = r["cpu_us_per_step"]
+            print(f"  floor {loop:<26} clock  {cpu['clock']:6.0f}   "
+                  f"each node    {cpu['node']:6.0f}")
+    for title, run in runs.items():
+        if not run.ground_steps:
+            continue
+        per = {n: c / run.ground_steps * 1e6 for n, c in run.cpu_s.items()}
+        vehicles = [per[v] for v in VEHICLES if v in per]
+        print(f"  {title:<32} ground {per.get('ground', math.nan):6.0f}   "
+              f"each vehicle {sum(vehicles) / max(len(vehicles), 1):6.0f} (mean)")
+
+
+def print_throughput(tp: dict[str, Any]) -> None:
+    print("\nRaw nats-py pub/sub, one publisher and one subscriber process, 16-byte messages")
+    for loop, r in tp.items():
+        if "error" in r:
+            print(f"  {loop:<8} failed: {r['error']}")
+            continue
+        sub, pub = r["sub"], r["pub"]
+        print(f"  {loop:<8} subscriber {sub['msgs_per_s']:>10,.0f} msgs/s "
+              f"({sub['msgs']:,} received)   publisher {pub['msgs_per_s']:>10,.0f} msgs/s")
+
+
+def print_services(title: str, run: ProcessRun) -> None:
+    startup = (f"all six healthy {run.startup_s:.2f} s after start (target <= "
+               f"{TARGET_STARTUP_S:.0f} s); " if math.isfinite(run.startup_s) else "")
+    print(f"\n{title}: {startup}ground ran {run.ground_steps:,} steps")
+    print(f"| {'service':<9} | {'VmRSS MiB':>9} | {'CPU s':>6} | {'CPU us/step':>11} |")
+    print(f"|{'-' * 11}|{'-' * 11}|{'-' * 8}|{'-' * 13}|")
+    for name in SERVICE_NAMES:
+        if name not in run.rss_mb:
+            continue
+        cpu = run.cpu_s.get(name, math.nan)
+        per_step = f"{cpu / run.ground_steps * 1e6:11.0f}" if run.ground_steps else "-"
+        flag = "" if run.rss_mb[name] <= TARGET_RSS_MB else "  over target"
+        print(f"| {name:<9} | {run.rss_mb[name]:9.1f} | {cpu:6.2f} | {per_step:>11} |{flag}")
+    print(f"RSS target <= {TARGET_RSS_MB:.0f} MB each")
+
+
+def print_profiles(title: str, profiles: dict[str, _pyspy.Profile]) -> None:
+    for name, prof in profiles.items():
+        print(f"\npy-spy, {title}, {name} (busy samples only, {prof.samples} samples)")
+        if prof.error:
+            print(f"  not available: {prof.error}")
+            continue
+        print(f"  {'self':>6}  function                         {'total':>6}  function")
+        for (own_n, own_s), (tot_n, tot_s) in zip(prof.self_share, prof.total_share, strict=False):
+            print(f"  {own_s:6.1%}  {own_n[:32]:<32} {tot_s:6.1%}  {tot_n[:60]}")
+
+
+# --- main -------------------------------------------------------------------------------
+async def _attempt(coro: Any) -> Any:
+    """Run one section; a failure becomes {"error": ...} so the other sections still run."""
+    try:
+        return await coro
+    except Exception as exc:  # the bench reports, it does not stop at the first failure
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+async def amain(args: argparse.Namespace) -> None:
+    sections = set(args.only.split(","))
+    loops = ("asyncio", "uvloop")
+    runs: dict[str, ProcessRun] = {}
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            work = Path(tempfile.mkdtemp(prefix="bench-kernel-"))
+            print(f"work directory (kept): {work}")
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-kernel-")))
+        async with NatsServer(work / "nats") as server:
+            url = server.url
+            print(f"nats-server {url}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+                  f"load average {os.getloadavg()[0]:.2f} at start, window {args.seconds:g} s "
+                  f"after {args.warmup_s:g} s warm-up")
+            plan = write_coast_plan(work / "plan.json", args.plan_days)
+            tp = {lp: await _attempt(bench_throughput(url, lp, work)) for lp in loops} \
+                if "throughput" in sections else {}
+            floor = {lp: await _attempt(bench_floor(url, lp, args, work)) for lp in loops} \
+                if "floor" in sections else {}
+            for key, title, bench, logs in (
+                    ("idle", IDLE_TITLE, bench_idle_processes, "idle"),
+                    ("procs", SERVICES_TITLE, bench_processes, "twin/logs")):
+                if key in sections:
+                    result = await _attempt(bench(url, plan, args, work))
+                    if isinstance(result, ProcessRun):
+                        runs[title] = result
+                    else:
+                        print(f"\n{title}: failed: {result['error']}")
+                        _print_logs(work / logs)
+            inproc = await _attempt(bench_inproc(url, plan, args, work)) \
+                if "inproc" in sections else None
+        print_throughput(tp)
+        print_lockstep(floor, runs, inproc)
+        print_cpu(floor, runs)
+        for title, run in runs.items():
+            print_services(title, run)
+        for title, run in runs.items():
+            print_profiles(title, run.profiles)
+
+
+def _print_logs(log_dir: Path) -> None:
+    from services.cli.supervisor import read_log_tail
+
+    for path in sorted(log_dir.glob("*.log")):
+        print(f"--- {path.name} ---\n{read_log_tail(path, 8)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window, wall s")
+    parser.add_argument("--warmup-s", type=float, default=1.0)
+    parser.add_argument("--quick", action="store_true", help="3 s windows")
+    parser.add_argument("--plan-days", type=float, default=365.0,
+                        help="mission days the coast plan spans (600 s steps: 144 per day)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample ground and the orbiter with py-spy during the window")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (service logs, py-spy output)")
+    parser.add_argument("--log-level", default="INFO", help="the services' TWIN_LOG_LEVEL")
+    parser.add_argument("--only", default="throughput,floor,idle,procs,inproc",
+                        help="comma separated sections to run")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds = 3.0
+    asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()
