@@ -1,4 +1,12 @@
-"""Ground's state: flight-plan progress, mission phase, telemetry archive. Pure."""
+"""Ground's state: flight-plan progress, mission phase, telemetry archive. Pure.
+
+Comms (services/kernel/downlink.py, `GroundLinks`): frames from ``dl.*`` are
+archived by origin and ``frame_seq`` once their ``deliver_at_s`` has passed,
+with gap detection; plan commands go by the path the target last showed in
+its downlink (direct on ``cmd.<target>``, or via Queqiao-2), and wait while it
+has none. Absolute-time plan items and time-tagged commands count as
+uploaded in an earlier pass and go at once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import math
 from typing import Any
 
 from services.ground.plan import FlightPlan, PlanItem
+from services.kernel.downlink import GroundLinks
 from services.kernel.envelope import Envelope
 from services.kernel.subjects import Subjects
 from services.kernel.vehicle import COAST_STEP_S, Outbox, Summary, VehicleCore
@@ -13,6 +22,7 @@ from services.kernel.vehicle import COAST_STEP_S, Outbox, Summary, VehicleCore
 
 class GroundCore(VehicleCore):
     name = "ground"
+    downlink_enabled = False  # ground receives the downlink; it has none of its own
 
     def __init__(self, seed: int, plan: FlightPlan) -> None:
         super().__init__(seed)
@@ -23,6 +33,7 @@ class GroundCore(VehicleCore):
         self.events: list[dict[str, Any]] = []
         self.frames: dict[str, int] = {}
         self.last_frame: dict[str, dict[str, Any]] = {}
+        self.links = GroundLinks()
         self.finished = False
 
     def extra_subjects(self, s: Subjects) -> list[str]:
@@ -61,14 +72,18 @@ class GroundCore(VehicleCore):
             name = str(msg.body.get("name"))
             self.seen.setdefault(name, msg.t)
             self.events.append({"name": name, "vehicle": msg.src, "t": msg.t, **msg.body})
+            self.links.on_event(msg.src, name, msg.body, msg.t)
         elif msg.kind == "downlink":
             self.frames[msg.src] = self.frames.get(msg.src, 0) + 1
             self.last_frame[msg.src] = msg.body
+            self.links.on_downlink(msg.body)
         else:
             super().apply(msg, out)
 
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
         self.t_s = t_to
+        self.links.deliver(t_to)
+        self.links.release(t_to, out)
         for item in self.plan.items:
             if item.id in self.issued:
                 continue
@@ -80,7 +95,8 @@ class GroundCore(VehicleCore):
             if item.target == self.name:  # ground's own step: no message to itself
                 self.execute({**item.command, "plan_id": item.id}, t_to, out)
             else:
-                out.send("cmd", item.target, t_to, {**item.command, "plan_id": item.id})
+                self.links.route(item.target, {**item.command, "plan_id": item.id}, t_to, out,
+                                 stored=item.at_s is not None)
             out.event(self.name, "plan_item_issued", t_to, id=item.id, target=item.target,
                       op=item.command["op"])
             if item.phase:
@@ -96,15 +112,17 @@ class GroundCore(VehicleCore):
             phase=self.phase,
             values={"plan_items_issued": float(len(self.issued)),
                     "plan_items_total": float(len(self.plan.items)),
-                    "events_seen": float(len(self.events))},
-            info={"plan": self.plan.name,
-                  **{f"frames_{k}": str(v) for k, v in sorted(self.frames.items())}})
+                    "events_seen": float(len(self.events)), **self.links.values()},
+            info={"plan": self.plan.name, **self.links.info()})
 
     def snapshot(self) -> dict[str, Any]:
         return {**super().snapshot(), "issued": self.issued, "seen": self.seen,
-                "frames": self.frames, "finished": self.finished}
+                "frames": self.frames, "finished": self.finished,
+                "links": self.links.snapshot()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         super().restore(snap)
         self.issued, self.seen = dict(snap["issued"]), dict(snap["seen"])
         self.frames, self.finished = dict(snap["frames"]), bool(snap["finished"])
+        if "links" in snap:
+            self.links = GroundLinks.from_snapshot(snap["links"])

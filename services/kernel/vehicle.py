@@ -91,7 +91,8 @@ class VehicleCore:
     # --- hooks -------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         """Apply one message received during an earlier step."""
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+        # "relay": ground's telecommands forwarded by Queqiao-2 (docs/mission.md)
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
             self.execute(msg.body, msg.t, out)
 
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
@@ -99,8 +100,20 @@ class VehicleCore:
         self.t_s = t_to
         return COAST_STEP_S
 
+    #: Run the modelled downlink (services/kernel/downlink.py) after every step:
+    #: record a frame from :meth:`summary`, send what the link path allows.
+    downlink_enabled = True
+
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
-        """Called by the runtime after :meth:`advance` (e.g. for the downlink)."""
+        """Called by the runtime after :meth:`advance`: the on-board downlink."""
+        if self.downlink_enabled:
+            from services.kernel.downlink import run_downlink  # heavy imports, lazily
+
+            run_downlink(self, t_from, t_to, out)
+
+    def link_blocked(self) -> bool:
+        """True while the vehicle cannot transmit at all (e.g. entry plasma blackout)."""
+        return False
 
     def summary(self) -> Summary:
         return Summary(phase=self.phase)
@@ -142,14 +155,22 @@ class VehicleCore:
     # --- snapshots ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
-        return {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
-                "rng": _rng_state(self.rng)}
+        snap: dict[str, Any] = {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
+                                "rng": _rng_state(self.rng)}
+        downlink = self.__dict__.get("_downlink")
+        if downlink is not None:
+            snap["downlink"] = downlink.snapshot()
+        return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
         self.t_s = float(snap["t_s"])
         self.phase = str(snap["phase"])
         self.faults = dict(snap["faults"])
         self.rng.setstate(_rng_from(snap["rng"]))
+        if "downlink" in snap:
+            from services.kernel.downlink import Downlink
+
+            self.__dict__["_downlink"] = Downlink.from_snapshot(snap["downlink"])
 
 
 def _rng_state(rng: random.Random) -> list[Any]:
