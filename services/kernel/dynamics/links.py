@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.kernel.dynamics import comms, frames
 from services.kernel.dynamics.constants import (
@@ -301,7 +302,8 @@ def _relay_sees(r: Vec3, g: _Geometry) -> float:
     return d
 
 
-def link_for(vehicle: str, r_eci_m: Sequence[float], t_s: float, previous: Link = NO_LINK) -> Link:
+def link_for(vehicle: str, r_eci_m: Sequence[float] | NDArray[np.float64], t_s: float,
+             previous: Link = NO_LINK) -> Link:
     """The path from a vehicle at ``r_eci_m`` to the ground at ``t_s``.
 
     ``previous`` (the vehicle's last link) only keeps the station choice

@@ -89,7 +89,7 @@ def test_rate_limit_and_backlog_draining() -> None:
 
 def test_at_least_one_frame_per_step_with_a_path() -> None:
     tiny = Link("direct", "Jiamusi", 1.3, 1.0)  # far below a frame per step
-    dl, sent, _ = _fly([tiny] * 5, dt_s=1.0)
+    _, sent, _ = _fly([tiny] * 5, dt_s=1.0)
     assert [f["frame_seq"] for f in sent] == [1, 2, 3, 4, 5]
 
 
@@ -271,7 +271,7 @@ def test_routing_direct_relay_held_and_released() -> None:
 
 def test_ground_reports_gaps_and_link_statistics() -> None:
     g = GroundCore(6, PLAN)
-    dl, sent, _ = _fly([UP] * 3 + [DOWN] * 4 + [UP] * 3)
+    _, sent, _ = _fly([UP] * 3 + [DOWN] * 4 + [UP] * 3)
     for f in sent:
         if f["frame_seq"] != 5:  # one frame lost on the way
             g.apply(Envelope("m", "probe", 1, f["sent_at_s"], 1, "downlink", f), Outbox())
