@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.orbiter.vehicle import OrbiterCore
 from services.kernel.config import ServiceConfig
 from services.kernel.runtime import ServiceRuntime
+from services.orbiter.vehicle import OrbiterCore
 
 
 def make(config: ServiceConfig, registry: CollectorRegistry = REGISTRY) -> ServiceRuntime:

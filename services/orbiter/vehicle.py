@@ -1,9 +1,634 @@
-"""Orbiter state and transitions (placeholder motion until its physics is wired)."""
+"""The orbiter's core: the CE-6 stack from separation, then the OR stack, and ICUBE-Q.
+
+Flow (docs/mission.md, "Flight plan"): ``probe_separation`` (state from
+``targeting.plan_tli``) -> cruise with ``trajectory_correction`` -> 3,000 N
+finite ``lunar_orbit_insertion`` -> ``release_icubeq`` -> ``orbit_adjust``
+stages 1..4 -> ``separate_lander`` (LA stack hand-over) -> ``rendezvous``
+(closing approach, docking) -> sample transfer -> ``undock`` ->
+``prepare_return`` -> ``trans_earth_injection`` -> ``trajectory_correction``
+-> ``separate_returner`` (hand-over to reentry), avoidance burn.
+
+Planning lives in ``legs`` and ``closing``, the trajectory in ``flight``,
+resources in ``onboard``; this module keeps the state machine, the burn
+queue and the messages.
+"""
 
 from __future__ import annotations
 
-from services.kernel.placeholder import CircularOrbitCore
+import math
+from typing import Any
+
+import numpy as np
+
+from services.kernel.dynamics.burns import finite_burn, steer_velocity
+from services.kernel.dynamics.constants import GM_MOON_M3_S2
+from services.kernel.dynamics.guidance.loi import (
+    PARKING_HEIGHT_M,
+    PARKING_INCLINATION_DEG,
+    plan_loi_finite,
+)
+from services.kernel.dynamics.kepler import propagate_kepler
+from services.kernel.dynamics.power import PropellantError, PropellantTank
+from services.kernel.dynamics.targeting import (
+    MOON_SOI_SWITCH_S,
+    EntryInterfaceTarget,
+    LunarArrivalTarget,
+    plan_tcm,
+    plan_tei_detailed,
+)
+from services.kernel.envelope import Envelope
+from services.kernel.errors import CommandError, InvalidCommand
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.orbiter import closing, design, legs, onboard
+from services.orbiter.flight import Flight, Vec, apsides_km, period_h, unit, vec
+
+CRUISE_STEP_S = 3_600.0
+ORBIT_STEP_S = 1_800.0
+NEAR_EVENT_S = 600.0  # within this of an on-board event, steps of ...
+NEAR_EVENT_STEP_S = 60.0
+TERMINAL_STEP_S = 1.0
+# Separation of the ascender at undocking: 0.5 m/s retrograde (assumption),
+# so it drifts away for good instead of returning each revolution.
+UNDOCK_DV_M_S = 0.5
+AVOIDANCE_DELAY_S = 120.0  # the avoidance burn follows the returner separation
+_EPS_S = 1e-6
+
+_PHASES_IN_ORBIT = ("lunar_orbit",)
+_OPS = {
+    "probe_separation": ("launch",),
+    "trajectory_correction": ("earth_moon_transfer", "moon_earth_transfer"),
+    "lunar_orbit_insertion": ("earth_moon_transfer",),
+    "release_icubeq": _PHASES_IN_ORBIT,
+    "orbit_adjust": _PHASES_IN_ORBIT,
+    "separate_lander": _PHASES_IN_ORBIT,
+    "rendezvous": _PHASES_IN_ORBIT,
+    "undock": ("docked",),
+    "prepare_return": _PHASES_IN_ORBIT,
+    "trans_earth_injection": _PHASES_IN_ORBIT,
+    "separate_returner": ("moon_earth_transfer",),
+}
 
 
-class OrbiterCore(CircularOrbitCore):
+class OrbiterCore(VehicleCore):
     name = "orbiter"
+    fault_kinds = frozenset({"thrust_loss"})
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.phase = "launch"
+        self.flight: Flight | None = None
+        self.tank = PropellantTank("orbiter", design.ORBITER_PROPELLANT_KG,
+                                   design.ORBITER_PROPELLANT_KG, design.PROPELLANT_RESERVE_KG)
+        self.carrying = {"la_stack": True, "icubeq": True, "returner": True}
+        self.ascender_kg = 0.0
+        self.sample_g = 0.0
+        self.burns: list[dict[str, Any]] = []  # impulsive burns queued, by time
+        self.finite: dict[str, Any] | None = None  # the LOI burn
+        self.switch: list[Any] | None = None  # [t_s, central] of the next recentring
+        self.loi_epoch_s = LunarArrivalTarget.change6().t_perilune_s
+        self.perilune_aim_s: float | None = None  # set by the first cruise correction
+        self.pending: dict[str, str] = {}  # hand-over id -> what, awaiting ack
+        self.samples_seen: list[str] = []
+        self.target: closing.Target | None = None
+        self.rdv: dict[str, Any] | None = None  # {"leg": i, "next_s": t}
+        self.icubeq: onboard.Icubeq | None = None
+        self.power = onboard.Power.initial()
+        self.thrust_n = 0.0
+        self.counts = {"steps": 0, "burns": 0, "ignored_acks": 0}
+
+    # --- bookkeeping --------------------------------------------------------------------
+    def mass_kg(self) -> float:
+        m = design.ORBITER_DRY_MASS_KG + self.tank.mass_kg + self.ascender_kg
+        if self.carrying["la_stack"]:
+            m += design.LA_STACK_MASS_KG
+        if self.carrying["icubeq"]:
+            m += design.ICUBEQ_MASS_KG
+        if self.carrying["returner"]:
+            m += design.RETURNER_EMPTY_MASS_KG + self.sample_g / 1_000.0
+        return m
+
+    def _fly(self) -> Flight:
+        if self.flight is None:
+            raise CommandError("the orbiter has no trajectory before probe separation")
+        return self.flight
+
+    def _event(self, out: Outbox, name: str, t: float, **values: Any) -> None:
+        where = self.flight.where() if self.flight is not None else {}
+        out.event(self.name, name, t, **where, mass_kg=self.mass_kg(), **values)
+
+    def _thrust_scale(self) -> float:
+        fault = self.faults.get("thrust_loss")
+        if fault is None:
+            return 1.0
+        return min(1.0, max(0.0, 1.0 - float(fault.get("magnitude", 0.0))))
+
+    # --- commands -----------------------------------------------------------------------
+    def operations(self) -> frozenset[str]:
+        return super().operations() | frozenset(_OPS)
+
+    def validate(self, command: dict[str, Any]) -> None:
+        super().validate(command)
+        op = str(command["op"])
+        if op in _OPS:
+            self.check_allowed(_OPS[op], op)
+        if op == "orbit_adjust":
+            stage = command.get("stage")
+            if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= 4:
+                raise InvalidCommand("orbit_adjust needs an integer 'stage' in 1..4")
+        if op == "trajectory_correction" and command.get("target") not in (
+                None, "perilune", "entry_interface"):
+            raise InvalidCommand("trajectory_correction 'target' is perilune or entry_interface")
+        self._validate_state(op)
+
+    def _validate_state(self, op: str) -> None:
+        if op == "release_icubeq" and not self.carrying["icubeq"]:
+            raise InvalidCommand("ICUBE-Q was already released")
+        if op == "separate_lander" and not self.carrying["la_stack"]:
+            raise InvalidCommand("the LA stack was already separated")
+        if op == "rendezvous" and self.carrying["la_stack"]:
+            raise InvalidCommand("rendezvous needs the LA stack separated first")
+        if op == "separate_returner" and not self.carrying["returner"]:
+            raise InvalidCommand("the returner was already separated")
+
+    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        try:
+            self.validate(command)
+        except CommandError as exc:
+            out.event(self.name, "command_rejected", t, op=str(command.get("op")),
+                      reason=str(exc), plan_id=command.get("plan_id"))
+            return
+        op = str(command["op"])
+        if op == "set_mode":
+            super().execute(command, t, out)
+            return
+        if self.flight is not None:
+            self.flight.coast_to(t)  # commands act at the start of a step: already there
+        getattr(self, f"_do_{op}")(command, t, out)
+
+    def _do_probe_separation(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        sol = legs.tli_solution()
+        target = LunarArrivalTarget.change6()
+        self.flight = Flight("earth", vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s),
+                             target.t_sep_s)
+        if abs(t - target.t_sep_s) > _EPS_S:  # commanded off-nominal: fly the same arc
+            from services.kernel.dynamics.propagate import propagate
+
+            r, v = propagate(self.flight.r_m, self.flight.v_m_s, target.t_sep_s,
+                             t - target.t_sep_s, self.flight.prop.model)
+            self.flight = Flight("earth", r, v, t)
+        self.loi_epoch_s = target.t_perilune_s
+        self.switch = [target.t_perilune_s - MOON_SOI_SWITCH_S, "moon"]
+        self.phase = "earth_moon_transfer"
+        self._event(out, "probe_separation", t, perilune_alt_m=sol.perilune_alt_m,
+                    perilune_inclination_deg=sol.inclination_deg,
+                    perilune_t_s=sol.t_perilune_s, solver_iterations=sol.iterations)
+
+    def _do_trajectory_correction(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        target = command.get("target") or (
+            "perilune" if self.phase == "earth_moon_transfer" else "entry_interface")
+        r_eci, v_eci = f.eci()
+        if target == "perilune":
+            if self.perilune_aim_s is None:  # centre the LOI burn on perilune, once
+                self.perilune_aim_s = self.loi_epoch_s + 0.5 * self._loi_duration_s(r_eci, v_eci, t)
+            t_peri = self.perilune_aim_s
+            dv, peri = legs.plan_cruise_tcm(r_eci, v_eci, t, float(self._switch_t()), t_peri,
+                                            PARKING_HEIGHT_M, PARKING_INCLINATION_DEG)
+            info = {"perilune_alt_m": peri.alt_m, "perilune_t_s": peri.t_s,
+                    "perilune_inclination_deg": peri.inclination_deg}
+        else:
+            dv = plan_tcm((r_eci, v_eci), t, EntryInterfaceTarget.change6())
+            info = {"target_t_ei_s": EntryInterfaceTarget.change6().t_ei_s}
+        self._impulse(dv, "TCM", t, out)
+        self._event(out, "trajectory_correction", t, dv_m_s=float(np.linalg.norm(dv)),
+                    target=target, **info)
+
+    def _switch_t(self) -> float:
+        return float(self.switch[0]) if self.switch else self.loi_epoch_s - MOON_SOI_SWITCH_S
+
+    def _loi_duration_s(self, r_eci: Vec, v_eci: Vec, t: float) -> float:
+        """Length of the LOI burn planned from the predicted perilune (for centring it)."""
+        peri = legs.predict_perilune(r_eci, v_eci, t, self._switch_t())
+        # planned from ten minutes before perilune: plan_loi needs the perilune ahead
+        r, v = propagate_kepler(peri.r_mci_m, peri.v_mci_m_s, -600.0, GM_MOON_M3_S2)
+        plan = plan_loi_finite(r, v, self.mass_kg(), peri.t_s - 600.0,
+                               design.MAIN_ENGINE, dry_mass_kg=self._dry_for_burn_kg(),
+                               substep_s=5.0)  # only the length is used: 0.1 s is plenty
+        return plan.duration_s
+
+    def _dry_for_burn_kg(self) -> float:
+        return self.mass_kg() - self.tank.available_kg(use_reserve=True)
+
+    def _do_lunar_orbit_insertion(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        f.recentre("moon")
+        self.switch = None
+        plan = plan_loi_finite(f.r_m, f.v_m_s, self.mass_kg(), t, design.MAIN_ENGINE,
+                               dry_mass_kg=self._dry_for_burn_kg())
+        start = max(t, plan.t_start_s)
+        self.finite = {"label": "LOI", "t_start": start, "t_end": start + plan.duration_s,
+                       "planned_dv_m_s": plan.result.dv_m_s, "m0": 0.0, "started": False,
+                       "late_s": max(0.0, t - plan.t_start_s)}
+        self.phase = "lunar_orbit_insertion"
+
+    def _do_release_icubeq(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        dv = design.ICUBEQ_RELEASE_DV_M_S * unit(f.r_m)  # radially away from the orbiter
+        self.icubeq = onboard.Icubeq(f.r_m.copy(), f.v_m_s + dv, t)
+        self.carrying["icubeq"] = False
+        self._event(out, "icubeq_release", t, icubeq_mass_kg=design.ICUBEQ_MASS_KG,
+                    separation_dv_m_s=design.ICUBEQ_RELEASE_DV_M_S)
+
+    def _do_orbit_adjust(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        stage = int(command["stage"])
+        burns = legs.plan_adjustment(stage, f.r_m, f.v_m_s, t)
+        for b in burns:
+            self._queue(b.t_s, b.dv_mci_m_s, b.label, "orbit_adjustment", stage=stage)
+        out.event(self.name, "orbit_adjustment_planned", t, stage=stage, burns=len(burns),
+                  dv_m_s=sum(b.dv_m_s for b in burns))
+
+    def _do_separate_lander(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        from services.kernel.dynamics.guidance.descent import LANDER_DRY_MASS_KG
+
+        self.carrying["la_stack"] = False
+        hid = f"la_stack-{t:.0f}"
+        self._handover(out, "lander", hid, "la_stack", f, t, design.LA_STACK_MASS_KG,
+                       design.LA_STACK_MASS_KG - LANDER_DRY_MASS_KG, LANDER_DRY_MASS_KG, 0.0)
+        self._event(out, "la_or_separation", t, handover_id=hid,
+                    la_stack_mass_kg=design.LA_STACK_MASS_KG)
+
+    def _handover(self, out: Outbox, to: str, hid: str, what: str, f: Flight, t: float,
+                  mass: float, prop: float, dry: float, sample_g: float) -> None:
+        self.pending[hid] = what
+        out.send("xfer", to, t, {
+            "type": "handover", "handover_id": hid, "what": what, "frame": f.frame,
+            "r_m": f.r_m.tolist(), "v_m_s": f.v_m_s.tolist(), "t_s": t, "mass_kg": mass,
+            "propellant_kg": prop, "dry_mass_kg": dry, "sample_mass_g": sample_g,
+            "extra": {"central_body": f.central}})
+
+    def _do_rendezvous(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        self.rdv = {"leg": 0, "next_s": t}
+        self.phase = "rendezvous"
+
+    def _do_undock(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        v_asc = f.v_m_s - UNDOCK_DV_M_S * unit(f.v_m_s)
+        out.send("xfer", "ascender", t, {
+            "type": "undocked", "t_s": t, "frame": "MCI", "r_m": f.r_m.tolist(),
+            "v_m_s": v_asc.tolist(), "mass_kg": self.ascender_kg})
+        asc = self.ascender_kg
+        self.ascender_kg = 0.0
+        self.phase = "lunar_orbit"
+        self._event(out, "undocking", t, ascender_mass_kg=asc, separation_dv_m_s=UNDOCK_DV_M_S)
+
+    def _do_prepare_return(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        burns, angle = legs.plan_return_plane(f.r_m, f.v_m_s, t, EntryInterfaceTarget.change6())
+        for b in burns:
+            self._queue(b.t_s, b.dv_mci_m_s, "return-plane", "orbit_adjustment",
+                        stage="return_plane")
+        out.event(self.name, "orbit_adjustment_planned", t, stage="return_plane",
+                  burns=len(burns), dv_m_s=sum(b.dv_m_s for b in burns),
+                  plane_angle_deg=angle)
+
+    def _do_trans_earth_injection(self, command: dict[str, Any], t: float,
+                                  out: Outbox) -> None:
+        f = self._fly()
+        plan = plan_tei_detailed(f.r_m, f.v_m_s, t, EntryInterfaceTarget.change6())
+        for i, b in enumerate(plan.burns, start=1):
+            self._queue(b.t_s, b.dv_mci_m_s, b.label, f"tei_burn_{i}")
+        self.phase = "trans_earth_injection"
+        ei = plan.entry
+        out.event(self.name, "tei_planned", t, tei1_t_s=plan.burns[0].t_s,
+                  tei2_t_s=plan.burns[1].t_s, ei_lat_deg=ei.lat_deg, ei_lon_deg=ei.lon_deg,
+                  ei_alt_m=ei.altitude_m, ei_fpa_deg=ei.fpa_deg)
+
+    def _do_separate_returner(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        f.recentre("earth")
+        self.switch = None
+        sample = self.sample_g
+        self.carrying["returner"] = False
+        self.sample_g = 0.0
+        hid = f"returner-{t:.0f}"
+        self._handover(out, "reentry", hid, "returner", f, t,
+                       design.RETURNER_EMPTY_MASS_KG + sample / 1_000.0, 0.0,
+                       design.RETURNER_EMPTY_MASS_KG, sample)
+        self._event(out, "returner_separation", t, handover_id=hid, sample_mass_g=sample,
+                    returner_mass_kg=design.RETURNER_EMPTY_MASS_KG + sample / 1_000.0)
+        self._queue(t + AVOIDANCE_DELAY_S, None, "avoidance", "avoidance_burn")
+        self.phase = "extended_mission"
+
+    # --- messages -----------------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        kind = msg.body.get("type") if msg.kind == "transfer" else None
+        if kind == "target_state":
+            self._on_target_state(msg.body)
+        elif kind == "handover_ack":
+            self._on_ack(msg, out)
+        elif kind == "sample_handover":
+            self._on_sample(msg, out)
+        else:
+            super().apply(msg, out)
+
+    def _on_target_state(self, body: dict[str, Any]) -> None:
+        t = float(body["t_s"])
+        if self.target is None or t >= self.target.t_s:
+            self.target = closing.Target(vec(body["r_m"]), vec(body["v_m_s"]), t,
+                                         float(body.get("mass_kg", 0.0)))
+
+    def _on_ack(self, msg: Envelope, out: Outbox) -> None:
+        hid = str(msg.body.get("handover_id"))
+        what = self.pending.pop(hid, None)
+        if what is None:  # stale or duplicate: already recorded
+            self.counts["ignored_acks"] += 1
+            return
+        self._event(out, "handover_acknowledged", msg.t, handover_id=hid, what=what,
+                    accepted=bool(msg.body.get("accepted", False)), by=msg.src)
+
+    def _on_sample(self, msg: Envelope, out: Outbox) -> None:
+        body = msg.body
+        hid = str(body.get("handover_id"))
+        grams = float(body.get("sample_mass_g", 0.0))
+        out.send("xfer", msg.src, msg.t, {"type": "sample_ack", "handover_id": hid,
+                                           "sample_mass_g": grams})
+        if hid in self.samples_seen:
+            return
+        self.samples_seen.append(hid)
+        self.sample_g += grams
+        self._event(out, "sample_transfer", msg.t, handover_id=hid, sample_mass_g=grams,
+                    container_id=body.get("container_id", ""), source=msg.src)
+        self._event(out, "sample_custody", msg.t, owner="returner", sample_mass_g=self.sample_g)
+
+    # --- burns --------------------------------------------------------------------------
+    def _queue(self, t: float, dv: Vec | None, label: str, event: str, **values: Any) -> None:
+        self.burns.append({"t_s": t, "dv": None if dv is None else vec(dv).tolist(),
+                           "label": label, "event": event, "values": values})
+        self.burns.sort(key=lambda b: (b["t_s"], b["label"]))
+
+    def _impulse(self, dv: Vec, label: str, t: float, out: Outbox) -> float:
+        """Apply an impulsive burn (thrust faults honoured); returns the delta-v delivered."""
+        f = self._fly()
+        dv = vec(dv) * self._thrust_scale()
+        mag = float(np.linalg.norm(dv))
+        m0 = self.mass_kg()
+        used = m0 * (1.0 - math.exp(-mag / design.MAIN_ENGINE.v_e_m_s))
+        out.event(self.name, "burn_start", t, burn=label, dv_m_s=mag, propellant_kg=used)
+        try:
+            self.tank = self.tank.draw(used)
+        except PropellantError:
+            try:
+                self.tank = self.tank.draw(used, use_reserve=True)
+                out.event(self.name, "propellant_reserve_used", t, burn=label)
+            except PropellantError as exc:
+                out.event(self.name, "burn_failed", t, burn=label, reason=str(exc))
+                return 0.0
+        f.v_m_s = f.v_m_s + dv
+        self.counts["burns"] += 1
+        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * self._thrust_scale()
+        out.event(self.name, "burn_end", t, burn=label, dv_m_s=mag, propellant_kg=used)
+        return mag
+
+    def _run_queued(self, burn: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        if burn["dv"] is None:  # planned at execution: the avoidance burn
+            r_eci, v_eci = f.eci()
+            dv = legs.avoidance_dv(r_eci, v_eci)
+        else:
+            dv = vec(burn["dv"])
+        got = self._impulse(dv, burn["label"], t, out)
+        extra: dict[str, Any] = dict(burn["values"])
+        if burn["event"] == "tei_burn_2":
+            self.phase = "moon_earth_transfer"
+            self.switch = [t + MOON_SOI_SWITCH_S, "earth"]
+        if burn["event"] in ("orbit_adjustment", "avoidance_burn") and f.central == "moon":
+            peri, apo = apsides_km(f.elements())
+            extra.update(perilune_km=peri, apolune_km=apo,
+                         inclination_deg=legs.inclination_deg(f.r_m, f.v_m_s, t))
+        self._event(out, burn["event"], t, burn=burn["label"], dv_m_s=got, **extra)
+
+    # --- stepping -----------------------------------------------------------------------
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        self.counts["steps"] += 1
+        self.thrust_n = 0.0
+        f = self.flight
+        if f is None:
+            return CRUISE_STEP_S
+        start = (f.central, f.r_m.copy(), f.v_m_s.copy(), f.mu_m3_s2)
+        t = t_from
+        self._due(t, out)
+        while t < t_to - _EPS_S:
+            if self._terminal_active():
+                self._terminal(t, t_to, out)
+                break
+            t_next = min(t_to, self._next_event_after(t))
+            if self.finite is not None and t >= self.finite["t_start"] - _EPS_S:
+                t_next = min(t_next, self.finite["t_end"])
+                self._burn_finite(t, t_next, out)
+            else:
+                f.coast_to(t_next)
+            t = t_next
+            self._due(t, out)
+        central, r0, v0, mu = start
+        onboard.update(self.power, self.icubeq, central, r0, v0, mu, t_from, t_to)
+        return self._max_step(t_to)
+
+    def _terminal_active(self) -> bool:
+        return self.rdv is not None and self.rdv["leg"] >= len(closing.LEG_FRACTIONS)
+
+    def _on_board_times(self) -> list[float]:
+        times = [float(b["t_s"]) for b in self.burns]
+        if self.switch is not None:
+            times.append(float(self.switch[0]))
+        if self.finite is not None:
+            times += [self.finite["t_start"], self.finite["t_end"]]
+        if self.rdv is not None and not self._terminal_active() and self.target is not None:
+            times.append(float(self.rdv["next_s"]))
+        return times
+
+    def _next_event_after(self, t: float) -> float:
+        return min((x for x in self._on_board_times() if x > t + _EPS_S), default=math.inf)
+
+    def _max_step(self, t_to: float) -> float:
+        f = self.flight
+        limit = ORBIT_STEP_S
+        if f is not None and (f.central == "earth" or self.phase == "earth_moon_transfer"):
+            limit = CRUISE_STEP_S
+        if self.finite is not None and t_to >= self.finite["t_start"] - _EPS_S:
+            limit = design.BURN_STEP_S
+        if self.phase in ("rendezvous",):
+            limit = TERMINAL_STEP_S if self._terminal_active() else NEAR_EVENT_STEP_S
+        t_e = self._next_event_after(t_to)
+        if t_e - t_to <= NEAR_EVENT_S:
+            limit = min(limit, NEAR_EVENT_STEP_S)
+        return max(min(limit, t_e - t_to), 1e-3)
+
+    def _due(self, t: float, out: Outbox) -> None:
+        """Carry out the on-board events that fall at ``t``."""
+        f = self._fly()
+        while self.burns and self.burns[0]["t_s"] <= t + _EPS_S:
+            self._run_queued(self.burns.pop(0), t, out)
+        if self.switch is not None and float(self.switch[0]) <= t + _EPS_S:
+            f.recentre(str(self.switch[1]))
+            out.event(self.name, "frame_switch", t, central_body=f.central)
+            self.switch = None
+        if (self.rdv is not None and self.target is not None and not self._terminal_active()
+                and float(self.rdv["next_s"]) <= t + _EPS_S):
+            self._closing_burn(t, out)
+
+    def _closing_burn(self, t: float, out: Outbox) -> None:
+        """At a hold point: stop on it (after leg 0), then start the next leg."""
+        assert self.rdv is not None and self.target is not None
+        f = self._fly()
+        rt, vt = self.target.at(t)
+        leg = int(self.rdv["leg"])
+        if self.rdv.get("arrived"):
+            dv = closing.stop_dv(rt, vt, f.r_m, f.v_m_s)
+            self._small_burn(dv, f"closing-arrival-{leg}", t, out)
+            leg += 1
+        if leg < len(closing.LEG_FRACTIONS):
+            dv, t_arrive = closing.leg_departure(rt, vt, f.r_m, f.v_m_s, t, leg)
+            self._small_burn(dv, f"closing-departure-{leg}", t, out)
+            self.rdv = {"leg": leg, "next_s": t_arrive, "arrived": True}
+        else:
+            self.rdv = {"leg": leg, "next_s": t, "arrived": True}  # terminal approach
+
+    def _small_burn(self, dv: Vec, label: str, t: float, out: Outbox) -> None:
+        assert self.target is not None
+        got = self._impulse(dv, label, t, out)
+        rt, vt = self.target.at(t)
+        f = self._fly()
+        rel_r, _ = closing.relative(rt, vt, f.r_m, f.v_m_s)
+        self._event(out, "closing_burn", t, burn=label, dv_m_s=got,
+                    range_m=float(np.linalg.norm(rel_r)))
+
+    def _terminal(self, t_from: float, t_to: float, out: Outbox) -> None:
+        assert self.target is not None
+        f = self._fly()
+        r, v, m, captured, thrust, rel_r, rel_v = closing.terminal_step(
+            self.target, f.r_m, f.v_m_s, self.mass_kg(), t_from, t_to, self._thrust_scale())
+        used = max(0.0, self.mass_kg() - m)
+        self.tank = self.tank.draw(min(used, self.tank.mass_kg), use_reserve=True)
+        f.r_m, f.v_m_s, f.t_s = r, v, t_to
+        f.prop.step_hint_s = None
+        self.thrust_n = thrust
+        if captured:
+            self._dock(t_to, rel_r, rel_v, out)
+
+    def _dock(self, t: float, rel_r: Vec, rel_v: Vec, out: Outbox) -> None:
+        assert self.target is not None
+        f = self._fly()
+        self.ascender_kg = self.target.mass_kg
+        self.rdv = None
+        self.phase = "docked"
+        self._event(out, "docking", t, range_m=float(np.linalg.norm(rel_r)),
+                    closing_speed_m_s=float(np.linalg.norm(rel_v)),
+                    ascender_mass_kg=self.ascender_kg)
+        out.send("xfer", "ascender", t, {
+            "type": "docked", "t_s": t, "frame": "MCI", "r_m": f.r_m.tolist(),
+            "v_m_s": f.v_m_s.tolist(), "mass_kg": self.mass_kg()})
+
+    def _burn_finite(self, t_from: float, t_to: float, out: Outbox) -> None:
+        """Fly the LOI burn from t_from to t_to (retrograde, 1 s guidance cycle)."""
+        burn = self.finite
+        assert burn is not None
+        f = self._fly()
+        if not burn["started"]:
+            burn.update(started=True, m0=self.mass_kg())
+            out.event(self.name, "burn_start", t_from, burn=burn["label"],
+                      dv_m_s=burn["planned_dv_m_s"], propellant_kg=0.0)
+        m = self.mass_kg()
+        res = finite_burn(f.r_m, f.v_m_s, m, t_from, t_to - t_from, design.MAIN_ENGINE,
+                          steer_velocity(-1.0), dry_mass_kg=self._dry_for_burn_kg(),
+                          throttle=max(1e-6, self._thrust_scale()),
+                          substep_s=design.BURN_SUBSTEP_S)
+        self.tank = self.tank.draw(m - res.mass_kg, use_reserve=True)
+        f.r_m, f.v_m_s, f.t_s = res.r_mci_m, res.v_mci_m_s, t_to
+        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * self._thrust_scale()
+        if t_to >= burn["t_end"] - _EPS_S:
+            self._end_loi(t_to, out)
+
+    def _end_loi(self, t: float, out: Outbox) -> None:
+        burn = self.finite
+        assert burn is not None
+        f = self._fly()
+        used = burn["m0"] - self.mass_kg()
+        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn["m0"] / self.mass_kg())
+        self.finite = None
+        self.counts["burns"] += 1
+        out.event(self.name, "burn_end", t, burn="LOI", dv_m_s=dv, propellant_kg=used)
+        el = f.elements()
+        peri, apo = apsides_km(el)
+        self.phase = "lunar_orbit"
+        self._event(out, "lunar_orbit_insertion", t, perilune_km=peri, apolune_km=apo,
+                    period_h=period_h(el, GM_MOON_M3_S2), dv_m_s=dv, propellant_kg=used,
+                    burn_s=t - burn["t_start"],
+                    inclination_deg=legs.inclination_deg(f.r_m, f.v_m_s, t),
+                    late_start_s=burn["late_s"])
+
+    # --- status ---------------------------------------------------------------------------
+    def summary(self) -> Summary:
+        values = {"thrust_n": self.thrust_n, "power_w": self.power.power_w,
+                  "battery_soc_ratio": self.power.battery.soc,
+                  "temperature_c": self.power.temperature_c,
+                  "propellant_reserve_kg": self.tank.reserve_kg,
+                  "sunlit_ratio": self.power.sunlit}
+        info: dict[str, str] = {}
+        if self.icubeq is not None:
+            r_q, v_q = self.icubeq.state(self.t_s)
+            values.update(icubeq_images=float(self.icubeq.images),
+                          icubeq_altitude_m=float(np.linalg.norm(r_q)) - 1_737_400.0)
+            info.update(icubeq_r_mci_m=",".join(f"{x:.1f}" for x in r_q),
+                        icubeq_v_mci_m_s=",".join(f"{x:.4f}" for x in v_q))
+        f = self.flight
+        if f is None:
+            return Summary(phase=self.phase, mass_kg=self.mass_kg(),
+                           propellant_kg=self.tank.mass_kg, values=values, info=info)
+        return Summary(
+            phase=self.phase, frame=f.frame, central_body=f.central,
+            r_m=(float(f.r_m[0]), float(f.r_m[1]), float(f.r_m[2])),
+            v_m_s=(float(f.v_m_s[0]), float(f.v_m_s[1]), float(f.v_m_s[2])),
+            altitude_m=f.altitude_m(), speed_m_s=float(np.linalg.norm(f.v_m_s)),
+            mass_kg=self.mass_kg(), propellant_kg=self.tank.mass_kg,
+            sample_mass_g=self.sample_g, values=values, info=info)
+
+    # --- snapshots ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(),
+                "flight": None if self.flight is None else self.flight.to_json(),
+                "tank_kg": self.tank.mass_kg, "carrying": dict(self.carrying),
+                "ascender_kg": self.ascender_kg, "sample_g": self.sample_g,
+                "burns": [dict(b) for b in self.burns], "finite": self.finite,
+                "switch": self.switch, "loi_epoch_s": self.loi_epoch_s,
+                "perilune_aim_s": self.perilune_aim_s,
+                "pending": dict(self.pending), "samples_seen": list(self.samples_seen),
+                "target": None if self.target is None else self.target.to_json(),
+                "rdv": self.rdv,
+                "icubeq": None if self.icubeq is None else self.icubeq.to_json(),
+                "power": self.power.to_json(), "thrust_n": self.thrust_n,
+                "counts": dict(self.counts)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        self.flight = None if snap["flight"] is None else Flight.from_json(snap["flight"])
+        self.tank = PropellantTank("orbiter", design.ORBITER_PROPELLANT_KG,
+                                   float(snap["tank_kg"]), design.PROPELLANT_RESERVE_KG)
+        self.carrying = {k: bool(v) for k, v in snap["carrying"].items()}
+        self.ascender_kg, self.sample_g = float(snap["ascender_kg"]), float(snap["sample_g"])
+        self.burns = [dict(b) for b in snap["burns"]]
+        self.finite = None if snap["finite"] is None else dict(snap["finite"])
+        self.switch = None if snap["switch"] is None else list(snap["switch"])
+        self.loi_epoch_s = float(snap["loi_epoch_s"])
+        aim = snap["perilune_aim_s"]
+        self.perilune_aim_s = None if aim is None else float(aim)
+        self.pending = {str(k): str(v) for k, v in snap["pending"].items()}
+        self.samples_seen = [str(x) for x in snap["samples_seen"]]
+        self.target = None if snap["target"] is None else closing.Target.from_json(snap["target"])
+        self.rdv = None if snap["rdv"] is None else dict(snap["rdv"])
+        self.icubeq = None if snap["icubeq"] is None else onboard.Icubeq.from_json(snap["icubeq"])
+        self.power = onboard.Power.from_json(snap["power"])
+        self.thrust_n = float(snap["thrust_n"])
+        self.counts = {str(k): int(v) for k, v in snap["counts"].items()}

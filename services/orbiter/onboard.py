@@ -1,0 +1,117 @@
+"""On-board resources along a clock step: sunlight, power, battery, heat, ICUBE-Q images.
+
+Sunlight is sampled at the midpoints of equal sub-intervals of the step
+(at most ``SUN_SAMPLE_S`` long) on the two-body arc from the step's start
+state, so a 30-minute coast step still sees a 45-minute lunar eclipse at
+the right depth. Between samples everything is held constant.
+
+ICUBE-Q imaging model (a simple one, as documented in ``design``): each of
+its two cameras takes one image every ``ICUBEQ_IMAGE_INTERVAL_S`` while the
+point of the Moon below it is in daylight (the Sun above its horizon).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.kernel.dynamics.constants import AU_M, GM_MOON_M3_S2, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
+from services.kernel.dynamics.ephemeris import get_fast_ephemeris
+from services.kernel.dynamics.kepler import propagate_kepler
+from services.kernel.dynamics.power import Battery, _hidden_by, battery_step
+from services.orbiter import design
+from services.orbiter.flight import Vec, vec
+
+
+@dataclass
+class Icubeq:
+    """ICUBE-Q after release: a Kepler state about the Moon and its image count."""
+
+    r0_mci_m: Vec
+    v0_mci_m_s: Vec
+    t0_s: float
+    lit_time_s: float = 0.0
+
+    def state(self, t_s: float) -> tuple[Vec, Vec]:
+        return propagate_kepler(self.r0_mci_m, self.v0_mci_m_s, t_s - self.t0_s, GM_MOON_M3_S2)
+
+    @property
+    def images(self) -> int:
+        per_camera = math.floor(self.lit_time_s / design.ICUBEQ_IMAGE_INTERVAL_S)
+        return design.ICUBEQ_CAMERAS * per_camera
+
+    def to_json(self) -> dict[str, Any]:
+        return {"r0": self.r0_mci_m.tolist(), "v0": self.v0_mci_m_s.tolist(), "t0": self.t0_s,
+                "lit": self.lit_time_s}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Icubeq:
+        return cls(vec(raw["r0"]), vec(raw["v0"]), float(raw["t0"]), float(raw["lit"]))
+
+
+@dataclass
+class Power:
+    battery: Battery
+    power_w: float = 0.0
+    sunlit: float = 1.0
+    temperature_c: float = design.TEMPERATURE_SUN_C
+    unmet_wh: float = 0.0
+
+    @classmethod
+    def initial(cls) -> Power:
+        return cls(Battery(design.BATTERY_CAPACITY_WH, design.BATTERY_CAPACITY_WH))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"charge_wh": self.battery.charge_wh, "power_w": self.power_w,
+                "sunlit": self.sunlit, "temperature_c": self.temperature_c,
+                "unmet_wh": self.unmet_wh}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Power:
+        battery = Battery(design.BATTERY_CAPACITY_WH, float(raw["charge_wh"]))
+        return cls(battery, float(raw["power_w"]), float(raw["sunlit"]),
+                   float(raw["temperature_c"]), float(raw["unmet_wh"]))
+
+
+def sample_times(t_from: float, t_to: float) -> list[float]:
+    n = max(1, math.ceil((t_to - t_from) / design.SUN_SAMPLE_S - 1e-9))
+    h = (t_to - t_from) / n
+    return [t_from + (k + 0.5) * h for k in range(n)]
+
+
+def sunlit_fraction(r_eci_m: Vec, moon_eci_m: Vec, sun_eci_m: Vec) -> float:
+    """power.sun_visible_fraction with the ephemeris given (the Chebyshev refit,
+    ~50x cheaper than DE421 per call); same disk-overlap model."""
+    sun = sun_eci_m - r_eci_m
+    sun_radius_rad = math.asin(R_SUN_M / float(np.linalg.norm(sun)))
+    lit = 1.0 - _hidden_by(sun, -r_eci_m, R_EARTH_EQ_M, sun_radius_rad)
+    return lit * (1.0 - _hidden_by(sun, moon_eci_m - r_eci_m, R_MOON_M, sun_radius_rad))
+
+
+def update(power: Power, icubeq: Icubeq | None, central: str, r0_m: Vec, v0_m_s: Vec,
+           mu: float, t_from: float, t_to: float) -> None:
+    """Advance power, heat and ICUBE-Q imaging over [t_from, t_to] (arrays: solar wings)."""
+    if t_to <= t_from:
+        return
+    times = sample_times(t_from, t_to)
+    h = (t_to - t_from) / len(times)
+    table = get_fast_ephemeris().table(np.array(times))  # Moon, Sun rel. Earth: one batch
+    for t, row in zip(times, table, strict=True):
+        moon, sun = row[0:3], row[3:6]
+        r, _ = propagate_kepler(r0_m, v0_m_s, t - t_from, mu)
+        r_eci = r + moon if central == "moon" else r
+        lit = sunlit_fraction(r_eci, moon, sun)
+        flux = (AU_M / float(np.linalg.norm(sun - r_eci))) ** 2
+        power.sunlit, power.power_w = lit, design.SOLAR_RATED_W * flux * lit
+        step = battery_step(power.battery, power.power_w, design.LOAD_W, h)
+        power.battery, power.unmet_wh = step.battery, power.unmet_wh + step.unmet_load_wh
+        if icubeq is not None and t >= icubeq.t0_s:
+            r_q, _ = icubeq.state(t)
+            if float(r_q @ (sun - moon)) > 0.0:  # the Sun is above the sub-satellite point
+                icubeq.lit_time_s += h
+    power.temperature_c = (design.TEMPERATURE_SHADOW_C
+                           + (design.TEMPERATURE_SUN_C - design.TEMPERATURE_SHADOW_C)
+                           * power.sunlit)
