@@ -1,9 +1,432 @@
-"""Ascender state and transitions (placeholder motion until its physics is wired)."""
+"""The ascender core: from the lander's deck to rendezvous, then to impact.
+
+Phases: ``stowed`` -> ``on_pad`` (the sample container, then the body, handed
+over by the lander when the container is sealed) -> ``ascent`` (liftoff,
+time-tagged, on board; ``guidance.ascent.step`` in 1 s clock steps, target
+plane the orbiter's) -> ``lunar_orbit`` -> ``phasing`` (four burns of
+:mod:`services.ascender.phasing`) -> ``rendezvous`` (at the aim point; sends
+``target_state`` to the orbiter every step) -> ``docked`` (follows the OR
+stack) -> ``free`` (after ``undocked``) -> ``deorbit`` -> ``impacted``.
+Messages and events follow docs/mission.md.
+"""
 
 from __future__ import annotations
 
-from services.kernel.placeholder import CircularOrbitCore
+import math
+from typing import Any
+
+import numpy as np
+
+from services.ascender import phasing as ph
+from services.kernel.dynamics import frames
+from services.kernel.dynamics.burns import Engine
+from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.kernel.dynamics.guidance import MoonRotation
+from services.kernel.dynamics.guidance import ascent as ag
+from services.kernel.dynamics.kepler import elements_from_rv
+from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.kernel.envelope import Envelope
+from services.kernel.errors import CommandError, CommandNotAllowed
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.lander.onboard import (
+    Coast,
+    PlannedBurn,
+    as_list,
+    as_vec,
+    event_values,
+    execute_at_s,
+    propellant_for_dv_kg,
+    step_limit,
+    utc_arg,
+)
+
+CONTAINER_ID = "CE6-SC"
+#: Default aim window: docking was at 2024-06-06T06:48Z (timeline row 21) and
+#: the orbiter's closing approach takes 1-2 h; aim times are one orbiter
+#: period (~2 h 8 min) apart, so the window is a little wider than that.
+AIM_AFTER_UTC = "2024-06-06T04:20:00Z"
+AIM_BEFORE_UTC = "2024-06-06T06:30:00Z"
+RENDEZVOUS_STEP_S = 60.0
 
 
-class AscenderCore(CircularOrbitCore):
+class AscenderCore(VehicleCore):
     name = "ascender"
+    fault_kinds = frozenset({"thrust_loss"})
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.phase = "stowed"
+        self.mass_kg = 0.0
+        self.dry_mass_kg = ag.ASCENDER_DRY_MASS_KG
+        self.sample_mg = 0
+        self.pad_fixed_m: list[float] | None = None
+        self.orbiter: ph.KnownState | None = None
+        self.coast: Coast | None = None
+        self.ascent: ag.AscentState | None = None
+        self.target_normal: list[float] | None = None
+        self.burns: list[PlannedBurn] = []
+        self.t_aim_s: float | None = None
+        self.t_impact_s: float | None = None
+        self.impact: dict[str, float] = {}
+        self.thrust_n = 0.0
+        self.timed: list[dict[str, Any]] = []
+
+    # --- messages --------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        body, kind = msg.body, msg.body.get("type")
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+            self._command(body, out)
+        elif msg.kind != "transfer":
+            return
+        elif kind == "sample_handover":
+            self._take_sample(msg, out)
+        elif kind == "handover" and body.get("what") == "ascender":
+            self._take_body(msg, out)
+        elif kind == "orbiter_state":
+            self.orbiter = _known(body)
+        elif kind in ("docked", "stack_state") and self.phase in ("rendezvous", "docked"):
+            self._follow(body, out, docked_now=kind == "docked" and self.phase != "docked")
+        elif kind == "undocked" and self.phase == "docked":
+            self._follow(body, out, docked_now=False)
+            self.phase = "free"
+            out.event(self.name, "ascender_free", self.t_s, **self._here())
+        elif kind == "sample_ack":
+            out.event(self.name, "handover_acknowledged", self.t_s,
+                      handover_id=body.get("handover_id"), by=msg.src)
+
+    def _command(self, command: dict[str, Any], out: Outbox) -> None:
+        try:
+            self.validate(command)
+            due = execute_at_s(command)
+        except CommandError as exc:
+            out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
+                      plan_id=command.get("plan_id"), reason=exc.reason)
+            return
+        if due is not None and due > self.t_s + 1e-6:
+            self.timed.append(dict(command))
+            self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
+            return
+        self.execute(command, self.t_s, out)
+
+    def _take_sample(self, msg: Envelope, out: Outbox) -> None:
+        body = msg.body
+        self.sample_mg += round(float(body["sample_mass_g"]) * 1000.0)
+        out.event(self.name, "sample_custody", self.t_s, owner="ascender",
+                  sample_mass_g=self.sample_mg / 1000.0, handover_id=body.get("handover_id"),
+                  container_id=body.get("container_id", CONTAINER_ID))
+        out.send("xfer", msg.src, self.t_s, {"type": "sample_ack",
+                                              "handover_id": body.get("handover_id"),
+                                              "sample_mass_g": self.sample_mg / 1000.0})
+
+    def _take_body(self, msg: Envelope, out: Outbox) -> None:
+        body = msg.body
+        if self.phase != "stowed":
+            return
+        extra = body.get("extra", {})
+        t = float(body["t_s"])
+        fixed = extra.get("fixed_r_m") or as_list(frames.moon_fixed_from_mci(body["r_m"], t))
+        self.pad_fixed_m = [float(c) for c in fixed]
+        self.mass_kg = float(body["mass_kg"])
+        self.dry_mass_kg = float(body.get("dry_mass_kg") or ag.ASCENDER_DRY_MASS_KG)
+        if extra.get("orbiter_r_m") is not None and self.orbiter is None:
+            self.orbiter = _known({"r_m": extra["orbiter_r_m"], "v_m_s": extra["orbiter_v_m_s"],
+                                   "t_s": extra["orbiter_t_s"]})
+        self.phase = "on_pad"
+        out.event(self.name, "handover_accepted", self.t_s, what="ascender",
+                  handover_id=body.get("handover_id"), **self._here())
+        out.send("xfer", msg.src, self.t_s, {"type": "handover_ack",
+                                              "handover_id": body.get("handover_id"),
+                                              "accepted": True})
+
+    def _follow(self, body: dict[str, Any], out: Outbox, docked_now: bool) -> None:
+        t = float(body.get("t_s", self.t_s))
+        self.coast = Coast(as_vec(body["r_m"]), as_vec(body["v_m_s"]), t)
+        self.coast.to(self.t_s)
+        if docked_now:
+            self.phase = "docked"
+            out.event(self.name, "ascender_docked", self.t_s, **self._here())
+
+    # --- commands ----------------------------------------------------------------
+    def operations(self) -> frozenset[str]:
+        return frozenset({"set_mode", "liftoff", "plan_phasing", "transfer_sample", "deorbit"})
+
+    def validate(self, command: dict[str, Any]) -> None:
+        super().validate(command)
+        execute_at_s(command)
+        op = command["op"]
+        if op == "liftoff":
+            self.check_allowed(("on_pad", "stowed"), "liftoff")
+            if self.phase != "on_pad" or self.sample_mg <= 0:
+                raise CommandNotAllowed("liftoff needs the sample sealed in the ascender and "
+                                        "the ascender handed over on the pad")
+        elif op == "plan_phasing":
+            self.check_allowed(("lunar_orbit",), "plan_phasing")
+            for key in ("aim_after_utc", "aim_before_utc"):
+                if key in command:
+                    utc_arg(command, key)
+            if self.orbiter is None:
+                raise CommandNotAllowed("no orbiter state known yet to phase against")
+        elif op == "transfer_sample":
+            self.check_allowed(("docked",), "transfer_sample")
+            if self.sample_mg <= 0:
+                raise CommandNotAllowed("the ascender holds no sample")
+        elif op == "deorbit":
+            self.check_allowed(("free",), "deorbit")
+
+    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        op = command.get("op")
+        if op == "liftoff":
+            self._liftoff(out)
+        elif op == "plan_phasing":
+            self._plan_phasing(command, out)
+        elif op == "transfer_sample":
+            self._transfer_sample(out)
+        elif op == "deorbit":
+            self._plan_deorbit(out)
+        else:
+            super().execute(command, t, out)
+
+    def _ascent_config(self) -> ag.AscentConfig:
+        assert self.ascent is not None and self.pad_fixed_m is not None
+        assert self.target_normal is not None
+        lat, lon, h = frames.selenographic_from_moon_fixed(self.pad_fixed_m)
+        engine = ag.ASCENDER_ENGINE
+        loss = self.faults.get("thrust_loss")
+        if loss is not None:
+            thrust = engine.max_thrust_n * (1.0 - min(0.5, max(0.0, float(
+                loss.get("magnitude") or 0.1))))
+            engine = Engine(thrust, engine.v_e_m_s, thrust)
+        return ag.AscentConfig(rotation=MoonRotation.at(self.ascent.liftoff_s),
+                               target_normal_mci=as_vec(self.target_normal), site_lat_deg=lat,
+                               site_lon_deg=lon, site_height_m=h, engine=engine,
+                               dry_mass_kg=self.dry_mass_kg)
+
+    def _liftoff(self, out: Outbox) -> None:
+        assert self.pad_fixed_m is not None
+        t = self.t_s
+        if self.orbiter is not None:
+            normal = self.orbiter.normal_at(t)
+        else:  # no orbiter known: a 137 deg plane (loi.py) through the pad
+            from services.kernel.dynamics.guidance.loi import plane_normal_over_site
+
+            normal = plane_normal_over_site(frames.mci_from_moon_fixed(self.pad_fixed_m, t),
+                                            frames.moon_pole_mci(t), math.radians(137.0))
+        self.target_normal = as_list(normal)
+        r, v = self._pad_state(t)
+        self.ascent = ag.AscentState(t, r, v, self.mass_kg, "vertical_rise", t)
+        self.phase = "ascent"
+        out.event(self.name, "ascent_liftoff", t, **self._here())
+
+    def _plan_phasing(self, command: dict[str, Any], out: Outbox) -> None:
+        assert self.coast is not None and self.orbiter is not None
+        after = mission_s_from_utc(str(command.get("aim_after_utc", AIM_AFTER_UTC)))
+        before = mission_s_from_utc(str(command.get("aim_before_utc", AIM_BEFORE_UTC)))
+        self.burns, self.t_aim_s = ph.plan_four_burns(
+            self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s, self.orbiter, after, before)
+        self.phase = "phasing"
+        out.event(self.name, "phasing_planned", self.t_s, aim_s=round(self.t_aim_s, 3),
+                  burns=[{"burn": b.label, "t_s": round(b.t_s, 3), "dv_m_s": round(b.dv_m_s, 3)}
+                         for b in self.burns])
+
+    def _transfer_sample(self, out: Outbox) -> None:
+        grams, self.sample_mg = self.sample_mg / 1000.0, 0
+        hid = f"sample-{self.t_s:.3f}"
+        out.send("xfer", "orbiter", self.t_s, {
+            "type": "sample_handover", "handover_id": hid, "from": "ascender", "to": "returner",
+            "container_id": CONTAINER_ID, "sample_mass_g": grams})
+        out.event(self.name, "sample_custody", self.t_s, owner="ascender", sample_mass_g=0.0,
+                  to="returner", handover_id=hid)
+
+    def _plan_deorbit(self, out: Outbox) -> None:
+        assert self.coast is not None
+        self.burns = [ph.plan_deorbit(self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s)]
+        self.phase = "deorbit"
+        out.event(self.name, "deorbit_planned", self.t_s, burn_s=round(self.burns[0].t_s, 3),
+                  dv_m_s=round(self.burns[0].dv_m_s, 3))
+
+    # --- time ---------------------------------------------------------------------
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self._note_faults(out)
+        self.t_s = t_to
+        if self.phase == "ascent":
+            self._ascend(t_to, out)
+        elif self.coast is not None and self.phase != "impacted":
+            self._coast(t_to, out)
+        if self.phase == "rendezvous" and self.coast is not None:
+            out.send("xfer", "orbiter", t_to, {
+                "type": "target_state", "r_m": as_list(self.coast.r_mci_m),
+                "v_m_s": as_list(self.coast.v_mci_m_s), "t_s": t_to, "mass_kg": self.mass_kg})
+        self._run_timed(t_to, out)
+        if self.phase == "rendezvous":
+            return RENDEZVOUS_STEP_S
+        return step_limit(t_to, self._next_event_s(), self.phase == "ascent")
+
+    def _next_event_s(self) -> float | None:
+        times = [b.t_s for b in self.burns] + [float(execute_at_s(c) or 0.0) for c in self.timed]
+        times += [t for t in (self.t_aim_s, self.t_impact_s) if t is not None]
+        later = [t for t in times if t > self.t_s + 1e-6]
+        return min(later) if later else None
+
+    def _run_timed(self, t: float, out: Outbox) -> None:
+        while self.timed and float(execute_at_s(self.timed[0]) or 0.0) <= t + 1e-6:
+            command = {k: v for k, v in self.timed.pop(0).items()
+                       if k not in ("execute_at_s", "execute_at_utc")}
+            self._command(command, out)
+
+    def _ascend(self, t_to: float, out: Outbox) -> None:
+        assert self.ascent is not None
+        state, res = ag.step(self.ascent, t_to - self.ascent.t_s, self._ascent_config())
+        self.ascent, self.mass_kg, self.thrust_n = state, state.mass_kg, res.thrust_n
+        if state.phase != "coast":
+            return
+        self.coast = Coast(state.r_mci_m, state.v_mci_m_s, state.t_s)
+        self.coast.to(t_to)
+        self.ascent, self.phase, self.thrust_n = None, "lunar_orbit", 0.0
+        el = elements_from_rv(self.coast.r_mci_m, self.coast.v_mci_m_s, GM_MOON_M3_S2)
+        assert state.cutoff_s is not None
+        out.event(self.name, "ascent_orbit_insertion", state.cutoff_s,
+                  perilune_alt_m=round(el.a_m * (1 - el.e) - R_MOON_M, 1),
+                  apolune_alt_m=round(el.a_m * (1 + el.e) - R_MOON_M, 1),
+                  inclination_deg=round(math.degrees(el.i_rad), 4),
+                  burn_s=round(state.cutoff_s - state.liftoff_s, 2), **self._here())
+        out.send("xfer", "orbiter", t_to, {"type": "state_request", "from": self.name})
+
+    def _coast(self, t_to: float, out: Outbox) -> None:
+        """Coast, stopping inside the step for burns, the aim point, impact."""
+        assert self.coast is not None
+        while self.burns and self.burns[0].t_s <= t_to + 1e-6:
+            burn = self.burns.pop(0)
+            self.coast.to(burn.t_s)
+            self._burn(burn, out)
+        if self.t_aim_s is not None and t_to >= self.t_aim_s - 1e-6:
+            self.coast.to(self.t_aim_s)
+            self._at_aim_point(out)
+        if self.t_impact_s is not None and t_to >= self.t_impact_s - 1e-6:
+            self.coast.to(self.t_impact_s)
+            self._impact(out)
+            return
+        self.coast.to(t_to)
+
+    def _burn(self, burn: PlannedBurn, out: Outbox) -> None:
+        assert self.coast is not None
+        c = self.coast
+        if burn.label == "phasing-4" and self.orbiter is not None and self.t_aim_s is not None:
+            burn = ph.replan_trim(c.r_mci_m, c.v_mci_m_s, c.t_s, self.orbiter, self.t_aim_s)
+        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, ag.ASCENDER_V_E_M_S)
+        values = {"burn": burn.label, "dv_m_s": round(burn.dv_m_s, 4),
+                  "propellant_kg": round(used, 4)}
+        out.event(self.name, "burn_start", burn.t_s, **values)
+        c.v_mci_m_s = c.v_mci_m_s + np.asarray(burn.dv_mci_m_s)
+        self.mass_kg -= used
+        out.event(self.name, "burn_end", burn.t_s, **values)
+        if burn.label.startswith("phasing-"):
+            out.event(self.name, "phasing_burn", burn.t_s, n=int(burn.label[-1]),
+                      dv_m_s=values["dv_m_s"], **event_values(c.r_mci_m, c.v_mci_m_s,
+                                                               burn.t_s, self.mass_kg))
+        else:
+            out.event(self.name, "ascender_deorbit_burn", burn.t_s, dv_m_s=values["dv_m_s"],
+                      **event_values(c.r_mci_m, c.v_mci_m_s, burn.t_s, self.mass_kg))
+            self.t_impact_s = ph.impact_time_s(c.r_mci_m, c.v_mci_m_s, burn.t_s,
+                                               R_MOON_M + self._pad_height_m())
+
+    def _at_aim_point(self, out: Outbox) -> None:
+        assert self.coast is not None and self.orbiter is not None and self.t_aim_s is not None
+        rel = ph.relative_lvlh(self.orbiter, self.coast.r_mci_m, self.t_aim_s)
+        out.event(self.name, "rendezvous_aim_point", self.t_aim_s, radial_m=round(float(rel[0]), 1),
+                  along_track_m=round(float(rel[1]), 1),
+                  cross_track_m=round(float(rel[2]), 1),
+                  **event_values(self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_aim_s,
+                                 self.mass_kg))
+        self.t_aim_s, self.phase = None, "rendezvous"
+
+    def _impact(self, out: Outbox) -> None:
+        assert self.coast is not None and self.t_impact_s is not None
+        c = self.coast
+        self.impact = event_values(c.r_mci_m, c.v_mci_m_s, self.t_impact_s, self.mass_kg)
+        out.event(self.name, "ascender_impact", self.t_impact_s, **self.impact)
+        self.phase, self.t_impact_s = "impacted", None
+
+    def _pad_height_m(self) -> float:
+        # Terrain unmodelled: the surface is taken at the landing site's height.
+        return 0.0 if self.pad_fixed_m is None else float(
+            np.linalg.norm(self.pad_fixed_m)) - R_MOON_M
+
+    def _note_faults(self, out: Outbox) -> None:
+        for kind, fault in sorted(self.faults.items()):
+            if not fault.get("noted"):
+                fault["noted"] = True
+                out.event(self.name, "fault_injected", self.t_s, kind=kind,
+                          magnitude=fault.get("magnitude"))
+
+    # --- reporting ------------------------------------------------------------------
+    def _pad_state(self, t: float) -> tuple[Any, Any]:
+        assert self.pad_fixed_m is not None
+        return frames.mci_from_moon_fixed_state(self.pad_fixed_m, np.zeros(3), t)
+
+    def _state(self) -> tuple[Any, Any] | None:
+        if self.phase in ("stowed",):
+            return None
+        if self.ascent is not None:
+            return self.ascent.r_mci_m, self.ascent.v_mci_m_s
+        if self.coast is not None:
+            return self.coast.r_mci_m, self.coast.v_mci_m_s
+        if self.pad_fixed_m is not None:
+            return self._pad_state(self.t_s)
+        return None
+
+    def _here(self) -> dict[str, float]:
+        state = self._state()
+        return {} if state is None else event_values(state[0], state[1], self.t_s, self.mass_kg)
+
+    def summary(self) -> Summary:
+        state = self._state()
+        if state is None:
+            return Summary(phase=self.phase, sample_mass_g=self.sample_mg / 1000.0)
+        r, v = state
+        still = self.phase in ("on_pad", "impacted")
+        propellant = max(0.0, self.mass_kg - self.dry_mass_kg)
+        return Summary(
+            phase=self.phase, frame="MCI", central_body="moon",
+            r_m=(float(r[0]), float(r[1]), float(r[2])),
+            v_m_s=(float(v[0]), float(v[1]), float(v[2])),
+            altitude_m=float(np.linalg.norm(r)) - R_MOON_M,
+            speed_m_s=0.0 if still else float(np.linalg.norm(v)), mass_kg=self.mass_kg,
+            propellant_kg=propellant, sample_mass_g=self.sample_mg / 1000.0,
+            values={"thrust_n": self.thrust_n, "propellant_reserve_kg": propellant})
+
+    # --- snapshots --------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        a, o = self.ascent, self.orbiter
+        return {**super().snapshot(), "mass_kg": self.mass_kg, "dry_mass_kg": self.dry_mass_kg,
+                "sample_mg": self.sample_mg, "pad_fixed_m": self.pad_fixed_m,
+                "orbiter": None if o is None else {"r_m": as_list(o.r_mci_m),
+                                                   "v_m_s": as_list(o.v_mci_m_s), "t_s": o.t_s},
+                "coast": None if self.coast is None else self.coast.snapshot(),
+                "ascent": None if a is None else {
+                    "t_s": a.t_s, "r": as_list(a.r_mci_m), "v": as_list(a.v_mci_m_s),
+                    "mass_kg": a.mass_kg, "phase": a.phase, "liftoff_s": a.liftoff_s,
+                    "cutoff_s": a.cutoff_s},
+                "target_normal": self.target_normal, "burns": [b.to_json() for b in self.burns],
+                "t_aim_s": self.t_aim_s, "t_impact_s": self.t_impact_s, "impact": self.impact,
+                "thrust_n": self.thrust_n, "timed": self.timed}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        self.mass_kg, self.dry_mass_kg = float(snap["mass_kg"]), float(snap["dry_mass_kg"])
+        self.sample_mg, self.pad_fixed_m = int(snap["sample_mg"]), snap["pad_fixed_m"]
+        self.orbiter = None if snap["orbiter"] is None else _known(snap["orbiter"])
+        self.coast = None if snap["coast"] is None else Coast.from_snapshot(snap["coast"])
+        a = snap["ascent"]
+        self.ascent = None if a is None else ag.AscentState(
+            float(a["t_s"]), as_vec(a["r"]), as_vec(a["v"]), float(a["mass_kg"]),
+            str(a["phase"]), float(a["liftoff_s"]),
+            None if a["cutoff_s"] is None else float(a["cutoff_s"]))
+        self.target_normal = snap["target_normal"]
+        self.burns = [PlannedBurn.from_json(b) for b in snap["burns"]]
+        self.t_aim_s, self.t_impact_s = snap["t_aim_s"], snap["t_impact_s"]
+        self.impact, self.thrust_n = dict(snap["impact"]), float(snap["thrust_n"])
+        self.timed = list(snap["timed"])
+
+
+def _known(body: dict[str, Any]) -> ph.KnownState:
+    return ph.KnownState(as_vec(body["r_m"]), as_vec(body["v_m_s"]), float(body["t_s"]))
