@@ -16,7 +16,7 @@ after the aim point (reference: aim point ~05:30, docking 06:48 UTC).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -97,11 +97,12 @@ def terminal_step(
     rt, vt = target.at(t_from)
     cfg = APPROACH
     if thrust_scale < 1.0:
-        from dataclasses import replace
-
         cfg = replace(cfg, max_thrust_n=max(1e-6, cfg.max_thrust_n * thrust_scale))
     state = ApproachState(t_from, rt, vt, rc, vc, mass_kg)
     state, out = approach_step(state, t_to - t_from, cfg)
     captured = "capture" in out.events
+    rel_r, rel_v = out.rel_r_m, out.rel_v_m_s
+    if state.capture_rel_m is not None:  # report the claws' view, not the ride after
+        rel_r, rel_v = vec(state.capture_rel_m[0]), vec(state.capture_rel_m[1])
     return (np.asarray(state.r_chaser_m), np.asarray(state.v_chaser_m_s),
-            state.chaser_mass_kg, captured, out.thrust_n, out.rel_r_m, out.rel_v_m_s)
+            state.chaser_mass_kg, captured, out.thrust_n, rel_r, rel_v)

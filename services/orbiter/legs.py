@@ -60,7 +60,7 @@ MAX_RETURN_PLANE_CHANGE_DEG = 10.0
 # the 1e-10 of the flown trajectory; differs from it by well under 1 km).
 _PREDICT_RTOL = 1e-8
 # The orbiter's perigee after the avoidance burn (well above the atmosphere).
-AVOIDANCE_PERIGEE_ALT_M = 300_000.0
+AVOIDANCE_PERIGEE_ALT_M = 200_000.0
 
 
 @lru_cache(maxsize=1)
@@ -264,7 +264,7 @@ def plan_return_plane(
     return plan_plane_change(r, v, t, aim), angle
 
 
-def avoidance_dv(r_eci_m: Vec, v_eci_m_s: Vec, max_dv_m_s: float = 200.0) -> Vec:
+def avoidance_dv(r_eci_m: Vec, v_eci_m_s: Vec, max_dv_m_s: float = 400.0) -> Vec:
     """Smallest burn (ECI) normal to the velocity, outward, that lifts the
     Kepler perigee to AVOIDANCE_PERIGEE_ALT_M (bisection; capped)."""
     v_hat = unit(v_eci_m_s)

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from services.kernel.dynamics.burns import finite_burn, steer_velocity
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
+from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_EARTH_EQ_M
 from services.kernel.dynamics.guidance.loi import (
     PARKING_HEIGHT_M,
     PARKING_INCLINATION_DEG,
     plan_loi_finite,
 )
-from services.kernel.dynamics.kepler import propagate_kepler
+from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler
 from services.kernel.dynamics.power import PropellantError, PropellantTank
 from services.kernel.dynamics.targeting import (
     MOON_SOI_SWITCH_S,
@@ -86,7 +86,7 @@ class OrbiterCore(VehicleCore):
         self.finite: dict[str, Any] | None = None  # the LOI burn
         self.switch: list[Any] | None = None  # [t_s, central] of the next recentring
         self.loi_epoch_s = LunarArrivalTarget.change6().t_perilune_s
-        self.perilune_aim_s: float | None = None  # set by the first cruise correction
+        self.perilune_aim: list[float] | None = None  # set by the first cruise correction
         self.pending: dict[str, str] = {}  # hand-over id -> what, awaiting ack
         self.samples_seen: list[str] = []
         self.target: closing.Target | None = None
@@ -189,11 +189,11 @@ class OrbiterCore(VehicleCore):
             "perilune" if self.phase == "earth_moon_transfer" else "entry_interface")
         r_eci, v_eci = f.eci()
         if target == "perilune":
-            if self.perilune_aim_s is None:  # centre the LOI burn on perilune, once
-                self.perilune_aim_s = self.loi_epoch_s + 0.5 * self._loi_duration_s(r_eci, v_eci, t)
-            t_peri = self.perilune_aim_s
+            if self.perilune_aim is None:  # centre the LOI burn on perilune, once
+                self.perilune_aim = self._loi_aim(r_eci, v_eci, t)
+            t_peri, alt = self.perilune_aim
             dv, peri = legs.plan_cruise_tcm(r_eci, v_eci, t, float(self._switch_t()), t_peri,
-                                            PARKING_HEIGHT_M, PARKING_INCLINATION_DEG)
+                                            alt, PARKING_INCLINATION_DEG)
             info = {"perilune_alt_m": peri.alt_m, "perilune_t_s": peri.t_s,
                     "perilune_inclination_deg": peri.inclination_deg}
         else:
@@ -206,15 +206,20 @@ class OrbiterCore(VehicleCore):
     def _switch_t(self) -> float:
         return float(self.switch[0]) if self.switch else self.loi_epoch_s - MOON_SOI_SWITCH_S
 
-    def _loi_duration_s(self, r_eci: Vec, v_eci: Vec, t: float) -> float:
-        """Length of the LOI burn planned from the predicted perilune (for centring it)."""
+    def _loi_aim(self, r_eci: Vec, v_eci: Vec, t: float) -> list[float]:
+        """[time, altitude] of the approach perilune that centres the LOI burn on it
+        (burn starting at the LOI epoch) and leaves a 200 km perilune after it:
+        a ~15 min burn lowers the perilune by ~13 km, so aim that much higher."""
         peri = legs.predict_perilune(r_eci, v_eci, t, self._switch_t())
         # planned from ten minutes before perilune: plan_loi needs the perilune ahead
         r, v = propagate_kepler(peri.r_mci_m, peri.v_mci_m_s, -600.0, GM_MOON_M3_S2)
         plan = plan_loi_finite(r, v, self.mass_kg(), peri.t_s - 600.0,
                                design.MAIN_ENGINE, dry_mass_kg=self._dry_for_burn_kg(),
-                               substep_s=5.0)  # only the length is used: 0.1 s is plenty
-        return plan.duration_s
+                               substep_s=5.0)  # only its outcome is used: plenty
+        res = plan.result
+        peri_after_m, _ = apsides_km(elements_from_rv(res.r_mci_m, res.v_mci_m_s, GM_MOON_M3_S2))
+        drop_m = peri.alt_m - 1e3 * peri_after_m
+        return [self.loi_epoch_s + 0.5 * plan.duration_s, PARKING_HEIGHT_M + drop_m]
 
     def _dry_for_burn_kg(self) -> float:
         return self.mass_kg() - self.tank.available_kg(use_reserve=True)
@@ -359,7 +364,7 @@ class OrbiterCore(VehicleCore):
         self.samples_seen.append(hid)
         self.sample_g += grams
         self._event(out, "sample_transfer", msg.t, handover_id=hid, sample_mass_g=grams,
-                    container_id=body.get("container_id", ""), source=msg.src)
+                    container_id=body.get("container_id", ""), from_vehicle=msg.src)
         self._event(out, "sample_custody", msg.t, owner="returner", sample_mass_g=self.sample_g)
 
     # --- burns --------------------------------------------------------------------------
@@ -403,7 +408,10 @@ class OrbiterCore(VehicleCore):
         if burn["event"] == "tei_burn_2":
             self.phase = "moon_earth_transfer"
             self.switch = [t + MOON_SOI_SWITCH_S, "earth"]
-        if burn["event"] in ("orbit_adjustment", "avoidance_burn") and f.central == "moon":
+        if burn["event"] == "avoidance_burn":
+            el = f.elements()
+            extra["perigee_alt_m"] = el.a_m * (1.0 - el.e) - R_EARTH_EQ_M
+        if burn["event"] == "orbit_adjustment" and f.central == "moon":
             peri, apo = apsides_km(f.elements())
             extra.update(perilune_km=peri, apolune_km=apo,
                          inclination_deg=legs.inclination_deg(f.r_m, f.v_m_s, t))
@@ -603,7 +611,7 @@ class OrbiterCore(VehicleCore):
                 "ascender_kg": self.ascender_kg, "sample_g": self.sample_g,
                 "burns": [dict(b) for b in self.burns], "finite": self.finite,
                 "switch": self.switch, "loi_epoch_s": self.loi_epoch_s,
-                "perilune_aim_s": self.perilune_aim_s,
+                "perilune_aim": self.perilune_aim,
                 "pending": dict(self.pending), "samples_seen": list(self.samples_seen),
                 "target": None if self.target is None else self.target.to_json(),
                 "rdv": self.rdv,
@@ -622,8 +630,8 @@ class OrbiterCore(VehicleCore):
         self.finite = None if snap["finite"] is None else dict(snap["finite"])
         self.switch = None if snap["switch"] is None else list(snap["switch"])
         self.loi_epoch_s = float(snap["loi_epoch_s"])
-        aim = snap["perilune_aim_s"]
-        self.perilune_aim_s = None if aim is None else float(aim)
+        aim = snap["perilune_aim"]
+        self.perilune_aim = None if aim is None else [float(x) for x in aim]
         self.pending = {str(k): str(v) for k, v in snap["pending"].items()}
         self.samples_seen = [str(x) for x in snap["samples_seen"]]
         self.target = None if snap["target"] is None else closing.Target.from_json(snap["target"])
