@@ -74,7 +74,7 @@ class AscenderCore(VehicleCore):
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         body, kind = msg.body, msg.body.get("type")
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
             self._command(body, out)
         elif msg.kind != "transfer":
             return

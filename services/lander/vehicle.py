@@ -88,7 +88,7 @@ class LanderCore(VehicleCore):
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         body = msg.body
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli"):
+        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
             self._command(body, out)
         elif msg.kind == "transfer" and body.get("type") == "handover":
             self._take_la_stack(msg, out)
@@ -123,9 +123,13 @@ class LanderCore(VehicleCore):
         self.coast.to(self.t_s)
         self.mass_kg = float(body["mass_kg"])
         self.dry_mass_kg = float(body.get("dry_mass_kg") or dg.LANDER_DRY_MASS_KG)
-        self.orbiter_state = {k: body.get("extra", {}).get(k)
-                              for k in ("orbiter_r_m", "orbiter_v_m_s", "orbiter_t_s")
-                              if body.get("extra", {}).get(k) is not None}
+        extra = body.get("extra", {})
+        if extra.get("orbiter_r_m") is not None:
+            self.orbiter_state = {k: extra[k] for k in ("orbiter_r_m", "orbiter_v_m_s",
+                                                        "orbiter_t_s")}
+        else:  # at the separation instant the OR stack is where the LA stack is
+            self.orbiter_state = {"orbiter_r_m": as_list(r), "orbiter_v_m_s": as_list(v),
+                                  "orbiter_t_s": t}
         self.phase = "lunar_orbit"
         out.event(self.name, "handover_accepted", self.t_s, what="la_stack",
                   handover_id=body.get("handover_id"), **self._here())

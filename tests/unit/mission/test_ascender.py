@@ -127,8 +127,8 @@ def test_four_phasing_burns_reach_the_aim_point_at_the_aim_time(at_aim_point: Dr
     at_aim_point.step()
     last = at_aim_point.sent_of("target_state")[-1]
     assert last.target == "orbiter" and last.body["t_s"] == at_aim_point.t_s
-    orb = KnownState(*[np.asarray(orbiter_state()[k]) for k in ("orbiter_r_m", "orbiter_v_m_s")],
-                     T_SEP)
+    known = orbiter_state()
+    orb = KnownState(np.asarray(known["orbiter_r_m"]), np.asarray(known["orbiter_v_m_s"]), T_SEP)
     rel = relative_lvlh(orb, np.asarray(last.body["r_m"]), last.body["t_s"])
     assert float(np.linalg.norm(rel)) < 100_000.0
 
@@ -178,3 +178,59 @@ def test_snapshot_restore_round_trips_in_phasing() -> None:
     b.until(lambda x: "phasing_burn" in x.names())
     assert a.events[n_before:] == b.events
     assert a.core.summary() == b.core.summary()
+
+
+def test_surface_to_orbit_through_simloop_with_ground_and_the_lander() -> None:
+    """Lander and ascender cores under ground's flight plan (SimLoop semantics):
+    custody passes lander -> ascender, and the sample is never duplicated."""
+    from services.ground.plan import parse_plan
+    from services.ground.vehicle import GroundCore
+    from services.kernel.simloop import SimLoop
+    from services.lander.vehicle import LanderCore
+    from tests.unit.mission.test_lander import fly_to_surface
+
+    landed = fly_to_surface(120.0)
+    lander = LanderCore(6)
+    lander.restore(landed.core.snapshot())
+    ascender = AscenderCore(6)
+    ascender.t_s = landed.t_s
+    plan = parse_plan({"name": "surface", "end": {"after": "ascent_orbit_insertion",
+                                                  "offset_s": 600},
+                       "items": [
+        {"id": "setup", "after": "sim_start", "offset_s": 600, "target": "lander",
+         "command": {"op": "surface_setup"}},
+        {"id": "drill", "after": "surface_setup", "offset_s": 1800, "target": "lander",
+         "command": {"op": "operation", "name": "drill"}},
+        {"id": "scoop", "after": "drill_complete", "offset_s": 1800, "target": "lander",
+         "command": {"op": "operation", "name": "scoop"}},
+        {"id": "flag", "after": "scoop_complete", "offset_s": 600, "target": "lander",
+         "command": {"op": "deploy", "name": "flag"}},
+        {"id": "seal", "after": "flag_deployed", "offset_s": 1800, "target": "lander",
+         "command": {"op": "operation", "name": "seal_sample"}},
+        {"id": "liftoff", "after": "sample_sealed", "offset_s": 3600, "target": "ascender",
+         "command": {"op": "liftoff", "execute_at_utc": "2024-06-03T23:38:10Z"}}]})
+    ground = GroundCore(6, plan)
+    ground.seen["sim_start"] = landed.t_s
+    from services.relay.vehicle import RelayCore
+
+    relay = RelayCore(6)  # far side: ground reaches the lander through Queqiao-2
+    relay.t_s = landed.t_s
+    loop = SimLoop(ground, {"lander": lander, "ascender": ascender, "relay": relay})
+    loop.t_s = landed.t_s
+    held: list[tuple[float, float]] = []
+
+    def check(sl: SimLoop) -> None:
+        a, b = lander.summary().sample_mass_g, ascender.summary().sample_mass_g
+        assert a == 0.0 or b == 0.0  # one owner at a time
+        held.append((a, b))
+
+    loop.run(until_s=T_LIFTOFF + 3_600.0, on_step=check)
+    names = loop.event_names()
+    for name in ("surface_setup", "drill_complete", "scoop_complete", "flag_deployed",
+                 "sample_sealed", "sampling_complete", "handover_accepted", "ascent_liftoff",
+                 "ascent_orbit_insertion"):
+        assert name in names, name
+    assert "command_rejected" not in names
+    assert held[-1] == (0.0, SAMPLE_MASS_G)
+    liftoff = next(e for e in loop.events if e.body["name"] == "ascent_liftoff")
+    assert liftoff.t == pytest.approx(T_LIFTOFF, abs=1e-6)
