@@ -9,11 +9,15 @@ the server exactly as between processes, on one uvloop event loop (as
 ``run_service`` uses). The vehicles do no physics: what is left is the
 kernel's own cost per step. Runs ``--seconds`` of wall time from the first
 step, then prints one JSON line (steps done, wall seconds, steps/s).
+``--cprofile`` prints where the Python time goes per function (to stderr);
+the profiler slows everything, so read its shares, not its rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -62,13 +66,21 @@ def main() -> None:
     parser.add_argument("--mission", required=True)
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=11.0)
+    parser.add_argument("--cprofile", action="store_true",
+                        help="run under cProfile; print the top functions to stderr")
     a = parser.parse_args()
     result: dict[str, Any] = {}
 
     async def go() -> None:
         result.update(await run(a.nats, a.mission, a.plan, a.seconds))
 
-    run_on("uvloop", go)
+    if a.cprofile:
+        profile = cProfile.Profile()
+        profile.runcall(run_on, "uvloop", go)
+        stats = pstats.Stats(profile, stream=sys.stderr)
+        stats.sort_stats("tottime").print_stats(25)
+    else:
+        run_on("uvloop", go)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     sys.stdout.flush()
 

@@ -1,24 +1,32 @@
 """Speed of the lock-step kernel against the protocol's floor. Prints tables; asserts nothing.
 
-Run: ``.venv/bin/python bench/bench_kernel.py [--quick] [--seconds 10] [--profile]``
+Run: ``.venv/bin/python bench/bench_kernel.py [--quick] [--seconds 10] [--profile] [--keep]``
 
 One private nats-server on loopback carries every measurement in turn:
 
 1. raw nats-py throughput, one publisher and one subscriber process;
 2. the floor: a trivial clock and five trivial nodes (``_baseline_node.py``),
    six processes, on plain asyncio and on uvloop;
-3. the kernel as ``twin up`` runs it: the six services started by the
-   supervisor (``python -m services.<name>``), flight plan with no commands
-   (a coast: every vehicle keeps its own step), started paused and resumed
-   once the bench watches;
-4. the kernel in one process (``LocalTwin``) with idle vehicle cores, so the
-   number does not depend on what the vehicle physics costs.
+3. the kernel alone as processes: the real ground (``python -m
+   services.ground``) and five ``_kernel_idle_service.py`` vehicles, which are
+   ``run_service`` with a core that does no physics and no downlink;
+4. the kernel as ``twin up`` runs it: the six services started and
+   health-checked by the supervisor (``python -m services.<name>``), so the
+   vehicles' own per-step work is in the number;
+5. the kernel in one process (``LocalTwin``, ``_kernel_inproc.py``) with the
+   idle cores.
+
+Sections 3 to 5 fly a flight plan with no commands (a coast of
+``--plan-days``: every vehicle keeps its own longest step), start paused and
+are resumed once the observer listens.
 
 Timing method: a separate observer process (``_bus_observer.py``) subscribes
 to the clock's subjects and stamps every tick and ack as it arrives; a step's
 round trip is its tick to the last of the five acks, the period is tick to
 next tick (what steps/s is made of). The floor's clock also times itself, so
-the floor rows show how far the observer's numbers sit from the truth.
+the floor rows show how far the observer's numbers sit from the publisher's.
+CPU per step comes from /proc/<pid>/stat of every process (nats-server too),
+RSS from /proc/<pid>/status after the window.
 """
 
 from __future__ import annotations
@@ -55,9 +63,9 @@ TARGET_RSS_MB = 150.0
 TARGET_STARTUP_S = 5.0
 ISSUE_FLOOR = {"asyncio": 1450.0, "uvloop": 2000.0}
 THROUGHPUT_MSGS = 200_000
-CHILD_GRACE_S = 30.0
+CHILD_GRACE_S = 120.0  # beyond the window, before a helper counts as hung (slow first steps)
 IDLE_TITLE = "kernel, 6 procs, idle cores"
-SERVICES_TITLE = "kernel, 6 services as twin up"  # beyond the window, before a helper counts as hung
+SERVICES_TITLE = "kernel, 6 services as twin up"
 
 
 # --- child processes ---------------------------------------------------------
@@ -145,6 +153,7 @@ async def bench_floor(nats_url: str, loop: str, args: argparse.Namespace,
     nodes = [await Child.spawn("_baseline_node.py", "node", *common, "--name", name,
                                log_dir=log_dir) for name in VEHICLES]
     procs = [*nodes]
+    nats_cpu_before = cpu_s(args.nats_pid)
     try:
         clock = await Child.spawn("_baseline_node.py", "clock", *common,
                                   "--nodes", str(len(VEHICLES)),
@@ -155,12 +164,14 @@ async def bench_floor(nats_url: str, loop: str, args: argparse.Namespace,
         own = await clock.report(deadline)
         seen = await obs.report(deadline)
         node_cpu_s = [(await node.report(10.0))["cpu_s"] for node in nodes]
+        nats_cpu = cpu_s(args.nats_pid) - nats_cpu_before
     finally:
         for child in [*procs, obs]:
             await child.stop()
     steps = own["total_steps"]
     cpu_us = {"clock": own["cpu_s"] / steps * 1e6,
-              "node": sum(node_cpu_s) / len(node_cpu_s) / steps * 1e6}
+              "node": sum(node_cpu_s) / len(node_cpu_s) / steps * 1e6,
+              "nats-server": nats_cpu / steps * 1e6}
     return {"own": own, "observed": seen, "cpu_us_per_step": cpu_us}
 
 
@@ -289,12 +300,13 @@ async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grp
     run = ProcessRun()
     obs = await start_observer(nats_url, f"twin.{mission}.clock", args, work)
     try:
+        pids = {**pids, "nats-server": args.nats_pid}  # CPU only: where the bus's share goes
         cpu_before = {n: cpu_s(pid) for n, pid in pids.items()}
         await _clock_call(grpc_port, "Resume")
         profiling = _start_profiles(pids, args, work) if args.profile else None
         run.observed = await obs.report(args.warmup_s + args.seconds + CHILD_GRACE_S)
         run.cpu_s = {n: cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}
-        run.rss_mb = {n: rss_mb(pid) for n, pid in pids.items()}
+        run.rss_mb = {n: rss_mb(pid) for n, pid in pids.items() if n != "nats-server"}
         state = await _clock_call(grpc_port, "GetTime")
         run.ground_steps, run.ground_rate = state.step, state.steps_per_second
         run.ground_mean_step_s = await asyncio.to_thread(_ground_mean_step_s, metrics_port)
@@ -405,14 +417,16 @@ def print_cpu(floor: dict[str, Any], runs: dict[str, ProcessRun]) -> None:
         if "cpu_us_per_step" in r:
             cpu = r["cpu_us_per_step"]
             print(f"  floor {loop:<26} clock  {cpu['clock']:6.0f}   "
-                  f"each node    {cpu['node']:6.0f}")
+                  f"each node    {cpu['node']:6.0f}   nats-server {cpu['nats-server']:6.0f}")
     for title, run in runs.items():
         if not run.ground_steps:
             continue
         per = {n: c / run.ground_steps * 1e6 for n, c in run.cpu_s.items()}
         vehicles = [per[v] for v in VEHICLES if v in per]
         print(f"  {title:<32} ground {per.get('ground', math.nan):6.0f}   "
-              f"each vehicle {sum(vehicles) / max(len(vehicles), 1):6.0f} (mean)")
+              f"each vehicle {sum(vehicles) / max(len(vehicles), 1):6.0f}   "
+              f"nats-server {per.get('nats-server', math.nan):6.0f}")
+    print("  (a step can go no faster than the sum of these over the CPUs there are)")
 
 
 def print_throughput(tp: dict[str, Any]) -> None:
@@ -474,6 +488,8 @@ async def amain(args: argparse.Namespace) -> None:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-kernel-")))
         async with NatsServer(work / "nats") as server:
             url = server.url
+            assert server.pid is not None
+            args.nats_pid = server.pid  # the sections read the bus's CPU share from it
             print(f"nats-server {url}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
                   f"load average {os.getloadavg()[0]:.2f} at start, window {args.seconds:g} s "
                   f"after {args.warmup_s:g} s warm-up")
