@@ -253,14 +253,15 @@ def _descent(data: RunData) -> Track | None:
 
 def plot_landing_track(data: RunData, fig_path: Path) -> None:
     """The powered descent's ground track on a lat/lon map, the site marked."""
-    fig, axes = _new_figure(1, 2, size=(13.0, 5.5))
+    fig, axes = _new_figure(1, 2, size=(14.0, 5.5))
     descent = _descent(data)
     touchdown = data.event("lunar_touchdown")
-    for ax, half_deg in zip(axes, (12.0, 0.3), strict=True):
-        if descent is not None:
-            lat, lon = _lat_lon_deg(descent)
+    lat_lon = _lat_lon_deg(descent) if descent is not None else None
+    for ax, zoom in zip(axes, (False, True), strict=True):
+        if lat_lon is not None:
+            lat, lon = lat_lon
             ax.plot(lon, lat, color=_VEHICLE_COLOURS["lander"], lw=1.2, label="lander track")
-            ax.plot(lon[0], lat[0], "o", color="black", ms=4, label="first point")
+            ax.plot(lon[0], lat[0], "o", color="black", ms=4, label="track start (PDI - 1 min)")
         else:
             _missing(ax, "lander telemetry in powered descent")
         ax.plot(LANDING_SITE_LON_DEG, LANDING_SITE_LAT_DEG, "*", color="red", ms=14,
@@ -268,15 +269,35 @@ def plot_landing_track(data: RunData, fig_path: Path) -> None:
         if touchdown is not None and touchdown.values.get("lat_deg") is not None:
             ax.plot(float(touchdown.values["lon_deg"]), float(touchdown.values["lat_deg"]), "x",
                     color="black", ms=10, mew=2, label="twin touchdown")
-        ax.set_xlim(LANDING_SITE_LON_DEG - half_deg * 2, LANDING_SITE_LON_DEG + half_deg * 2)
-        ax.set_ylim(LANDING_SITE_LAT_DEG - half_deg, LANDING_SITE_LAT_DEG + half_deg)
+        _map_limits(ax, lat_lon, zoom)
         ax.set_xlabel("selenographic longitude [deg E]")
         ax.set_ylabel("latitude [deg]")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower left", fontsize=8)
     axes[0].set_title("Powered descent ground track (Apollo basin)")
-    axes[1].set_title("Near the site (±0.3 deg lat, ~±9 km)")
+    axes[1].set_title("Near the site (±5 km)")
     fig.savefig(fig_path)
+
+
+def _map_limits(ax: Axes, lat_lon: tuple[Vec, Vec] | None, zoom: bool) -> None:
+    """Limits around the site (zoom) or the whole track; equal distances on both axes."""
+    # One degree of longitude is cos(lat) of a degree of latitude on the sphere.
+    squash = float(np.cos(np.radians(LANDING_SITE_LAT_DEG)))
+    if zoom or lat_lon is None:
+        half_lat_deg = np.degrees(5_000.0 / R_MOON_M) if zoom else 10.0
+        lat_lo, lat_hi = LANDING_SITE_LAT_DEG - half_lat_deg, LANDING_SITE_LAT_DEG + half_lat_deg
+        lon_lo = LANDING_SITE_LON_DEG - half_lat_deg / squash
+        lon_hi = LANDING_SITE_LON_DEG + half_lat_deg / squash
+    else:
+        lat, lon = lat_lon
+        margin = 1.0
+        lat_lo = min(lat.min(), LANDING_SITE_LAT_DEG) - margin
+        lat_hi = max(lat.max(), LANDING_SITE_LAT_DEG) + margin
+        lon_lo = min(lon.min(), LANDING_SITE_LON_DEG) - margin
+        lon_hi = max(lon.max(), LANDING_SITE_LON_DEG) + margin
+    ax.set_xlim(lon_lo, lon_hi)
+    ax.set_ylim(lat_lo, lat_hi)
+    ax.set_aspect(1.0 / squash, adjustable="datalim")
 
 
 def plot_descent_profile(data: RunData, fig_path: Path) -> None:
@@ -290,7 +311,8 @@ def plot_descent_profile(data: RunData, fig_path: Path) -> None:
         fig.savefig(fig_path)
         return
     minutes = (descent.t_s - t0) / 60.0
-    series = ((descent.alt_m / _KM, "altitude [km]"), (descent.speed_m_s, "speed [m/s]"),
+    series = ((descent.alt_m / _KM, "height above 1737.4 km [km]"),
+              (descent.speed_m_s, "speed [m/s]"),
               (descent.value("thrust_n") / _KM, "thrust [kN]"))
     for ax, (y, label) in zip(axes, series, strict=True):
         ax.plot(minutes, y, color=_VEHICLE_COLOURS["lander"], lw=1.2)
