@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.reentry.vehicle import ReentryCore
 from services.kernel.config import ServiceConfig
 from services.kernel.runtime import ServiceRuntime
+from services.reentry.vehicle import ReentryCore
 
 
 def make(config: ServiceConfig, registry: CollectorRegistry = REGISTRY) -> ServiceRuntime:

@@ -1,9 +1,239 @@
-"""Reentry state and transitions (placeholder motion until its physics is wired)."""
+"""The returner after separation: coast, skip entry, landing, recovery. Pure.
+
+``stowed`` until the orbiter's ``handover`` of the returner on ``xfer.reentry``
+(ECI state at separation, ~5,000 km up, ~20 min before the entry interface;
+reference row 27). From then `entry.step` flies it every clock step: in the
+vacuum coast (J2 gravity, 10 s RK4 substeps) with steps that shrink to 1 s as
+the entry interface nears, then 1 s steps through the skip entry, chute and
+touchdown (the guidance, events and Siziwang target are `entry`'s).
+
+Events: ``handover_accepted``, ``sample_custody``, then `entry`'s
+``entry_interface``, ``skip_out``, ``second_entry``, ``parachute_attitude``,
+``parachute_deploy``, ``earth_landing`` (with the miss from the Siziwang
+target point and the sample mass), and ``recovery`` when the recovery team
+reaches the capsule, ``RECOVERY_DELAY_S`` after touchdown; the recorder is
+then read out on site (frames still on board go to ground at once).
+
+Communications: plasma blackout (no link at all) while faster than
+``BLACKOUT_SPEED_M_S`` below ``BLACKOUT_ALT_M``.
+"""
 
 from __future__ import annotations
 
-from services.kernel.placeholder import CircularOrbitCore
+import math
+from dataclasses import asdict
+from typing import Any
+
+from services.kernel.downlink import downlink_of, downlink_values, publish_frames
+from services.kernel.dynamics import entry
+from services.kernel.dynamics.entry import (
+    Capsule,
+    EntryOutputs,
+    EntryPhase,
+    EntryState,
+    Guidance,
+    LandingTarget,
+)
+from services.kernel.dynamics.links import eci_from_ecef_state_fast
+from services.kernel.envelope import Envelope
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+Vec3 = tuple[float, float, float]
+
+# CE-6's recovery time is not published (CE-5's team "soon" found the capsule
+# at night); 25 min puts it inside the flight plan's end, touchdown + 30 min.
+RECOVERY_DELAY_S = 25.0 * 60.0
+# Landing zone: within 50 km of the target point counts as in the Siziwang zone
+# (the zone spans some 60 x 60 km of grassland; chosen).
+ZONE_RADIUS_M = 50_000.0
+# Plasma blackout: the ionised sheath of a lunar-return capsule blocks S-band
+# between roughly 90 and 40 km while it is fast (Apollo: 3-4 min); chosen as
+# faster than 6 km/s below 90 km.
+BLACKOUT_ALT_M = 90_000.0
+BLACKOUT_SPEED_M_S = 6_000.0
+COAST_MAX_STEP_S = 60.0
+ATMOSPHERE_STEP_S = 1.0  # docs/mission.md: ~1 s in atmospheric flight
+STOWED_STEP_S = 3_600.0  # a stowed returner never constrains the clock
+
+_EVENT_PHASE = {"entry_interface": "entry", "earth_landing": "landed"}
 
 
-class ReentryCore(CircularOrbitCore):
+class ReentryCore(VehicleCore):
     name = "reentry"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.phase = "stowed"
+        self.state: EntryState | None = None
+        self.last: EntryOutputs | None = None
+        self.sample_mass_g = 0.0
+        self.landed_t_s: float | None = None
+        self.recovery_t_s: float | None = None
+        self._eci_cache: tuple[float, Vec3, Vec3] | None = None
+        self._read_out = False  # set in the step the recovery team arrives
+
+    # --- messages -----------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        kind = msg.body.get("type") if msg.kind == "transfer" else None
+        if kind == "handover" and msg.body.get("what") == "returner":
+            self._take(msg, out)
+        elif kind == "sample_handover":
+            self._take_sample(msg, out)
+        else:
+            super().apply(msg, out)
+
+    def _take(self, msg: Envelope, out: Outbox) -> None:
+        b = msg.body
+        if b.get("frame", "ECI") != "ECI":
+            raise ValueError(f"returner hand-over must be in ECI, got {b.get('frame')!r}")
+        cap = Capsule(mass_kg=float(b.get("mass_kg", Capsule().mass_kg)))
+        t_s = float(b.get("t_s", msg.t))
+        self.state = entry.entry_state_from_eci(b["r_m"], b["v_m_s"], t_s, capsule=cap)
+        self.last = entry.outputs(self.state)
+        self.phase = "coast"
+        out.event(self.name, "handover_accepted", msg.t, what="returner",
+                  handover_id=b.get("handover_id"), **self._where())
+        out.send("xfer", msg.src, msg.t, {"type": "handover_ack",
+                                          "handover_id": b.get("handover_id"), "accepted": True})
+        if float(b.get("sample_mass_g", 0.0)) > 0.0:
+            self._set_sample(float(b["sample_mass_g"]), msg.t, out)
+
+    def _take_sample(self, msg: Envelope, out: Outbox) -> None:
+        mass = float(msg.body.get("sample_mass_g", 0.0))
+        out.send("xfer", msg.src, msg.t, {"type": "sample_ack",
+                                          "handover_id": msg.body.get("handover_id"),
+                                          "sample_mass_g": mass})
+        self._set_sample(mass, msg.t, out)
+
+    def _set_sample(self, mass_g: float, t_s: float, out: Outbox) -> None:
+        """The container is in the returner: set, never add (the hand-over and a
+        custody message may both name it)."""
+        if mass_g == self.sample_mass_g:
+            return
+        self.sample_mass_g = mass_g
+        out.event(self.name, "sample_custody", t_s, owner=self.name, sample_mass_g=mass_g)
+
+    # --- steps ----------------------------------------------------------------------
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        if self.state is None:
+            return STOWED_STEP_S
+        if self.state.phase is not EntryPhase.LANDED:
+            self.state, self.last = entry.step(self.state, max(0.0, t_to - self.state.t_s))
+            for name in self.last.events:
+                self._on_entry_event(name, t_to, out)
+        return self._after_entry_step(t_to, out)
+
+    def _on_entry_event(self, name: str, t_s: float, out: Outbox) -> None:
+        self.phase = _EVENT_PHASE.get(name, self.phase)
+        extra: dict[str, Any] = {}
+        if name == "earth_landing":
+            assert self.last is not None
+            self.landed_t_s = t_s
+            self.recovery_t_s = t_s + RECOVERY_DELAY_S
+            miss = self.last.range_to_target_m
+            extra = {"sample_mass_g": self.sample_mass_g, "miss_m": round(miss, 1),
+                     "in_zone": miss <= ZONE_RADIUS_M}
+        out.event(self.name, name, t_s, **self._where(), **extra)
+
+    def _after_entry_step(self, t_to: float, out: Outbox) -> float:
+        """Recovery when its time has come; the largest next step."""
+        assert self.state is not None and self.last is not None
+        phase = self.state.phase
+        if phase is EntryPhase.LANDED:
+            assert self.recovery_t_s is not None
+            left = self.recovery_t_s - t_to
+            if left <= 1e-6 and self.phase == "landed":
+                self.phase = "recovered"
+                self._read_out = True
+                out.event(self.name, "recovery", t_to, **self._where(),
+                          sample_mass_g=self.sample_mass_g)
+            return STOWED_STEP_S if self.phase == "recovered" else min(600.0, left)
+        if phase is not EntryPhase.EXO:
+            return ATMOSPHERE_STEP_S
+        # coast: stop ~5 s before the predicted crossing of the entry interface
+        o = self.last
+        sink = -o.speed_m_s * math.sin(math.radians(o.flight_path_angle_deg))
+        if sink <= 0.0:
+            return COAST_MAX_STEP_S
+        to_ei = (o.altitude_m - entry.ENTRY_INTERFACE_ALT_M) / sink
+        return min(COAST_MAX_STEP_S, max(ATMOSPHERE_STEP_S, to_ei - 5.0))
+
+    def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
+        super().after_step(t_from, t_to, out)
+        if self._read_out:  # the recovery team reads the recorder out on site
+            self._read_out = False
+            publish_frames(self.name, downlink_of(self).dump(t_to), out, t_to)
+
+    def link_blocked(self) -> bool:
+        o = self.last
+        return (self.phase == "entry" and o is not None and o.altitude_m < BLACKOUT_ALT_M
+                and o.speed_m_s > BLACKOUT_SPEED_M_S)
+
+    # --- views --------------------------------------------------------------------------
+    def _where(self) -> dict[str, float]:
+        o = self.last
+        if o is None or self.state is None:
+            return {}
+        return {"lat_deg": round(o.lat_deg, 5), "lon_deg": round(o.lon_deg, 5),
+                "alt_m": round(o.altitude_m, 1), "speed_m_s": round(o.speed_m_s, 2),
+                "mass_kg": self.state.mass_kg}
+
+    def _eci(self, st: EntryState) -> tuple[Vec3, Vec3]:
+        """The state in ECI, converted once per step (summary is asked several times)."""
+        if self._eci_cache is None or self._eci_cache[0] != st.t_s:
+            self._eci_cache = (st.t_s, *eci_from_ecef_state_fast(st.r_ecef_m, st.v_ecef_m_s,
+                                                                 st.t_s))
+        return self._eci_cache[1], self._eci_cache[2]
+
+    def summary(self) -> Summary:
+        st, o = self.state, self.last
+        if st is None or o is None:
+            return Summary(phase=self.phase)
+        r, v = self._eci(st)
+        values = {"sensed_accel_m_s2": o.sensed_decel_m_s2, "heat_flux_w_m2": o.heat_flux_w_m2,
+                  "bank_deg": o.bank_deg, "flight_path_angle_deg": o.flight_path_angle_deg,
+                  "range_to_target_m": o.range_to_target_m,
+                  **downlink_values(self.__dict__.get("_downlink"))}
+        return Summary(phase=self.phase, frame="ECI", central_body="earth", r_m=r, v_m_s=v,
+                       altitude_m=o.altitude_m, speed_m_s=o.speed_m_s, mass_kg=st.mass_kg,
+                       sample_mass_g=self.sample_mass_g, values=values,
+                       info={"entry_phase": str(st.phase),
+                             "lat_lon_deg": f"{o.lat_deg:.4f},{o.lon_deg:.4f}"})
+
+    # --- snapshots ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        state = None if self.state is None else _state_to_json(self.state)
+        return {**super().snapshot(), "state": state, "sample_mass_g": self.sample_mass_g,
+                "landed_t_s": self.landed_t_s, "recovery_t_s": self.recovery_t_s}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        raw = snap["state"]
+        self.state = None if raw is None else _state_from_json(raw)
+        self.last = None if self.state is None else entry.outputs(self.state)
+        self.sample_mass_g = float(snap["sample_mass_g"])
+        self.landed_t_s, self.recovery_t_s = snap["landed_t_s"], snap["recovery_t_s"]
+        self._eci_cache = None
+
+
+def _state_to_json(s: EntryState) -> dict[str, Any]:
+    raw = asdict(s)
+    raw["phase"] = str(s.phase)
+    raw["chute_open_t_s"] = None if math.isinf(s.chute_open_t_s) else s.chute_open_t_s
+    return raw
+
+
+def _state_from_json(raw: dict[str, Any]) -> EntryState:
+    chute = raw["chute_open_t_s"]
+    return EntryState(
+        t_s=float(raw["t_s"]), r_ecef_m=_v3(raw["r_ecef_m"]), v_ecef_m_s=_v3(raw["v_ecef_m_s"]),
+        mass_kg=float(raw["mass_kg"]), phase=EntryPhase(raw["phase"]),
+        guidance=Guidance(**raw["guidance"]),
+        chute_open_t_s=math.inf if chute is None else float(chute),
+        capsule=Capsule(**raw["capsule"]), target=LandingTarget(**raw["target"]))
+
+
+def _v3(a: list[float]) -> tuple[float, float, float]:
+    return (float(a[0]), float(a[1]), float(a[2]))
+

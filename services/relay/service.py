@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from services.relay.vehicle import RelayCore
 from services.kernel.config import ServiceConfig
 from services.kernel.runtime import ServiceRuntime
+from services.relay.vehicle import RelayCore
 
 
 def make(config: ServiceConfig, registry: CollectorRegistry = REGISTRY) -> ServiceRuntime:

@@ -1,9 +1,170 @@
-"""Relay state and transitions (placeholder motion until its physics is wired)."""
+"""Queqiao-2: the far-side relay. Its orbit, power, and store-and-forward of frames.
+
+Orbit: the fixed Kepler ellipse of `comms.queqiao2_state_mci` (Meng 2024 mean
+elements; see that module for the choice). Power (reference (b): "> 1,350 W
+solar array; 135 Ah battery"): the array is sun-tracking and rated 1,350 W at
+1 AU; it is dark in the Moon's shadow (a cylinder: the umbra of a Moon-sized
+body is ~374,000 km long, so cone and cylinder differ by < 0.5 % at 16,000 km;
+no lunar eclipse by the Earth happens during CE-6). Battery 135 Ah at a 28 V
+bus (the voltage is not published; 28 V is the common bus of CAST buses of
+this class) = 3,780 Wh. Load 700 W (bus, the relay transponders and the Ka
+downlink's 55 W TWTA, payloads; chosen: nothing is published).
+
+Relaying (docs/mission.md "Communications"):
+
+* ``{"type": "relay_frame", "frame": f}`` on ``xfer.relay``: a vehicle's frame
+  sent through Queqiao-2. While Queqiao-2 sees a station (its state at the
+  end of the previous step, i.e. at the frame's send time) and holds no older
+  frames, it goes on at once on ``dl.relay`` as ``{"type": "forwarded",
+  "origin": ..., "frame": f}`` with the vehicle's stamp (both legs' light
+  time). Otherwise it is stored and played back, oldest first, at the
+  Ka-band rate once a station sees Queqiao-2 again, re-stamped
+  ``deliver_at_s = t + light time`` of the second leg.
+* ``{"type": "relay_cmd", "to": vehicle, "command": {...}}``: a telecommand,
+  forwarded on ``cmd.<to>`` (one step later than a direct command: the
+  store-and-forward of the lock-step bus).
+"""
 
 from __future__ import annotations
 
-from services.kernel.placeholder import CircularOrbitCore
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from services.kernel.downlink import FRAME_BITS, downlink_values
+from services.kernel.dynamics import comms, links
+from services.kernel.dynamics.constants import AU_M, R_MOON_M
+from services.kernel.dynamics.ephemeris import get_fast_ephemeris
+from services.kernel.dynamics.power import Battery, battery_step
+from services.kernel.envelope import Envelope
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+ARRAY_RATED_W = 1_350.0  # reference (b), NSSDC
+BATTERY_WH = 135.0 * 28.0  # 135 Ah (NSSDC) at an assumed 28 V bus
+LOAD_W = 700.0  # chosen (see module docstring)
+MASS_KG = 1_200.0  # reference (b): ~1,200 kg at launch
+RELAY_STEP_S = 3_600.0  # Queqiao-2 never needs the clock to stop for it
 
 
-class RelayCore(CircularOrbitCore):
+def sun_eci_m(t_s: float) -> tuple[float, float, float]:
+    """Sun from the DE421 Chebyshev refit (columns 3-5 of the fast table)."""
+    start, length, coef = get_fast_ephemeris().table.window(t_s)
+    tau = 2.0 * (t_s - start) / length - 1.0
+    v = np.asarray(np.polynomial.chebyshev.chebval(tau, coef[:, 3:6]), dtype=np.float64)
+    return (float(v[0]), float(v[1]), float(v[2]))
+
+
+def array_power_w(r_mci_m: tuple[float, float, float], t_s: float) -> float:
+    """Sun-tracking array output: rating x (1 AU / d)^2, zero in the Moon's shadow."""
+    moon = links.moon_eci_m(t_s)
+    sun = sun_eci_m(t_s)
+    to_sun = (sun[0] - moon[0] - r_mci_m[0], sun[1] - moon[1] - r_mci_m[1],
+              sun[2] - moon[2] - r_mci_m[2])
+    d_sun = math.sqrt(to_sun[0] ** 2 + to_sun[1] ** 2 + to_sun[2] ** 2)
+    u = (to_sun[0] / d_sun, to_sun[1] / d_sun, to_sun[2] / d_sun)
+    along = r_mci_m[0] * u[0] + r_mci_m[1] * u[1] + r_mci_m[2] * u[2]
+    r2 = r_mci_m[0] ** 2 + r_mci_m[1] ** 2 + r_mci_m[2] ** 2
+    if along < 0.0 and r2 - along * along < R_MOON_M * R_MOON_M:
+        return 0.0
+    return ARRAY_RATED_W * (AU_M / d_sun) ** 2
+
+
+class RelayCore(VehicleCore):
     name = "relay"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.phase = "relay_ops"
+        self.battery = Battery(BATTERY_WH, BATTERY_WH)
+        self.power_w = 0.0
+        self.unmet_wh = 0.0
+        self.ground = links.NO_LINK  # Queqiao-2 to a station, at self.t_s
+        self.store: deque[dict[str, Any]] = deque()
+        self.counts = {"forwarded": 0, "stored": 0, "played_back": 0, "commands": 0,
+                       "max_store": 0}
+
+    # --- messages -----------------------------------------------------------------
+    def apply(self, msg: Envelope, out: Outbox) -> None:
+        kind = msg.body.get("type") if msg.kind == "transfer" else None
+        if kind == "relay_frame":
+            self._accept(dict(msg.body["frame"]), msg.t, out)
+        elif kind == "relay_cmd":
+            out.send("cmd", str(msg.body["to"]), msg.t, dict(msg.body["command"]))
+            self.counts["commands"] += 1
+        else:
+            super().apply(msg, out)
+
+    def _accept(self, frame: dict[str, Any], t_s: float, out: Outbox) -> None:
+        if self.ground.up and not self.store:
+            self._forward({**frame, "relayed_at_s": t_s}, t_s, out)
+            return
+        self.store.append(frame)
+        self.counts["stored"] += 1
+        self.counts["max_store"] = max(self.counts["max_store"], len(self.store))
+
+    def _forward(self, frame: dict[str, Any], t_s: float, out: Outbox) -> None:
+        out.send("dl", self.name, t_s, {"type": "forwarded", "origin": frame["origin"],
+                                        "frame": frame})
+        self.counts["forwarded"] += 1
+
+    # --- steps ----------------------------------------------------------------------
+    def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
+        self.t_s = t_to
+        r, _ = self._state(t_to)
+        self.power_w = array_power_w(r, t_to)
+        step = battery_step(self.battery, self.power_w, LOAD_W, max(0.0, t_to - t_from))
+        self.battery, self.unmet_wh = step.battery, self.unmet_wh + step.unmet_load_wh
+        return RELAY_STEP_S
+
+    def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
+        super().after_step(t_from, t_to, out)  # Queqiao-2's own frames, direct
+        self.ground = links.relay_ground_link(t_to, self.ground.station)
+        if not self.ground.up or not self.store:
+            return
+        budget = max(1, int(self.ground.rate_bps * max(0.0, t_to - t_from) / FRAME_BITS))
+        while self.store and budget > 0:
+            frame = self.store.popleft()
+            stamp = {"relayed_at_s": t_to, "deliver_at_s": t_to + self.ground.light_time_s,
+                     "relay_playback": True}
+            self._forward({**frame, **stamp}, t_to, out)
+            self.counts["played_back"] += 1
+            budget -= 1
+
+    # --- views --------------------------------------------------------------------------
+    def _state(self, t_s: float) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        r, v = comms.queqiao2_state_mci(t_s)
+        return ((float(r[0]), float(r[1]), float(r[2])), (float(v[0]), float(v[1]), float(v[2])))
+
+    def summary(self) -> Summary:
+        r, v = self._state(self.t_s)
+        dist = math.sqrt(sum(x * x for x in r))
+        values = {"power_w": self.power_w, "battery_soc_ratio": self.battery.soc,
+                  "unmet_load_wh": self.unmet_wh, "relay_store_frames": float(len(self.store)),
+                  "relay_max_store_frames": float(self.counts["max_store"]),
+                  "frames_forwarded": float(self.counts["forwarded"]),
+                  "frames_relay_played_back": float(self.counts["played_back"]),
+                  "commands_forwarded": float(self.counts["commands"]),
+                  "ground_link_up": float(self.ground.up),
+                  **downlink_values(self.__dict__.get("_downlink"))}
+        return Summary(phase=self.phase, frame="MCI", central_body="moon", r_m=r, v_m_s=v,
+                       altitude_m=dist - R_MOON_M, speed_m_s=math.sqrt(sum(x * x for x in v)),
+                       mass_kg=MASS_KG, values=values,
+                       info={"ground_station": self.ground.station or "none"})
+
+    def snapshot(self) -> dict[str, Any]:
+        g = self.ground
+        return {**super().snapshot(), "battery_wh": self.battery.charge_wh,
+                "power_w": self.power_w, "unmet_wh": self.unmet_wh,
+                "ground": [g.path, g.station, g.light_time_s, g.rate_bps],
+                "store": list(self.store), "counts": dict(self.counts)}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        super().restore(snap)
+        self.battery = Battery(BATTERY_WH, float(snap["battery_wh"]))
+        self.power_w, self.unmet_wh = float(snap["power_w"]), float(snap["unmet_wh"])
+        p, st, lt, rate = snap["ground"]
+        self.ground = links.Link(str(p), str(st), float(lt), float(rate))
+        self.store = deque(dict(f) for f in snap["store"])
+        self.counts = {k: int(v) for k, v in snap["counts"].items()}
