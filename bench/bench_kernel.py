@@ -411,22 +411,37 @@ def _verdict(r: dict[str, Any], floor: dict[str, Any]) -> str:
 
 
 def print_cpu(floor: dict[str, Any], runs: dict[str, ProcessRun]) -> None:
-    """CPU per step of the clock side and of one answering side: what a step costs."""
-    print("\nCPU per step (user + system over the run / steps), microseconds")
+    """CPU per step of each side, and the step rate that CPU alone allows on this machine.
+
+    Unlike steps/s, CPU per step hardly moves with other load on the machine,
+    so the ratio kernel / floor is the steadiest number of the bench.
+    """
+    cpus = os.cpu_count() or 1
+    print("\nCPU per step (user + system over the run / steps), microseconds; ceiling = "
+          f"{cpus} CPUs / total")
+    totals: dict[str, float] = {}
     for loop, r in floor.items():
         if "cpu_us_per_step" in r:
-            cpu = r["cpu_us_per_step"]
-            print(f"  floor {loop:<26} clock  {cpu['clock']:6.0f}   "
-                  f"each node    {cpu['node']:6.0f}   nats-server {cpu['nats-server']:6.0f}")
+            c = r["cpu_us_per_step"]
+            totals[f"floor {loop}"] = c["clock"] + 5 * c["node"] + c["nats-server"]
+            _cpu_row(f"floor {loop}", c["clock"], c["node"], c["nats-server"],
+                     totals[f"floor {loop}"], cpus, "")
+    base = totals.get("floor uvloop", 0.0)
     for title, run in runs.items():
         if not run.ground_steps:
             continue
         per = {n: c / run.ground_steps * 1e6 for n, c in run.cpu_s.items()}
         vehicles = [per[v] for v in VEHICLES if v in per]
-        print(f"  {title:<32} ground {per.get('ground', math.nan):6.0f}   "
-              f"each vehicle {sum(vehicles) / max(len(vehicles), 1):6.0f}   "
-              f"nats-server {per.get('nats-server', math.nan):6.0f}")
-    print("  (a step can go no faster than the sum of these over the CPUs there are)")
+        total = sum(per.values())
+        ratio = f"{total / base:.1f} x floor uvloop" if base else ""
+        _cpu_row(title, per.get("ground", math.nan), sum(vehicles) / max(len(vehicles), 1),
+                 per.get("nats-server", math.nan), total, cpus, ratio)
+
+
+def _cpu_row(title: str, clock: float, each: float, nats: float, total: float, cpus: int,
+             note: str) -> None:
+    print(f"  {title:<31} clock {clock:5.0f}  each of 5 {each:5.0f}  nats-server {nats:5.0f}"
+          f"  total {total:5.0f}  ceiling {cpus * 1e6 / total:6,.0f} steps/s  {note}")
 
 
 def print_throughput(tp: dict[str, Any]) -> None:
