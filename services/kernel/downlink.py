@@ -447,3 +447,55 @@ class GroundLinks:
         return cls({k: FrameArchive.from_snapshot(v) for k, v in snap["archives"].items()},
                    list(snap["in_flight"]), {k: list(v) for k, v in snap["paths"].items()},
                    list(snap["held"]), dict(snap["routed"]))
+
+
+# --- Metrics (called from ServiceRuntime.update_metrics) ------------------------------
+_COUNTERS = (("frames_sent_live", "frames_sent"), ("frames_played_back", "frames_played_back"),
+             ("frames_dropped", "frames_lost"))
+
+
+@dataclass
+class LinkMetrics:
+    """Turns the downlink's summary values into the catalog's link metrics.
+
+    Counters get the increase since the last step. A vehicle's ``link`` label
+    is its own name (its path to ground, whichever it is); the series is removed
+    while the vehicle has no body of its own, so a stowed or finished vehicle
+    never reads as a lost link."""
+
+    last: dict[str, float] = field(default_factory=dict)
+    linked: bool = False
+
+    def update(self, m: Any, service: str, values: dict[str, float]) -> None:
+        if service == "ground":
+            self._ground(m, values)
+            return
+        if "link_up" not in values:
+            if self.linked:
+                m.link_up.remove(m.mission, m.service, service)
+                m.light_time.remove(m.mission, m.service, service)
+                self.linked = False
+            return
+        self.linked = True
+        m.link_up.labels(m.mission, m.service, service).set(values["link_up"])
+        m.light_time.labels(m.mission, m.service, service).set(values["link_light_time_s"])
+        for key, family in _COUNTERS:
+            self._inc(m, family, key, service, values.get(key, 0.0))
+
+    def _ground(self, m: Any, values: dict[str, float]) -> None:
+        prefix = "frames_received_"
+        for key, value in values.items():
+            if key.startswith(prefix):
+                self._inc(m, "frames_received", key, key[len(prefix):], value)
+
+    def _inc(self, m: Any, family: str, key: str, vehicle: str, value: float) -> None:
+        delta = value - self.last.get(key, 0.0)
+        if delta > 0.0:
+            m.child(family, vehicle).inc(delta)
+        self.last[key] = max(value, self.last.get(key, 0.0))
+
+
+def merge_downlink_values(core: Any, values: dict[str, float]) -> None:
+    """Add a core's downlink values to its summary values (the core's own win)."""
+    for key, value in downlink_values(core.__dict__.get("_downlink")).items():
+        values.setdefault(key, value)

@@ -240,6 +240,12 @@ class ServiceRuntime:
         m = self.metrics
         m.child("mission_time").set(t)
         m.set_phase(s.phase)
+        from services.kernel.downlink import LinkMetrics, merge_downlink_values
+
+        if s.central_body:  # the downlink's figures ride in telemetry and metrics too
+            merge_downlink_values(self.core, s.values)
+        links = self.__dict__.setdefault("_link_metrics", LinkMetrics())
+        links.update(m, self.name, s.values)
         if self.name == "ground":
             return
         m.child("speed", self.name).set(s.speed_m_s)

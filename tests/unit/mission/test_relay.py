@@ -165,3 +165,29 @@ def test_a_day_at_the_site_every_frame_reaches_ground() -> None:
     assert lander.phase == "drill"  # the plan's command reached it
     names = loop.event_names()
     assert names.count("link_acquired") >= 2 and "link_lost" in names
+
+
+def test_runtime_exports_the_link_metrics() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from services.kernel.config import ServiceConfig
+    from services.kernel.runtime import ServiceRuntime
+
+    registry = CollectorRegistry()
+    relay = RelayCore(6)
+    rt = ServiceRuntime(relay, ServiceConfig.from_env("relay", {}), registry)
+    out = Outbox()
+    t = TOUCHDOWN_S
+    for k in range(3):
+        relay.advance(t + 60.0 * k, t + 60.0 * (k + 1), out)
+        relay.after_step(t + 60.0 * k, t + 60.0 * (k + 1), out)
+        rt.update_metrics(relay.summary(), t + 60.0 * (k + 1))
+    labels = {"mission": "ce6", "service": "relay"}
+    up = registry.get_sample_value("twin_link_up", {**labels, "link": "relay"})
+    assert up == relay.summary().values["link_up"] == 1.0
+    lt = registry.get_sample_value("twin_link_light_time_seconds", {**labels, "link": "relay"})
+    assert lt is not None and 1.1 < lt < 1.5
+    sent = registry.get_sample_value("twin_frames_sent_total", {**labels, "vehicle": "relay"})
+    assert sent == 3.0
+    assert registry.get_sample_value("twin_recorder_backlog_frames",
+                                     {**labels, "vehicle": "relay"}) == 0.0
