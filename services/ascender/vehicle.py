@@ -46,6 +46,7 @@ CONTAINER_ID = "CE6-SC"
 #: period (~2 h 8 min) apart, so the window is a little wider than that.
 AIM_AFTER_UTC = "2024-06-06T04:20:00Z"
 AIM_BEFORE_UTC = "2024-06-06T06:30:00Z"
+AIM_HALF_WINDOW_S = 65 * 60.0
 RENDEZVOUS_STEP_S = 60.0
 
 
@@ -70,6 +71,7 @@ class AscenderCore(VehicleCore):
         self.impact: dict[str, float] = {}
         self.thrust_n = 0.0
         self.timed: list[dict[str, Any]] = []
+        self._pad_cache: tuple[float, Any, Any] | None = None
 
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -161,7 +163,7 @@ class AscenderCore(VehicleCore):
                                         "the ascender handed over on the pad")
         elif op == "plan_phasing":
             self.check_allowed(("lunar_orbit",), "plan_phasing")
-            for key in ("aim_after_utc", "aim_before_utc"):
+            for key in ("aim_after_utc", "aim_before_utc", "aim_utc"):
                 if key in command:
                     utc_arg(command, key)
             if self.orbiter is None:
@@ -221,6 +223,9 @@ class AscenderCore(VehicleCore):
         assert self.coast is not None and self.orbiter is not None
         after = mission_s_from_utc(str(command.get("aim_after_utc", AIM_AFTER_UTC)))
         before = mission_s_from_utc(str(command.get("aim_before_utc", AIM_BEFORE_UTC)))
+        if "aim_utc" in command:  # a centre: aim times come one orbiter period apart
+            centre = mission_s_from_utc(str(command["aim_utc"]))
+            after, before = centre - AIM_HALF_WINDOW_S, centre + AIM_HALF_WINDOW_S
         self.burns, self.t_aim_s = ph.plan_four_burns(
             self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s, self.orbiter, after, before)
         self.phase = "phasing"
@@ -360,8 +365,12 @@ class AscenderCore(VehicleCore):
 
     # --- reporting ------------------------------------------------------------------
     def _pad_state(self, t: float) -> tuple[Any, Any]:
+        """MCI state on the pad (cached: summaries ask every step)."""
         assert self.pad_fixed_m is not None
-        return frames.mci_from_moon_fixed_state(self.pad_fixed_m, np.zeros(3), t)
+        if self._pad_cache is None or self._pad_cache[0] != t:
+            r, v = frames.mci_from_moon_fixed_state(self.pad_fixed_m, np.zeros(3), t)
+            self._pad_cache = (t, r, v)
+        return self._pad_cache[1], self._pad_cache[2]
 
     def _state(self) -> tuple[Any, Any] | None:
         if self.phase in ("stowed",):

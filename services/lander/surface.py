@@ -52,6 +52,7 @@ BASE_LOAD_W = 180.0
 DRILL_LOAD_W = 300.0
 SCOOP_LOAD_W = 150.0
 THERMAL_TAU_S = 3.0 * 3_600.0
+ENV_STEP_S = 600.0
 NILS_OFF_C = 60.0
 NILS_ON_C = 40.0
 NILS_TAU_S = 1_800.0
@@ -108,6 +109,7 @@ class Surface:
     solar_w: float = 0.0
     load_w: float = BASE_LOAD_W
     sun_elevation_deg: float = 0.0
+    env_t_s: float | None = None  # when power and heat were last brought up to date
 
     # --- sampling ---------------------------------------------------------
     def start_drill(self, t_s: float, rng: random.Random) -> None:
@@ -142,8 +144,14 @@ class Surface:
         return got
 
     # --- power and heat ---------------------------------------------------
-    def update_environment(self, t_s: float, dt_s: float) -> list[tuple[str, str]]:
+    def environment_due(self, t_s: float) -> bool:
+        """Power and heat change over tens of minutes: update every ENV_STEP_S."""
+        return self.env_t_s is None or t_s - self.env_t_s >= ENV_STEP_S - 1e-6
+
+    def update_environment(self, t_s: float) -> list[tuple[str, str]]:
         """Advance power, battery and temperatures; return NILS switchings."""
+        dt_s = 0.0 if self.env_t_s is None else t_s - self.env_t_s
+        self.env_t_s = t_s
         r_mci = frames.mci_from_moon_fixed(np.asarray(self.site_fixed_m), t_s)
         up = r_mci / np.linalg.norm(r_mci)
         r_eci = frames.eci_from_mci(r_mci, t_s)

@@ -84,6 +84,7 @@ class LanderCore(VehicleCore):
         self.timed: list[dict[str, Any]] = []
         self._targets: dp.DescentTargets | None = None
         self._rotation: MoonRotation | None = None
+        self._pos_cache: tuple[float, Any, Any] | None = None
 
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -380,9 +381,12 @@ class LanderCore(VehicleCore):
     def _surface_step(self, t_from: float, t_to: float, out: Outbox) -> None:
         s = self.surface
         assert s is not None
-        for kind, payload in s.update_environment(t_to, t_to - t_from):
-            out.event(self.name, kind, t_to, payload=payload, reason="thermal",
-                      nils_temperature_c=round(s.nils_temperature_c, 2))
+        if s.environment_due(t_to):
+            for kind, payload in s.update_environment(t_to):
+                out.event(self.name, kind, t_to, payload=payload, reason="thermal",
+                          nils_temperature_c=round(s.nils_temperature_c, 2))
+            if self.ascender_gone and s.sun_elevation_deg < 0.0:
+                self._go_dormant(t_to, out)
         was_drilling, was_scooping = s.drill.active, s.scoop.active
         for tool, mg, depth in s.take_increments(t_to):
             first = s.sample_mg == mg
@@ -400,6 +404,16 @@ class LanderCore(VehicleCore):
             out.event(self.name, "scoop_complete", t_to, sample_mass_g=s.scoop.done_mg / 1000.0,
                       total_g=s.sample_mg / 1000.0, scoops=s.scoop.count)
 
+    def _go_dormant(self, t: float, out: Outbox) -> None:
+        """Sunset after the ascender has gone: the lander's work is done (CE-6's
+        lander was not built to survive the lunar night)."""
+        assert self.surface is not None
+        for name in list(self.surface.payloads_on):
+            self.surface.payloads_on.remove(name)
+            out.event(self.name, "payload_off", t, payload=name, reason="sunset")
+        self.phase = "dormant"
+        out.event(self.name, "lander_dormant", t, **self._here())
+
     def _note_faults(self, out: Outbox) -> None:
         for kind, fault in sorted(self.faults.items()):
             if not fault.get("noted"):
@@ -409,8 +423,12 @@ class LanderCore(VehicleCore):
 
     # --- reporting ------------------------------------------------------------------
     def _surface_state(self, t: float) -> tuple[Any, Any]:
+        """MCI state of the lander on the surface (cached: summaries ask every step)."""
         assert self.surface is not None
-        return frames.mci_from_moon_fixed_state(self.surface.site_fixed_m, np.zeros(3), t)
+        if self._pos_cache is None or self._pos_cache[0] != t:
+            r, v = frames.mci_from_moon_fixed_state(self.surface.site_fixed_m, np.zeros(3), t)
+            self._pos_cache = (t, r, v)
+        return self._pos_cache[1], self._pos_cache[2]
 
     def _state(self) -> tuple[Any, Any] | None:
         if self.coast is not None:
