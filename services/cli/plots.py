@@ -162,6 +162,12 @@ def plot_trajectory(data: RunData, fig_path: Path) -> None:
     ax.plot(moon_m[:, 0] / _KM / 1e3, moon_m[:, 1] / _KM / 1e3, color="grey", lw=1,
             ls="--", label="Moon's path")
     _circle(ax, R_EARTH_EQ_M / _KM / 1e3 * 3, "tab:blue", "Earth (x3 size)")
+    for name, marker in (("lunar_orbit_insertion", "o"), ("tei_burn_1", "s")):
+        t = data.first(name)
+        if t is not None:
+            at_m = np.asarray(eph.moon_eci_m(np.array([t]))).reshape(3)
+            ax.plot(at_m[0] / 1e6, at_m[1] / 1e6, marker, color="dimgrey", ms=9,
+                    label=f"Moon at {name}")
     plotted = False
     for vehicle in ("orbiter", "reentry"):
         track = data.track(vehicle)
@@ -334,20 +340,27 @@ def _mark_events(ax: Axes, data: RunData, t0_s: float, names: Sequence[str],
                     fontsize=7, transform=ax.get_xaxis_transform())
 
 
-def _lvlh(r_ref: Vec, v_ref: Vec, r: Vec, v: Vec) -> Vec:
-    """Relative position in the reference's LVLH: (along-track V-bar, radial R-bar, cross)."""
-    radial = r_ref / np.linalg.norm(r_ref, axis=1, keepdims=True)
+def _lvlh(r_ref: Vec, v_ref: Vec, r: Vec) -> Vec:
+    """Curvilinear LVLH of the reference: (along-track arc, radial, cross-track), metres.
+
+    The along-track coordinate is the arc at the reference's radius (not the
+    straight chord), so a vehicle in a lower orbit far behind reads as below
+    and behind rather than as curving down out of the plot.
+    """
+    radius = np.linalg.norm(r_ref, axis=1)
+    up = r_ref / radius[:, None]
     normal = np.cross(r_ref, v_ref)
     normal /= np.linalg.norm(normal, axis=1, keepdims=True)
-    along = np.cross(normal, radial)
-    d = r - r_ref
-    return np.stack([np.sum(d * along, axis=1), np.sum(d * radial, axis=1),
-                     np.sum(d * normal, axis=1)], axis=1)
+    cross = np.sum(r * normal, axis=1)
+    in_plane = r - cross[:, None] * normal
+    angle = np.arctan2(np.sum(np.cross(up, in_plane) * normal, axis=1),
+                       np.sum(up * in_plane, axis=1))
+    return np.stack([radius * angle, np.linalg.norm(r, axis=1) - radius, cross], axis=1)
 
 
 def plot_rendezvous(data: RunData, fig_path: Path) -> None:
     """The ascender relative to the orbiter (orbiter's LVLH), liftoff to docking."""
-    fig, axes = _new_figure(1, 2, size=(14.0, 5.5))
+    fig, axes = _new_figure(1, 3, size=(17.0, 5.5))
     orbiter, ascender = data.track("orbiter"), data.track("ascender")
     t0 = data.first("ascent_liftoff")
     t1 = data.first("docking") or (t0 + 3 * 86400.0 if t0 is not None else None)
@@ -364,21 +377,24 @@ def plot_rendezvous(data: RunData, fig_path: Path) -> None:
             _missing(ax, "orbiter and ascender frames at the same instants")
         fig.savefig(fig_path)
         return
-    rel = _lvlh(o.r_m[io], o.v_m_s[io], a.r_m[ia], a.v_m_s[ia]) / _KM
-    sc = axes[0].scatter(rel[:, 0], rel[:, 1], c=(common - t0) / 3600.0, s=4, cmap="viridis")
-    axes[0].plot(0.0, 0.0, "*", color="tab:blue", ms=12, label="orbiter")
-    fig.colorbar(sc, ax=axes[0], label="hours after liftoff")
-    axes[0].set_xlabel("along-track (V-bar) [km]")
-    axes[0].set_ylabel("radial (R-bar) [km]")
-    axes[0].set_title("Ascender in the orbiter's LVLH frame")
-    axes[0].legend(fontsize=8)
-    distance_km = np.linalg.norm(rel, axis=1)
-    axes[1].semilogy((common - t0) / 3600.0, np.maximum(distance_km, 1e-3),
-                     color=_VEHICLE_COLOURS["ascender"])
-    axes[1].set_xlabel(_utc_label(t0, "hours"))
-    axes[1].set_ylabel("distance to the orbiter [km]")
-    axes[1].set_title("Range, liftoff to docking")
-    _mark_events(axes[1], data, t0, ("ascent_orbit_insertion", "rendezvous_aim_point",
+    rel_km = _lvlh(o.r_m[io], o.v_m_s[io], a.r_m[ia]) / _KM
+    hours = (common - t0) / 3600.0
+    final = common >= t1 - 3 * 3600.0
+    for ax, pick, title in ((axes[0], slice(None), "liftoff to docking"),
+                            (axes[1], final, "last 3 hours before docking")):
+        sc = ax.scatter(rel_km[pick, 0], rel_km[pick, 1], c=hours[pick], s=4, cmap="viridis")
+        ax.plot(0.0, 0.0, "*", color="tab:blue", ms=12, label="orbiter")
+        fig.colorbar(sc, ax=ax, label="hours after liftoff")
+        ax.set_xlabel("along-track (V-bar, arc) [km]")
+        ax.set_ylabel("radial (R-bar, up) [km]")
+        ax.set_title(f"Ascender in the orbiter's LVLH: {title}")
+        ax.legend(fontsize=8)
+    distance_km = np.linalg.norm(a.r_m[ia] - o.r_m[io], axis=1) / _KM
+    axes[2].semilogy(hours, np.maximum(distance_km, 1e-3), color=_VEHICLE_COLOURS["ascender"])
+    axes[2].set_xlabel(_utc_label(t0, "hours"))
+    axes[2].set_ylabel("distance to the orbiter [km]")
+    axes[2].set_title("Range, liftoff to docking")
+    _mark_events(axes[2], data, t0, ("ascent_orbit_insertion", "rendezvous_aim_point",
                                      "docking"), scale_s=3600.0)
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -32,7 +32,8 @@ from services.kernel.dynamics.constants import (
 )
 from services.kernel.dynamics.entry import SIZIWANG_LAT_DEG, SIZIWANG_LON_DEG
 
-pytestmark = pytest.mark.slow
+# The first test pays for both runs (a module fixture): allow for two slow ones.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 6
