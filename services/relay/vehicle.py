@@ -31,12 +31,9 @@ import math
 from collections import deque
 from typing import Any
 
-import numpy as np
-
 from services.kernel.downlink import FRAME_BITS, downlink_values
 from services.kernel.dynamics import comms, links
 from services.kernel.dynamics.constants import AU_M, R_MOON_M
-from services.kernel.dynamics.ephemeris import get_fast_ephemeris
 from services.kernel.dynamics.power import Battery, battery_step
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
@@ -50,10 +47,8 @@ RELAY_STEP_S = 3_600.0  # Queqiao-2 never needs the clock to stop for it
 
 def sun_eci_m(t_s: float) -> tuple[float, float, float]:
     """Sun from the DE421 Chebyshev refit (columns 3-5 of the fast table)."""
-    start, length, coef = get_fast_ephemeris().table.window(t_s)
-    tau = 2.0 * (t_s - start) / length - 1.0
-    v = np.asarray(np.polynomial.chebyshev.chebval(tau, coef[:, 3:6]), dtype=np.float64)
-    return (float(v[0]), float(v[1]), float(v[2]))
+    v = links.ephemeris_row(t_s)
+    return (float(v[3]), float(v[4]), float(v[5]))
 
 
 def array_power_w(r_mci_m: tuple[float, float, float], t_s: float) -> float:
