@@ -425,6 +425,8 @@ class OrbiterCore(VehicleCore):
         f = self.flight
         if f is None:
             return CRUISE_STEP_S
+        # a restored core may be asked to catch up to a time it has already flown
+        t_from = max(t_from, min(f.t_s, t_to))
         start = (f.central, f.r_m.copy(), f.v_m_s.copy(), f.mu_m3_s2)
         t = t_from
         self._due(t, out)
