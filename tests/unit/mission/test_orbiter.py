@@ -39,16 +39,17 @@ T_SEP = mission_s_from_utc("2024-05-03T10:04:00Z")
 T_LOI = mission_s_from_utc("2024-05-08T02:12:00Z")
 T_LA_SEP = mission_s_from_utc("2024-05-30T06:00:00Z")
 T_RET_SEP = mission_s_from_utc("2024-06-25T05:21:00Z")
-CRUISE = [("2024-05-04T03:00:00Z", {"op": "trajectory_correction"}),
+Plan = list[tuple[str, dict[str, Any]]]
+CRUISE: Plan = [("2024-05-04T03:00:00Z", {"op": "trajectory_correction"}),
           ("2024-05-06T12:00:00Z", {"op": "trajectory_correction"}),
           ("2024-05-08T02:12:00Z", {"op": "lunar_orbit_insertion"})]
-ADJUST = [("2024-05-08T08:00:00Z", {"op": "release_icubeq"}),
+ADJUST: Plan = [("2024-05-08T08:00:00Z", {"op": "release_icubeq"}),
           ("2024-05-10T00:00:00Z", {"op": "orbit_adjust", "stage": 1}),
           ("2024-05-14T00:00:00Z", {"op": "orbit_adjust", "stage": 2}),
           ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3}),
           ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4}),
           ("2024-05-30T06:00:00Z", {"op": "separate_lander"})]
-RETURN = [("2024-06-15T00:00:00Z", {"op": "prepare_return"}),
+RETURN: Plan = [("2024-06-15T00:00:00Z", {"op": "prepare_return"}),
           ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection"}),
           ("2024-06-23T00:00:00Z", {"op": "trajectory_correction", "target": "entry_interface"}),
           ("2024-06-25T05:21:00Z", {"op": "separate_returner"})]
@@ -56,7 +57,12 @@ HANDOVER_FIELDS = {"type", "handover_id", "what", "frame", "r_m", "v_m_s", "t_s"
                    "propellant_kg", "dry_mass_kg", "sample_mass_g", "extra"}
 
 
-def fly(d: Drive, plan: list[tuple[str, dict[str, Any]]], first_step_s: float = 600.0) -> None:
+def orb(d: Drive) -> OrbiterCore:
+    assert isinstance(d.core, OrbiterCore)
+    return d.core
+
+
+def fly(d: Drive, plan: Plan, first_step_s: float = 600.0) -> None:
     """Issue each command at its instant, as ground does (applied at the step start;
     the step that starts then is at most ground's coast step)."""
     for utc, command in plan:
@@ -79,14 +85,14 @@ def cruise() -> dict[str, Any]:
     d = Drive(OrbiterCore(SEED), T_SEP)
     d.deliver("command", {"op": "probe_separation"})
     d.step()
-    sep_state = d.core.snapshot()["flight"]
+    sep_state = orb(d).snapshot()["flight"]
     fly(d, CRUISE[:2])
     fly(d, CRUISE[2:], first_step_s=5.0)
     d.until_t(T_LOI + 300.0)
-    mid_burn, mid_dt = d.core.snapshot(), d.dt_s
+    mid_burn, mid_dt = orb(d).snapshot(), d.dt_s
     d.until(lambda d: "lunar_orbit_insertion" in d.names())
     return {"drive": d, "sep_state": sep_state, "mid_burn": (mid_burn, mid_dt),
-            "after_loi": (d.core.snapshot(), d.dt_s)}
+            "after_loi": (orb(d).snapshot(), d.dt_s)}
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +100,7 @@ def parking(cruise: dict[str, Any]) -> dict[str, Any]:
     """ICUBE-Q release, the four adjustment stages and the LA stack hand-over."""
     d = resume(*cruise["after_loi"])
     fly(d, ADJUST)
-    return {"drive": d, "snap": (d.core.snapshot(), d.dt_s)}
+    return {"drive": d, "snap": (orb(d).snapshot(), d.dt_s)}
 
 
 # --- cruise and capture -----------------------------------------------------------------
@@ -136,25 +142,25 @@ def test_loi_is_a_finite_burn_into_the_200_by_8600_km_12_h_orbit(cruise: dict[st
     # 3,000 N on ~8.3 t for ~330 m/s: a burn of ~15 minutes starting at the LOI epoch
     assert 600.0 < loi["burn_s"] < 1_200.0
     assert t - loi["burn_s"] == pytest.approx(T_LOI, abs=5.0)
-    assert d.core.phase == "lunar_orbit"
+    assert orb(d).phase == "lunar_orbit"
 
 
 def test_snapshot_restore_continues_identically(cruise: dict[str, Any]) -> None:
     snap, dt = cruise["mid_burn"]
     d = resume(snap, dt)
     d.until(lambda d: "lunar_orbit_insertion" in d.names())
-    restored_flight = d.core.snapshot()["flight"]
+    restored_flight = orb(d).snapshot()["flight"]
     orig_after = cruise["after_loi"][0]["flight"]
     assert restored_flight["t_s"] == orig_after["t_s"]
     assert restored_flight["r_m"] == orig_after["r_m"]
     assert restored_flight["v_m_s"] == orig_after["v_m_s"]
-    assert d.core.snapshot()["tank_kg"] == cruise["after_loi"][0]["tank_kg"]
+    assert orb(d).snapshot()["tank_kg"] == cruise["after_loi"][0]["tank_kg"]
 
 
 def test_thrust_loss_fault_under_burns_the_loi(cruise: dict[str, Any]) -> None:
     snap, dt = cruise["mid_burn"]
     d = resume(snap, dt)
-    d.core.faults["thrust_loss"] = {"fault_id": "f1", "kind": "thrust_loss", "target": "",
+    orb(d).faults["thrust_loss"] = {"fault_id": "f1", "kind": "thrust_loss", "target": "",
                                     "magnitude": 0.5, "since": d.t_s, "duration_s": 0.0}
     d.until(lambda d: "lunar_orbit_insertion" in d.names())
     _, loi = d.event("lunar_orbit_insertion")
@@ -167,7 +173,7 @@ def test_thrust_loss_fault_under_burns_the_loi(cruise: dict[str, Any]) -> None:
 def test_adjustments_reach_the_parking_orbit_over_the_site_at_pdi(
         parking: dict[str, Any]) -> None:
     d = resume(*parking["snap"])
-    f = d.core.flight
+    f = orb(d).flight
     assert f is not None and f.central == "moon"
     peri_km, apo_km = apsides_km(f.elements())
     assert peri_km == pytest.approx(200.0, abs=20.0) and apo_km == pytest.approx(200.0, abs=20.0)
@@ -179,7 +185,7 @@ def test_adjustments_reach_the_parking_orbit_over_the_site_at_pdi(
 
 def test_icubeq_flies_its_own_orbit_and_images_the_lit_side(parking: dict[str, Any]) -> None:
     d: Drive = parking["drive"]
-    s = d.core.summary()
+    s = orb(d).summary()
     assert "icubeq_release" in d.names()
     # ~12 h capture orbit: between 200 km and ~8,600 km above the Moon
     assert 150e3 < s.values["icubeq_altitude_m"] < 8_700e3
@@ -200,7 +206,7 @@ def test_la_stack_handover_has_every_field_and_acks_are_taken_once(
     assert body["mass_kg"] == pytest.approx(3_240.0) and body["sample_mass_g"] == 0.0
     assert body["propellant_kg"] + body["dry_mass_kg"] == pytest.approx(body["mass_kg"])
     # the OR stack keeps flying: total at launch was 8,350 kg
-    assert d.core.mass_kg() < 8_350.0 - 3_240.0
+    assert orb(d).mass_kg() < 8_350.0 - 3_240.0
     ack = {"type": "handover_ack", "handover_id": body["handover_id"], "accepted": True}
     for _ in range(2):
         d.deliver("transfer", dict(ack), src="lander")
@@ -208,14 +214,14 @@ def test_la_stack_handover_has_every_field_and_acks_are_taken_once(
     d.deliver("transfer", {**ack, "handover_id": "la_stack-0"}, src="lander")  # stale
     d.step()
     assert d.names().count("handover_acknowledged") == 1
-    assert d.core.counts["ignored_acks"] == 2
+    assert orb(d).counts["ignored_acks"] == 2
 
 
 # --- rendezvous, docking, sample transfer --------------------------------------------------
 
 
 def _aim_point(d: Drive) -> tuple[np.ndarray, np.ndarray]:
-    f = d.core.flight
+    f = orb(d).flight
     assert f is not None
     basis = rtn_basis(f.r_m, f.v_m_s)
     r_asc = f.r_m + basis.T @ np.array([10e3, 50e3, 0.0])  # 10 km above, 50 km ahead
@@ -229,10 +235,10 @@ def test_rendezvous_from_the_aim_point_reaches_capture_and_takes_the_sample(
     d = resume(*parking["snap"])
     d.until_t(T_LA_SEP + 3_600.0)
     r_asc, v_asc = _aim_point(d)
-    asc = {"r": r_asc, "v": v_asc, "t": d.t_s, "p": Propagator(MOON_MODEL)}
+    asc: dict[str, Any] = {"r": r_asc, "v": v_asc, "t": d.t_s, "p": Propagator(MOON_MODEL)}
 
     def ascender_reports(d: Drive) -> None:
-        if d.core.phase == "docked":
+        if orb(d).phase == "docked":
             return
         asc["r"], asc["v"] = asc["p"].step(asc["r"], asc["v"], asc["t"], d.t_s - asc["t"])
         asc["t"] = d.t_s
@@ -252,7 +258,7 @@ def test_rendezvous_from_the_aim_point_reaches_capture_and_takes_the_sample(
     assert docked and set(docked[0].body) >= {"type", "t_s", "frame", "r_m", "v_m_s", "mass_kg"}
     # the stack after docking: the ascender (as it flew) at the claws
     r_a, v_a = asc["p"].step(asc["r"], asc["v"], asc["t"], d.t_s - asc["t"])
-    f = d.core.flight
+    f = orb(d).flight
     assert f is not None
     rel_r, _ = lvlh_relative(r_a, v_a, f.r_m, f.v_m_s)
     assert float(np.linalg.norm(rel_r)) < 1.0
@@ -267,12 +273,12 @@ def test_rendezvous_from_the_aim_point_reaches_capture_and_takes_the_sample(
     custody = [v for _, n, v in d.events if n == "sample_custody"]
     assert custody == [pytest.approx({**custody[0], "owner": "returner",
                                       "sample_mass_g": SAMPLE_MASS_G})]
-    assert d.core.summary().sample_mass_g == SAMPLE_MASS_G
+    assert orb(d).summary().sample_mass_g == SAMPLE_MASS_G
 
     d.deliver("command", {"op": "undock"})
     d.step()
     undocked = d.sent_of("undocked")[0].body
-    assert undocked["mass_kg"] == 450.0 and d.core.phase == "lunar_orbit"
+    assert undocked["mass_kg"] == 450.0 and orb(d).phase == "lunar_orbit"
     assert float(np.linalg.norm(vec(undocked["v_m_s"]) - f.v_m_s)) > 0.1
 
 
@@ -282,7 +288,7 @@ def test_rendezvous_from_the_aim_point_reaches_capture_and_takes_the_sample(
 def test_tei_and_tcm_reach_the_entry_interface_and_the_returner_is_handed_over(
         parking: dict[str, Any]) -> None:
     d = resume(*parking["snap"])
-    d.core.sample_g = SAMPLE_MASS_G  # as after the transfer from the ascender
+    orb(d).sample_g = SAMPLE_MASS_G  # as after the transfer from the ascender
     fly(d, RETURN)
     names = d.names()
     for name in ("tei_burn_1", "tei_burn_2", "trajectory_correction", "returner_separation"):
@@ -295,7 +301,7 @@ def test_tei_and_tcm_reach_the_entry_interface_and_the_returner_is_handed_over(
     assert ho.target == "reentry" and set(ho.body) >= HANDOVER_FIELDS
     assert ho.body["frame"] == "ECI" and ho.body["sample_mass_g"] == SAMPLE_MASS_G
     assert ho.body["mass_kg"] == pytest.approx(330.0)  # entry.Capsule
-    assert d.core.summary().sample_mass_g == 0.0
+    assert orb(d).summary().sample_mass_g == 0.0
 
     tgt = EntryInterfaceTarget.change6()
     r, v = propagate(vec(ho.body["r_m"]), vec(ho.body["v_m_s"]), T_RET_SEP,
@@ -307,7 +313,7 @@ def test_tei_and_tcm_reach_the_entry_interface_and_the_returner_is_handed_over(
 
     d.until(lambda d: "avoidance_burn" in d.names())
     assert d.event("avoidance_burn")[1]["perigee_alt_m"] > 150e3  # the orbiter stays up
-    assert d.core.tank.mass_kg > d.core.tank.reserve_kg
+    assert orb(d).tank.mass_kg > orb(d).tank.reserve_kg
 
 
 # --- commands -----------------------------------------------------------------------------------
