@@ -52,7 +52,7 @@ BASE_LOAD_W = 180.0
 DRILL_LOAD_W = 300.0
 SCOOP_LOAD_W = 150.0
 THERMAL_TAU_S = 3.0 * 3_600.0
-ENV_STEP_S = 600.0
+ENV_STEP_S = 1_800.0
 NILS_OFF_C = 60.0
 NILS_ON_C = 40.0
 NILS_TAU_S = 1_800.0
@@ -145,7 +145,8 @@ class Surface:
 
     # --- power and heat ---------------------------------------------------
     def environment_due(self, t_s: float) -> bool:
-        """Power and heat change over tens of minutes: update every ENV_STEP_S."""
+        """Power and heat change over hours (3 h and 30 min time constants, exact
+        relaxation over any step): update every ENV_STEP_S."""
         return self.env_t_s is None or t_s - self.env_t_s >= ENV_STEP_S - 1e-6
 
     def update_environment(self, t_s: float) -> list[tuple[str, str]]:
