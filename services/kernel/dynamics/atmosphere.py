@@ -22,12 +22,13 @@ interpolation of log(density) on a 100 m grid sampled from the model above.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.interpolate import CubicSpline
 
 from services.kernel.dynamics.constants import G0_M_S2
 
@@ -145,10 +146,18 @@ def upper_temperature_k(alt_m: float) -> float:
 
 
 _UPPER_Z_M = np.array([row[0] * 1000.0 for row in _UPPER_TABLE])
-_LOG_P_SPLINE = CubicSpline(_UPPER_Z_M, np.log([row[1] for row in _UPPER_TABLE]), bc_type="natural")
-_LOG_RHO_SPLINE = CubicSpline(
-    _UPPER_Z_M, np.log([row[2] for row in _UPPER_TABLE]), bc_type="natural"
-)
+
+
+@functools.cache
+def _upper_splines() -> tuple[Any, Any]:
+    """Log-pressure and log-density splines above 86 km, built on first use: scipy's
+    import and the table build cost each service process ~1 s of start-up."""
+    from scipy.interpolate import CubicSpline
+
+    log_p = CubicSpline(_UPPER_Z_M, np.log([row[1] for row in _UPPER_TABLE]), bc_type="natural")
+    log_rho = CubicSpline(_UPPER_Z_M, np.log([row[2] for row in _UPPER_TABLE]),
+                          bc_type="natural")
+    return log_p, log_rho
 
 
 def us76(altitude_m: float) -> AtmosphereState:
@@ -161,8 +170,9 @@ def us76(altitude_m: float) -> AtmosphereState:
         molar_mass = rho * R_STAR_J_KMOL_K * t_k / p_pa
     else:
         t_k = upper_temperature_k(alt_m)
-        p_pa = float(np.exp(_LOG_P_SPLINE(alt_m)))
-        rho = float(np.exp(_LOG_RHO_SPLINE(alt_m)))
+        log_p, log_rho = _upper_splines()
+        p_pa = float(np.exp(log_p(alt_m)))
+        rho = float(np.exp(log_rho(alt_m)))
         molar_mass = rho * R_STAR_J_KMOL_K * t_k / p_pa
     a = math.sqrt(GAMMA_AIR * R_STAR_J_KMOL_K * t_k / molar_mass)
     return AtmosphereState(altitude_m, t_k, p_pa, rho, a)
@@ -172,8 +182,12 @@ def us76(altitude_m: float) -> AtmosphereState:
 _FAST_STEP_M = 100.0
 _FAST_MIN_M = -5_000.0
 _FAST_GRID_M = np.arange(_FAST_MIN_M, MAX_ALTITUDE_M + _FAST_STEP_M / 2, _FAST_STEP_M)
-_FAST_LOG_RHO: list[float] = [math.log(us76(float(z)).density_kg_m3) for z in _FAST_GRID_M]
-_FAST_N = len(_FAST_LOG_RHO)
+_FAST_N = len(_FAST_GRID_M)
+
+
+@functools.cache
+def _fast_log_rho() -> list[float]:
+    return [math.log(us76(float(z)).density_kg_m3) for z in _FAST_GRID_M]
 
 
 def density_fast_kg_m3(altitude_m: float) -> float:
@@ -183,11 +197,12 @@ def density_fast_kg_m3(altitude_m: float) -> float:
     x = (max(altitude_m, _FAST_MIN_M) - _FAST_MIN_M) / _FAST_STEP_M
     i = min(int(x), _FAST_N - 2)
     frac = x - i
-    return math.exp(_FAST_LOG_RHO[i] + frac * (_FAST_LOG_RHO[i + 1] - _FAST_LOG_RHO[i]))
+    table = _fast_log_rho()
+    return math.exp(table[i] + frac * (table[i + 1] - table[i]))
 
 
 def density_kg_m3(altitude_m: NDArray[np.float64]) -> NDArray[np.float64]:
     """Vectorised density on the fast table (kg/m^3)."""
     alt = np.clip(np.asarray(altitude_m, dtype=float), _FAST_MIN_M, MAX_ALTITUDE_M)
-    rho = np.exp(np.interp(alt, _FAST_GRID_M, np.asarray(_FAST_LOG_RHO)))
+    rho = np.exp(np.interp(alt, _FAST_GRID_M, np.asarray(_fast_log_rho())))
     return np.where(np.asarray(altitude_m) >= MAX_ALTITUDE_M, 0.0, rho)
