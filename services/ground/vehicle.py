@@ -17,7 +17,11 @@ from services.ground.plan import FlightPlan, PlanItem
 from services.kernel.downlink import GroundLinks
 from services.kernel.envelope import Envelope
 from services.kernel.subjects import Subjects
-from services.kernel.vehicle import COAST_STEP_S, Outbox, Summary, VehicleCore
+from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+#: Ground never needs the clock to stop for it between plan instants (those it
+#: stops on exactly); the vehicles' own limits decide the steps.
+GROUND_STEP_S = 3_600.0
 
 
 class GroundCore(VehicleCore):
@@ -105,7 +109,11 @@ class GroundCore(VehicleCore):
             self.finished = True
             self.phase = "complete"
             out.event(self.name, "mission_end", t_to, plan=self.plan.name)
-        return COAST_STEP_S
+        return GROUND_STEP_S
+
+    def telemetry_interval_s(self) -> float:
+        """Ground's truth telemetry (plan progress) is for operators; hourly is plenty."""
+        return GROUND_STEP_S
 
     def summary(self) -> Summary:
         return Summary(

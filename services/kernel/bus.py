@@ -93,7 +93,8 @@ class Bus:
         return Envelope(mission=self.mission, src=self.source, seq=seq, t=t,
                         step=step, kind=kind, body=body)
 
-    async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> None:
+    async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> bytes:
+        """Publish one envelope; return its encoded bytes (for re-sending)."""
         assert self.nc is not None
         data = encode(env)
         if durable:
@@ -102,6 +103,7 @@ class Bus:
         else:
             await self.nc.publish(subject, data)
         self.metrics.child("bus_out", env.kind).inc()
+        return data
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None

@@ -68,7 +68,7 @@ class ClockAuthority:
         self._step_budget: int | None = None
         self._acks: dict[str, dict[str, Any]] = {}
         self._ack_step = -1
-        self._all_acked = asyncio.Event()
+        self._all_acked: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
         self._expect_next: dict[str, int] = {}
         self._max_dt = FIRST_STEP_S
@@ -99,8 +99,8 @@ class ClockAuthority:
         self._acks[env.src] = env.body
         m = self.rt.metrics
         m.child("ack_latency", env.src).observe(time.perf_counter() - self._tick_sent_at)
-        if len(self._acks) == len(self.expect):
-            self._all_acked.set()
+        if len(self._acks) == len(self.expect) and self._all_acked and not self._all_acked.done():
+            self._all_acked.set_result(None)
 
     # --- control (gRPC) --------------------------------------------------------
     def pause(self) -> None:
@@ -217,7 +217,7 @@ class ClockAuthority:
                                         "expect": self._expect_next}, t_from, step - 1)
         data = encode(tick)
         self._acks, self._ack_step = {}, step
-        self._all_acked.clear()
+        self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
         await rt.bus.publish(rt.subjects.tick, tick)
         await self._collect_acks(step, data)
@@ -240,22 +240,19 @@ class ClockAuthority:
 
     async def _collect_acks(self, step: int, tick_data: bytes) -> None:
         m = self.rt.metrics
-        while True:
-            try:
-                await asyncio.wait_for(self._all_acked.wait(), self.ack_timeout_s)
-                break
-            except TimeoutError:
-                missing = [s for s in self.expect if s not in self._acks]
-                self.status.mode = "waiting"
-                self.status.waiting_for = missing
-                for peer in missing:
-                    m.child("ack_overdue", peer).set(1)
-                log.warning("waiting for acknowledgement",
-                            extra={"step": step, "waiting_for": ",".join(missing)})
-                self._notify()
-                if self.rt.stopping.is_set():
-                    return
-                await self.rt.bus.nc.publish(self.rt.subjects.tick, tick_data)  # type: ignore[union-attr]
+        assert self._all_acked is not None and self.rt.bus.nc is not None
+        while not await _done_within(self._all_acked, self.ack_timeout_s):
+            missing = [s for s in self.expect if s not in self._acks]
+            self.status.mode = "waiting"
+            self.status.waiting_for = missing
+            for peer in missing:
+                m.child("ack_overdue", peer).set(1)
+            log.warning("waiting for acknowledgement",
+                        extra={"step": step, "waiting_for": ",".join(missing)})
+            self._notify()
+            if self.rt.stopping.is_set():
+                return
+            await self.rt.bus.nc.publish(self.rt.subjects.tick, tick_data)
         if self.status.waiting_for:
             for peer in self.status.waiting_for:
                 m.child("ack_overdue", peer).set(0)
@@ -305,3 +302,26 @@ class ClockAuthority:
         m = self.rt.metrics
         m.warp.labels(*m.labels()).set(self.status.warp)
         m.paused.labels(*m.labels()).set(1.0 if self._paused else 0.0)
+
+
+async def _done_within(fut: asyncio.Future[None], timeout_s: float) -> bool:
+    """Whether ``fut`` completes within ``timeout_s``; never cancels it.
+
+    A timer handle and one callback: ``asyncio.wait_for`` costs several times
+    more per step, and this runs once per lock-step step.
+    """
+    if fut.done():
+        return True
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+
+    def finish(result: bool) -> None:
+        if not waiter.done():
+            waiter.set_result(result)
+
+    fut.add_done_callback(lambda _f: finish(True))
+    timer = loop.call_later(timeout_s, finish, False)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()

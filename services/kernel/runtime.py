@@ -189,10 +189,7 @@ class ServiceRuntime:
         pub = await self.flush_outbox(step, t_to)
         ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
                                         "phase": self.core.phase}, t_to, step)
-        from services.kernel.envelope import encode
-
-        self._last_ack = encode(ack)
-        await self.bus.publish(self.subjects.ack(self.name), ack)
+        self._last_ack = await self.bus.publish(self.subjects.ack(self.name), ack)
 
     async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
         """Apply everything published up to ``prev_step``, in deterministic order."""

@@ -31,7 +31,7 @@ CALLS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("GetTime", {}),
         ("Step", {"steps": 2}),
         ("SetWarp", {"warp": 1000000.0}),
-        ("RunUntil", {"mission_time_s": 7200.0, "wait": True}),
+        ("RunUntil", {"mission_time_s": "NOW+3600", "wait": True}),
         ("SetWarp", {"as_fast_as_possible": True}),
         ("Pause", {}),
         ("Resume", {}),
@@ -102,10 +102,13 @@ async def test_every_rpc_through_reflection(nats_url: str, mission_id: str) -> N
                     assert len(out) == 2 and out[0]["service"] == "lander"
             assert twin.vehicles["lander"].core.phase == "checkout"  # the command ran
             for method, body in CALLS["twin.v1.MissionClock"]:
+                target = twin.ground.t_s + 3600.0
+                if body.get("mission_time_s") == "NOW+3600":
+                    body = {**body, "mission_time_s": target}
                 out = await asyncio.to_thread(ground.call, "twin.v1.MissionClock", method, body)
                 assert "mode" in out[0]
                 if method == "RunUntil":
-                    assert out[0]["missionTimeS"] == 7200.0
+                    assert out[0]["missionTimeS"] == target
             await twin.wait_finished(60)
         finally:
             ground.close()

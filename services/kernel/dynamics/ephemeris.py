@@ -149,10 +149,15 @@ class ChebyshevTable:
         self._coef = np.zeros((0, degree + 1, width))
 
     def _fit_segments(self, first: int, count: int) -> Vec:
-        starts_s = self._origin_s + (first + np.arange(count)) * self.segment_s
-        mid = starts_s[:, None] + 0.5 * self.segment_s * (1.0 + self._nodes[None, :])
-        values = self._func(mid.ravel()).reshape(count, self.degree + 1, self.width)
-        coef: Vec = np.einsum("kn,snw->skw", self._fit, values)
+        # One segment at a time, with fixed shapes: a batched contraction may
+        # sum in another order for another batch size, and then a segment's
+        # last bits would depend on which call first needed it (a gRPC status
+        # query, say). The mission must not depend on that.
+        coef = np.empty((count, self.degree + 1, self.width))
+        for j in range(count):
+            start_s = self._origin_s + (first + j) * self.segment_s
+            nodes_s = start_s + 0.5 * self.segment_s * (1.0 + self._nodes)
+            coef[j] = self._fit @ self._func(nodes_s).reshape(self.degree + 1, self.width)
         return coef
 
     def _ensure(self, lo: int, hi: int) -> None:
