@@ -177,8 +177,20 @@ def overview() -> Dashboard:
     )
 
 
+#: Quantities a vehicle's model does not have (so its dashboard has no empty
+#: panel for them): the ascender and the returner run on batteries sized for
+#: their short flights and carry no thermal model; Queqiao-2 has no reserve
+#: floor and no thermal model; the returner has no propellant.
+NOT_MODELLED: dict[str, frozenset[str]] = {
+    "ascender": frozenset({"power", "battery", "temperature"}),
+    "reentry": frozenset({"reserve", "power", "battery", "temperature"}),
+    "relay": frozenset({"reserve", "temperature"}),
+}
+
+
 def vehicle(name: str) -> Dashboard:
     v = {"vehicle": name}
+    missing = NOT_MODELLED.get(name, frozenset())
 
     def gauge(metric: str) -> str:
         return f"max({sel(metric, **v)})"
@@ -208,7 +220,8 @@ def vehicle(name: str) -> Dashboard:
         Panel("Propellant and reserve", "Propellant left and the reserve floor it must not "
               "cross (alert TwinPropellantBelowReserve).",
               (Query(gauge("twin_vehicle_propellant_grams"), "propellant"),
-               Query(gauge("twin_vehicle_propellant_reserve_grams"), "reserve")),
+               *(() if "reserve" in missing else
+                 (Query(gauge("twin_vehicle_propellant_reserve_grams"), "reserve"),))),
               "massg", min_value=0),
         Panel("Thrust", "Engine thrust now.",
               (Query(gauge("twin_vehicle_thrust_newtons"), "thrust"),), "forceN", min_value=0),
@@ -217,13 +230,17 @@ def vehicle(name: str) -> Dashboard:
               (Query(gauge("twin_vehicle_acceleration_meters_per_second_squared"),
                      "acceleration"),),
               "accMS2", min_value=0),
-        Panel("Solar power", "Power the arrays generate.",
-              (Query(gauge("twin_vehicle_power_watts"), "power"),), "watt", min_value=0),
-        Panel("Battery", "Battery state of charge.",
-              (Query(gauge("twin_vehicle_battery_ratio"), "charge"),),
-              "percentunit", min_value=0, max_value=1),
-        Panel("Temperature", "Modelled temperature.",
-              (Query(gauge("twin_vehicle_temperature_celsius"), "temperature"),), "celsius"),
+        *(() if "power" in missing else (
+            Panel("Solar power", "Power the arrays generate.",
+                  (Query(gauge("twin_vehicle_power_watts"), "power"),), "watt", min_value=0),)),
+        *(() if "battery" in missing else (
+            Panel("Battery", "Battery state of charge.",
+                  (Query(gauge("twin_vehicle_battery_ratio"), "charge"),),
+                  "percentunit", min_value=0, max_value=1),)),
+        *(() if "temperature" in missing else (
+            Panel("Temperature", "Modelled temperature.",
+                  (Query(gauge("twin_vehicle_temperature_celsius"), "temperature"),),
+                  "celsius"),)),
         Panel("Stagnation heat flux", "Stagnation-point heat flux (entry only).",
               (Query(gauge("twin_vehicle_heat_flux_watts_per_square_meter"), "heat flux"),),
               "suffix:W/m²", min_value=0),

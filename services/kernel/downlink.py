@@ -490,8 +490,9 @@ class LinkMetrics:
 
     def _inc(self, m: Any, family: str, key: str, vehicle: str, value: float) -> None:
         delta = value - self.last.get(key, 0.0)
+        counter = m.child(family, vehicle)  # the series exists from the first step, at 0
         if delta > 0.0:
-            m.child(family, vehicle).inc(delta)
+            counter.inc(delta)
         self.last[key] = max(value, self.last.get(key, 0.0))
 
 

@@ -107,6 +107,10 @@ class ServiceRuntime:
         m.reconnects.labels(*m.labels())
         m.mission_time.labels(*m.labels()).set(self.t_s)
         m.set_phase(self.core.phase)
+        if self.name != "ground":
+            # Quantities that are zero until a vehicle flies (no thrust, no air).
+            for gauge in ("thrust", "acceleration", "heat_flux", "backlog"):
+                m.child(gauge, self.name).set(0.0)
         if self.name == "ground":
             m.steps.labels(*m.labels())
             m.step_rate.labels(*m.labels()).set(0)
