@@ -71,6 +71,7 @@ _B = np.ascontiguousarray(_dop.B)
 _C = np.ascontiguousarray(_dop.C[:_N_STAGES])
 _E3 = np.ascontiguousarray(_dop.E3)
 _E5 = np.ascontiguousarray(_dop.E5)
+_E53 = np.ascontiguousarray(np.vstack([_E5, _E3]))  # both error estimates in one product
 _MAX_STEPS = 10_000_000
 
 
@@ -185,6 +186,8 @@ def _make_rhs(model: ForceModel) -> Rhs:
     mu_o = _GM[model.other] if model.other in model.third_bodies else 0.0
     mu_s = GM_SUN_M3_S2 if "sun" in model.third_bodies else 0.0
     sqrt = math.sqrt
+    if k_j2 and mu_o and mu_s:
+        return _make_full_rhs(mu, k_j2, mu_o, mu_s)
 
     def rhs(y: list[float], e: list[float]) -> tuple[float, float, float, float, float, float]:
         x, yy, z = y[0], y[1], y[2]
@@ -215,6 +218,43 @@ def _make_rhs(model: ForceModel) -> Rhs:
     return rhs
 
 
+def _make_full_rhs(mu: float, k_j2: float, mu_o: float, mu_s: float) -> Rhs:
+    """The default models' derivative (J2 and both third bodies), unrolled:
+    the integrator spends most of its time here."""
+    sqrt = math.sqrt
+
+    def rhs(y: list[float], e: list[float]) -> tuple[float, float, float, float, float, float]:
+        x, yy, z = y[0], y[1], y[2]
+        r2 = x * x + yy * yy + z * z
+        r = sqrt(r2)
+        g = -mu / (r2 * r)
+        px, py, pz = e[6], e[7], e[8]
+        s = (x * px + yy * py + z * pz) / r  # sine of latitude
+        kr = k_j2 / (r2 * r2)
+        c1 = kr * (1.0 - 5.0 * s * s) / r + g
+        c2 = kr * 2.0 * s
+        bx, by, bz = e[0], e[1], e[2]
+        dx, dy, dz = bx - x, by - yy, bz - z
+        d2 = dx * dx + dy * dy + dz * dz
+        b2 = bx * bx + by * by + bz * bz
+        kd = mu_o / (d2 * sqrt(d2))
+        kb = mu_o / (b2 * sqrt(b2))
+        sx, sy, sz = e[3], e[4], e[5]
+        ex, ey, ez = sx - x, sy - yy, sz - z
+        q2 = ex * ex + ey * ey + ez * ez
+        s2 = sx * sx + sy * sy + sz * sz
+        kq = mu_s / (q2 * sqrt(q2))
+        ks = mu_s / (s2 * sqrt(s2))
+        return (
+            y[3], y[4], y[5],
+            c1 * x + c2 * px + kd * dx - kb * bx + kq * ex - ks * sx,
+            c1 * yy + c2 * py + kd * dy - kb * by + kq * ey - ks * sy,
+            c1 * z + c2 * pz + kd * dz - kb * bz + kq * ez - ks * sz,
+        )  # fmt: skip
+
+    return rhs
+
+
 @lru_cache(maxsize=32)
 def _rhs_for(model: ForceModel) -> Rhs:
     return _make_rhs(model)
@@ -225,21 +265,26 @@ def _rhs_for(model: ForceModel) -> Rhs:
 
 def _error_norm(k: Vec, h: float, y: Vec, y_new: Vec, rtol: float) -> float:
     """DOP853's blended 5th/3rd-order estimate, scaled by |r| and |v| (RMS over 6)."""
-    err5 = _E5 @ k
-    err3 = _E3 @ k
+    errs: list[list[float]] = (_E53 @ k).tolist()
+    err5, err3 = errs
+    y0: list[float] = y.tolist()
+    y1: list[float] = y_new.tolist()
+    sqrt = math.sqrt
     scale_r = rtol * max(
-        math.sqrt(y[0] ** 2 + y[1] ** 2 + y[2] ** 2),
-        math.sqrt(y_new[0] ** 2 + y_new[1] ** 2 + y_new[2] ** 2),
+        sqrt(y0[0] ** 2 + y0[1] ** 2 + y0[2] ** 2), sqrt(y1[0] ** 2 + y1[1] ** 2 + y1[2] ** 2)
     )
     scale_v = rtol * max(
-        math.sqrt(y[3] ** 2 + y[4] ** 2 + y[5] ** 2),
-        math.sqrt(y_new[3] ** 2 + y_new[4] ** 2 + y_new[5] ** 2),
+        sqrt(y0[3] ** 2 + y0[4] ** 2 + y0[5] ** 2), sqrt(y1[3] ** 2 + y1[4] ** 2 + y1[5] ** 2)
     )
-    e5 = float(err5[0:3] @ err5[0:3]) / scale_r**2 + float(err5[3:6] @ err5[3:6]) / scale_v**2
-    e3 = float(err3[0:3] @ err3[0:3]) / scale_r**2 + float(err3[3:6] @ err3[3:6]) / scale_v**2
+    e5 = (err5[0] ** 2 + err5[1] ** 2 + err5[2] ** 2) / scale_r**2 + (
+        err5[3] ** 2 + err5[4] ** 2 + err5[5] ** 2
+    ) / scale_v**2
+    e3 = (err3[0] ** 2 + err3[1] ** 2 + err3[2] ** 2) / scale_r**2 + (
+        err3[3] ** 2 + err3[4] ** 2 + err3[5] ** 2
+    ) / scale_v**2
     if e5 == 0.0 and e3 == 0.0:
         return 0.0
-    return abs(h) * e5 / math.sqrt((e5 + 0.01 * e3) * 6.0)
+    return abs(h) * e5 / sqrt((e5 + 0.01 * e3) * 6.0)
 
 
 def _initial_step_s(y: Vec, mu: float) -> float:
@@ -247,6 +292,38 @@ def _initial_step_s(y: Vec, mu: float) -> float:
     # from there within a step or two.
     r = math.sqrt(float(y[0:3] @ y[0:3]))
     return 2.0 * math.pi * math.sqrt(r**3 / mu) / 60.0
+
+
+class _Segment:
+    """The Chebyshev segment of the perturber table the integrator is in.
+
+    Evaluating the twelve stage times of a step against one segment's
+    coefficients (fixed shapes: (12, deg+1) @ (deg+1, 9)) costs a quarter of
+    the table's general gather-and-contract call; a step that straddles a
+    segment boundary (a few per 2-day segment) takes the general call."""
+
+    def __init__(self, table: ChebyshevTable, t_s: float) -> None:
+        self.table = table
+        self._k = np.arange(table.degree + 1, dtype=np.float64)
+        self._set(t_s)
+
+    def _set(self, t_s: float) -> None:
+        self.start_s, self.length_s, self.coef = self.table.window(t_s)
+        self.end_s = self.start_s + self.length_s
+
+    def stages(self, t_s: float, hd_s: float) -> list[list[float]]:
+        t_lo, t_hi = (t_s, t_s + hd_s) if hd_s >= 0.0 else (t_s + hd_s, t_s)
+        if not self.start_s <= t_lo < self.end_s:
+            self._set(t_lo)
+        times = t_s + _C * hd_s
+        if t_hi > self.end_s:
+            out: list[list[float]] = self.table(times).tolist()
+            return out
+        tau = (times - self.start_s) * (2.0 / self.length_s) - 1.0
+        np.clip(tau, -1.0, 1.0, out=tau)
+        basis = np.cos(np.multiply.outer(np.arccos(tau), self._k))
+        stage_cols: list[list[float]] = np.dot(basis, self.coef).tolist()
+        return stage_cols
 
 
 def _integrate(
@@ -263,12 +340,13 @@ def _integrate(
     k = np.empty((_N_STAGES + 1, 6))
     k[0] = rhs(y.tolist(), table(t).tolist())
     steps = 0
+    seg = _Segment(table, t)
     while direction * (t_end - t) > 0.0:
         if steps > _MAX_STEPS or h < 1e-9:
             raise PropagationError("step size underflow or too many steps", t)
         h_try = min(h, abs(t_end - t))
         hd = direction * h_try
-        eph = table(t + _C * hd).tolist()
+        eph = seg.stages(t, hd)
         ha = _A * hd
         for i in range(1, _N_STAGES):
             k[i] = rhs((y + ha[i, :i] @ k[:i]).tolist(), eph[i])

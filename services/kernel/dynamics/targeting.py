@@ -423,13 +423,65 @@ def vacuum_perigee_target(
     return el.a_m * (1.0 - el.e), tgt.t_ei_s + time_to_periapsis_s(r, v, GM_EARTH_M3_S2)
 
 
+def _earth_two_body(r_m: Vec, v_m_s: Vec, t_s: float, dt_s: float) -> tuple[Vec, Vec]:
+    """Earth two-body state after dt_s: closed form on an ellipse, else integrated.
+
+    Why closed form: the return solves evaluate hundreds of multi-day
+    two-body arcs, ~85 integrator steps each; the ellipse's difference form
+    of Kepler's equation costs microseconds. It is bracketed (never fails),
+    unlike the universal-variable solve of `kepler` on these near-parabolic
+    arcs. Hyperbolic or unbounded trials fall back to the integrator.
+    """
+    mu = GM_EARTH_M3_S2
+    r0 = math.sqrt(float(r_m @ r_m))
+    alpha = 2.0 / r0 - float(v_m_s @ v_m_s) / mu  # 1/a
+    if alpha * r0 < 1e-6 or dt_s == 0.0:
+        return propagate(r_m, v_m_s, t_s, dt_s, EARTH_TWO_BODY, rtol=1e-9)
+    a = 1.0 / alpha
+    n = math.sqrt(mu * alpha**3)
+    ec = 1.0 - r0 * alpha  # e cos E0
+    es = float(r_m @ v_m_s) / math.sqrt(mu * a)  # e sin E0
+    x = _kepler_delta_e(n * dt_s, ec, es)
+    sx, cx = math.sin(x), math.cos(x)
+    r = a * (1.0 - ec * cx + es * sx)
+    f = 1.0 - a / r0 * (1.0 - cx)
+    g = dt_s - (x - sx) / n
+    f_dot = -math.sqrt(mu * a) / (r * r0) * sx
+    g_dot = 1.0 - a / r * (1.0 - cx)
+    return f * r_m + g * v_m_s, f_dot * r_m + g_dot * v_m_s
+
+
+def _kepler_delta_e(m_rad: float, ec: float, es: float) -> float:
+    """Eccentric-anomaly change x with x - ec sin x + es (1 - cos x) = m_rad.
+
+    The left side grows monotonically (its slope is r/a > 0) and differs from
+    x by at most 2e, so Newton kept inside [m - 2, m + 2] always converges."""
+    lo, hi = m_rad - 2.0, m_rad + 2.0
+    x = m_rad
+    for _ in range(100):
+        sx, cx = math.sin(x), math.cos(x)
+        f = x - ec * sx + es * (1.0 - cx) - m_rad
+        if f > 0.0:
+            hi = x
+        else:
+            lo = x
+        step = f / (1.0 - ec * cx + es * sx)
+        x_new = x - step
+        if not lo < x_new < hi:
+            x_new = 0.5 * (lo + hi)
+        if abs(x_new - x) <= 1e-15 * max(1.0, abs(x)):
+            return x_new
+        x = x_new
+    return x
+
+
 def _perigee_residual(
     r_c: Vec, v_c: Vec, t_c: float, tgt: EntryInterfaceTarget, rp_tp: tuple[float, float]
 ) -> Vec:
     el = elements_from_rv(r_c, v_c, GM_EARTH_M3_S2)
     rp = el.a_m * (1.0 - el.e)
     tp = t_c + time_to_periapsis_s(r_c, v_c, GM_EARTH_M3_S2)
-    r_t, v_t = propagate(r_c, v_c, t_c, tgt.t_ei_s - t_c, EARTH_TWO_BODY, rtol=1e-9)
+    r_t, v_t = _earth_two_body(r_c, v_c, t_c, tgt.t_ei_s - t_c)
     xr = entry_interface_state(r_t, v_t, tgt.t_ei_s, tgt.site).crossrange_deg
     return np.array([rp - rp_tp[0], tp - rp_tp[1], xr])
 
@@ -445,7 +497,7 @@ def fly_home(r_mci_m: Vec, v_mci_m_s: Vec, t_s: float, t_end_s: float) -> tuple[
 def _conic_ei(
     v_dep: Vec, r_dep: Vec, t_dep: float, tgt: EntryInterfaceTarget
 ) -> EntryInterfaceState:
-    r, v = propagate(r_dep, v_dep, t_dep, tgt.t_ei_s - t_dep, EARTH_TWO_BODY, rtol=1e-9)
+    r, v = _earth_two_body(r_dep, v_dep, t_dep, tgt.t_ei_s - t_dep)
     return entry_interface_state(r, v, tgt.t_ei_s, tgt.site)
 
 
