@@ -48,6 +48,8 @@ AIM_AFTER_UTC = "2024-06-06T04:20:00Z"
 AIM_BEFORE_UTC = "2024-06-06T06:30:00Z"
 AIM_HALF_WINDOW_S = 65 * 60.0
 RENDEZVOUS_STEP_S = 60.0
+# Phases in which the ascender holds still (or flies nothing): idle step limit.
+_IDLE_PHASES = ("stowed", "on_pad", "impacted")
 
 
 class AscenderCore(VehicleCore):
@@ -264,7 +266,8 @@ class AscenderCore(VehicleCore):
         self._run_timed(t_to, out)
         if self.phase == "rendezvous":
             return RENDEZVOUS_STEP_S
-        return step_limit(t_to, self._next_event_s(), self.phase == "ascent")
+        return step_limit(t_to, self._next_event_s(), self.phase == "ascent",
+                          idle=self.phase in _IDLE_PHASES)
 
     def _next_event_s(self) -> float | None:
         times = [b.t_s for b in self.burns] + [float(execute_at_s(c) or 0.0) for c in self.timed]

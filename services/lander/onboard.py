@@ -32,6 +32,9 @@ POWERED_STEP_S = 1.0
 NEAR_EVENT_STEP_S = 60.0
 NEAR_EVENT_WINDOW_S = 600.0
 COAST_LIMIT_S = 1_800.0
+#: A body at rest on the surface, or not yet (or no longer) flown by this core:
+#: nothing changes fast, so it never holds the clock below the cruise steps.
+IDLE_LIMIT_S = 3_600.0
 
 
 def as_vec(x: ArrayLike) -> Vec:
@@ -81,12 +84,14 @@ def utc_arg(command: dict[str, Any], key: str) -> float:
                              f"got {command.get(key)!r}") from exc
 
 
-def step_limit(t_to: float, next_event_s: float | None, powered: bool) -> float:
-    """Largest next step: 1 s powered, 60 s near an event, 1,800 s coasting,
-    never past the next on-board event (the clock stops exactly on it)."""
+def step_limit(t_to: float, next_event_s: float | None, powered: bool,
+               idle: bool = False) -> float:
+    """Largest next step: 1 s powered, 60 s near an event, 1,800 s coasting
+    (3,600 s idle), never past the next on-board event (the clock stops
+    exactly on it)."""
     if powered:
         return POWERED_STEP_S
-    limit = COAST_LIMIT_S
+    limit = IDLE_LIMIT_S if idle else COAST_LIMIT_S
     if next_event_s is not None:
         to_go = next_event_s - t_to
         if to_go <= NEAR_EVENT_WINDOW_S:

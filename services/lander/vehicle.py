@@ -51,6 +51,8 @@ OPERATIONS = ("drill", "scoop", "seal_sample")
 CONTAINER_ID = "CE6-SC"
 #: Events of the descent guidance published under their own names.
 _DESCENT_EVENTS = {"hover_start": "hover_start"}
+# Phases in which the lander holds still (or flies nothing): idle step limit.
+_IDLE_PHASES = ("stowed", "surface", "dormant")
 
 
 def command_arg(command: dict[str, Any]) -> str:
@@ -265,7 +267,8 @@ class LanderCore(VehicleCore):
         elif self.phase == "surface":
             self._surface_step(t_from, t_to, out)
         self._run_timed(t_to, out)
-        return step_limit(t_to, self._next_event_s(), self.phase == "powered_descent")
+        return step_limit(t_to, self._next_event_s(), self.phase == "powered_descent",
+                          idle=self.phase in _IDLE_PHASES)
 
     def _descent_t_s(self) -> float:
         return math.inf if self.descent is None else self.descent.t_s

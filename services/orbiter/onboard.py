@@ -20,8 +20,9 @@ import numpy as np
 
 from services.kernel.dynamics.constants import AU_M, GM_MOON_M3_S2, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
 from services.kernel.dynamics.ephemeris import get_fast_ephemeris
-from services.kernel.dynamics.kepler import propagate_kepler
+from services.kernel.dynamics.kepler import KeplerError, propagate_kepler
 from services.kernel.dynamics.power import Battery, _hidden_by, battery_step
+from services.kernel.dynamics.propagate import ForceModel, propagate
 from services.orbiter import design
 from services.orbiter.flight import Vec, vec
 
@@ -91,6 +92,18 @@ def sunlit_fraction(r_eci_m: Vec, moon_eci_m: Vec, sun_eci_m: Vec) -> float:
     return lit * (1.0 - _hidden_by(sun, moon_eci_m - r_eci_m, R_MOON_M, sun_radius_rad))
 
 
+def _two_body_position(r0_m: Vec, v0_m_s: Vec, dt_s: float, mu: float) -> Vec:
+    """Kepler position; integrated where `kepler`'s universal-variable Newton
+    ends in a rounding-level oscillation above its tolerance (KeplerError on
+    e.g. the orbiter's post-avoidance Earth ellipse, dt = 10 s)."""
+    try:
+        return propagate_kepler(r0_m, v0_m_s, dt_s, mu)[0]
+    except KeplerError:
+        model = ForceModel("moon" if mu == GM_MOON_M3_S2 else "earth", j2=False,
+                           third_bodies=())
+        return propagate(r0_m, v0_m_s, 0.0, dt_s, model, rtol=1e-9)[0]
+
+
 def update(power: Power, icubeq: Icubeq | None, central: str, r0_m: Vec, v0_m_s: Vec,
            mu: float, t_from: float, t_to: float) -> None:
     """Advance power, heat and ICUBE-Q imaging over [t_from, t_to] (arrays: solar wings)."""
@@ -101,7 +114,7 @@ def update(power: Power, icubeq: Icubeq | None, central: str, r0_m: Vec, v0_m_s:
     table = get_fast_ephemeris().table(np.array(times))  # Moon, Sun rel. Earth: one batch
     for t, row in zip(times, table, strict=True):
         moon, sun = row[0:3], row[3:6]
-        r, _ = propagate_kepler(r0_m, v0_m_s, t - t_from, mu)
+        r = _two_body_position(r0_m, v0_m_s, t - t_from, mu)
         r_eci = r + moon if central == "moon" else r
         lit = sunlit_fraction(r_eci, moon, sun)
         flux = (AU_M / float(np.linalg.norm(sun - r_eci))) ** 2

@@ -53,6 +53,15 @@ BLACKOUT_ALT_M = 90_000.0
 BLACKOUT_SPEED_M_S = 6_000.0
 COAST_MAX_STEP_S = 60.0
 ATMOSPHERE_STEP_S = 1.0  # docs/mission.md: ~1 s in atmospheric flight
+# Where nothing is steered and the next event is an altitude crossing, longer
+# steps that shrink to ATMOSPHERE_STEP_S as the crossing nears (events are
+# stamped at step ends, so they keep their 1 s resolution): the ballistic
+# arc of the skip above SKIP_ALT_M (drag < 0.01 g, no bank updates) and the
+# descent under the main canopy (~10 m/s, slowing as the air thickens). The
+# physics is the same either way: `entry` integrates on its own fixed
+# substeps whatever the caller's step.
+BALLISTIC_MAX_STEP_S = {EntryPhase.SKIP: 10.0, EntryPhase.PARACHUTE: 20.0}
+_CROSSING_MARGIN_S = 5.0
 STOWED_STEP_S = 3_600.0  # a stowed returner never constrains the clock
 
 _EVENT_PHASE = {"entry_interface": "entry", "earth_landing": "landed"}
@@ -149,15 +158,25 @@ class ReentryCore(VehicleCore):
                 out.event(self.name, "recovery", t_to, **self._where(),
                           sample_mass_g=self.sample_mass_g)
             return STOWED_STEP_S if self.phase == "recovered" else min(600.0, left)
-        if phase is not EntryPhase.EXO:
-            return ATMOSPHERE_STEP_S
-        # coast: stop ~5 s before the predicted crossing of the entry interface
+        if phase is EntryPhase.EXO:  # stop ~5 s before the entry interface
+            return self._to_crossing_step(COAST_MAX_STEP_S, entry.ENTRY_INTERFACE_ALT_M)
+        if phase is EntryPhase.SKIP:
+            return self._to_crossing_step(BALLISTIC_MAX_STEP_S[phase], entry.SKIP_ALT_M)
+        if phase is EntryPhase.PARACHUTE:
+            return self._to_crossing_step(BALLISTIC_MAX_STEP_S[phase],
+                                          self.state.target.ground_height_m)
+        return ATMOSPHERE_STEP_S
+
+    def _to_crossing_step(self, max_step_s: float, level_m: float) -> float:
+        """Up to max_step_s, ending ~5 s before the predicted crossing of an
+        altitude (the sink rate now, which only falls under the canopy)."""
         o = self.last
+        assert o is not None
         sink = -o.speed_m_s * math.sin(math.radians(o.flight_path_angle_deg))
         if sink <= 0.0:
-            return COAST_MAX_STEP_S
-        to_ei = (o.altitude_m - entry.ENTRY_INTERFACE_ALT_M) / sink
-        return min(COAST_MAX_STEP_S, max(ATMOSPHERE_STEP_S, to_ei - 5.0))
+            return max_step_s
+        to_level = (o.altitude_m - level_m) / sink
+        return min(max_step_s, max(ATMOSPHERE_STEP_S, to_level - _CROSSING_MARGIN_S))
 
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
         super().after_step(t_from, t_to, out)

@@ -118,6 +118,9 @@ def test_lands_in_the_siziwang_zone_with_the_whole_sample() -> None:
 
 
 def test_steps_are_one_second_in_the_atmosphere() -> None:
+    """1 s while the bank is steered and from 20 km to the chute; the skip's
+    ballistic arc and the canopy descent take longer steps, ending in 1 s ones
+    just before the altitude each phase ends at (events keep 1 s resolution)."""
     core = ReentryCore(6)
     out = Outbox()
     _handover(core, out)
@@ -125,9 +128,14 @@ def test_steps_are_one_second_in_the_atmosphere() -> None:
     while core.phase in ("coast", "entry") and t < T_EI_S + 3_600.0:
         nxt = core.advance(t, t + dt, out)
         t, dt = t + dt, nxt
-        seen.append((core.phase, nxt))
-    assert all(d == 1.0 for p, d in seen if p == "entry")
-    coast = [d for p, d in seen if p == "coast"]
+        assert core.state is not None
+        seen.append((core.phase, str(core.state.phase), nxt))
+    steered = ("first_entry", "second_entry", "parachute_attitude")
+    assert all(d == 1.0 for p, e, d in seen if e in steered)
+    for phase, longest in (("skip", 10.0), ("parachute", 20.0)):
+        steps = [d for p, e, d in seen if e == phase]
+        assert max(steps) == longest and steps[-1] == 1.0, phase
+    coast = [d for p, e, d in seen if p == "coast"]
     assert max(coast) == 60.0 and len(coast) < 60  # long coast steps, shrinking near EI
 
 
