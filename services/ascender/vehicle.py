@@ -26,15 +26,14 @@ from services.kernel.dynamics.guidance import ascent as ag
 from services.kernel.dynamics.kepler import elements_from_rv
 from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
-from services.kernel.errors import CommandError, CommandNotAllowed
-from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.kernel.errors import CommandNotAllowed
+from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
 from services.lander.onboard import (
     Coast,
     PlannedBurn,
     as_list,
     as_vec,
     event_values,
-    execute_at_s,
     propellant_for_dv_kg,
     step_limit,
     utc_arg,
@@ -72,14 +71,13 @@ class AscenderCore(VehicleCore):
         self.t_impact_s: float | None = None
         self.impact: dict[str, float] = {}
         self.thrust_n = 0.0
-        self.timed: list[dict[str, Any]] = []
         self._pad_cache: tuple[float, Any, Any] | None = None
 
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         body, kind = msg.body, msg.body.get("type")
         if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
-            self._command(body, out)
+            self.receive_command(body, out)
         elif msg.kind != "transfer":
             return
         elif kind == "sample_handover":
@@ -97,20 +95,6 @@ class AscenderCore(VehicleCore):
         elif kind == "sample_ack":
             out.event(self.name, "handover_acknowledged", self.t_s,
                       handover_id=body.get("handover_id"), by=msg.src)
-
-    def _command(self, command: dict[str, Any], out: Outbox) -> None:
-        try:
-            self.validate(command)
-            due = execute_at_s(command)
-        except CommandError as exc:
-            out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
-                      plan_id=command.get("plan_id"), reason=exc.reason)
-            return
-        if due is not None and due > self.t_s + 1e-6:
-            self.timed.append(dict(command))
-            self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
-            return
-        self.execute(command, self.t_s, out)
 
     def _take_sample(self, msg: Envelope, out: Outbox) -> None:
         body = msg.body
@@ -263,7 +247,7 @@ class AscenderCore(VehicleCore):
             out.send("xfer", "orbiter", t_to, {
                 "type": "target_state", "r_m": as_list(self.coast.r_mci_m),
                 "v_m_s": as_list(self.coast.v_mci_m_s), "t_s": t_to, "mass_kg": self.mass_kg})
-        self._run_timed(t_to, out)
+        self.run_timed(t_to, out)
         if self.phase == "rendezvous":
             return RENDEZVOUS_STEP_S
         return step_limit(t_to, self._next_event_s(), self.phase == "ascent",
@@ -274,12 +258,6 @@ class AscenderCore(VehicleCore):
         times += [t for t in (self.t_aim_s, self.t_impact_s) if t is not None]
         later = [t for t in times if t > self.t_s + 1e-6]
         return min(later) if later else None
-
-    def _run_timed(self, t: float, out: Outbox) -> None:
-        while self.timed and float(execute_at_s(self.timed[0]) or 0.0) <= t + 1e-6:
-            command = {k: v for k, v in self.timed.pop(0).items()
-                       if k not in ("execute_at_s", "execute_at_utc")}
-            self._command(command, out)
 
     def _ascend(self, t_to: float, out: Outbox) -> None:
         assert self.ascent is not None

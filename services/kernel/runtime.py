@@ -187,8 +187,7 @@ class ServiceRuntime:
             return
         expect = self.expected_for_me(body.get("expect", {}))
         await self.deliver_inbox(step - 1, expect)
-        max_dt = self.core.advance(t_from, t_to, self.outbox)
-        self.core.after_step(t_from, t_to, self.outbox)
+        max_dt = step_after(self.core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
         ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
@@ -302,6 +301,18 @@ _VALUE_GAUGES = (
     ("heat_flux_w_m2", "heat_flux", 1.0),
     ("backlog_frames", "backlog", 1.0),
 )
+
+
+def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> float:
+    """One step of a core as every driver runs it: advance, run the time-tagged
+    commands now due, on-board comms; the next step stops on the next tag."""
+    max_dt = core.advance(t_from, t_to, out)
+    core.run_timed(t_to, out)
+    core.after_step(t_from, t_to, out)
+    nxt = core.next_timed_s()
+    if nxt is not None and nxt > t_to:
+        max_dt = min(max_dt, nxt - t_to)
+    return max_dt
 
 
 def telemetry_body(s: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from services.ground.vehicle import GroundCore
 from services.kernel.bus import subject_matches
 from services.kernel.clock import FIRST_STEP_S, MIN_STEP_S
 from services.kernel.envelope import Envelope
-from services.kernel.runtime import ENVELOPE_KIND
+from services.kernel.runtime import ENVELOPE_KIND, step_after
 from services.kernel.subjects import Subjects
 from services.kernel.vehicle import Outbox, VehicleCore
 
@@ -91,8 +91,7 @@ class SimLoop:
             for name, core in self.cores.items():
                 out = Outbox()
                 self._deliver(name, core, out)
-                dts.append(core.advance(t_from, t_to, out))
-                core.after_step(t_from, t_to, out)
+                dts.append(step_after(core, t_from, t_to, out))
                 self._publish(name, out, self.step)
             self._route()
             out = Outbox()

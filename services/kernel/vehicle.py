@@ -14,13 +14,15 @@ its inputs, its seed and the flight plan.
 
 from __future__ import annotations
 
+import math
 import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
-from services.kernel.errors import CommandNotAllowed, InvalidCommand
+from services.kernel.errors import CommandError, CommandNotAllowed, InvalidCommand
 
 #: Phases that run on board without ground (CNSA: "ground cannot intervene" in
 #: landing; liftoff used onboard sensors), so telecommands are refused.
@@ -28,6 +30,33 @@ AUTONOMOUS_PHASES = frozenset({"powered_descent", "ascent", "entry"})
 
 #: Largest step any vehicle accepts by default while coasting, in mission seconds.
 COAST_STEP_S = 600.0
+
+
+#: Who may command a vehicle: ground, the vehicle itself (gRPC), an operator's
+#: tool, and Queqiao-2 forwarding ground's commands to the far side.
+COMMAND_SOURCES = frozenset({"ground", "cli", "relay"})
+_TAG_KEYS = ("execute_at_s", "execute_at_utc")
+
+
+def execute_at_s(command: dict[str, Any]) -> float | None:
+    """The time tag of a command (``execute_at_s`` or ``execute_at_utc``), if any."""
+    raw = command.get("execute_at_s")
+    if raw not in (None, 0, 0.0, ""):
+        try:
+            t = float(raw)
+        except (TypeError, ValueError) as exc:
+            raise InvalidCommand("execute_at_s must be a number of mission seconds") from exc
+        if not math.isfinite(t):
+            raise InvalidCommand("execute_at_s must be finite")
+        return t
+    utc = command.get("execute_at_utc")
+    if utc:
+        try:
+            return mission_s_from_utc(str(utc))
+        except ValueError as exc:
+            raise InvalidCommand(f"'execute_at_utc' must be an ISO UTC instant, "
+                                 f"got {utc!r}") from exc
+    return None
 
 
 @dataclass
@@ -87,13 +116,39 @@ class VehicleCore:
         self.t_s = 0.0
         self.phase = "prelaunch"
         self.faults: dict[str, dict[str, Any]] = {}
+        self.timed: list[dict[str, Any]] = []  # time-tagged commands, soonest first
 
     # --- hooks -------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         """Apply one message received during an earlier step."""
-        # "relay": ground's telecommands forwarded by Queqiao-2 (docs/mission.md)
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
-            self.execute(msg.body, msg.t, out)
+        if msg.kind == "command" and (msg.src in COMMAND_SOURCES or msg.src == self.name):
+            self.receive_command(msg.body, out)
+
+    # --- commands, time tags --------------------------------------------------
+    def receive_command(self, command: dict[str, Any], out: Outbox) -> None:
+        """Validate on board; run now, or keep until its time tag."""
+        try:
+            self.validate(command)
+            due = execute_at_s(command)
+        except CommandError as exc:
+            out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
+                      plan_id=command.get("plan_id"), reason=exc.reason)
+            return
+        if due is not None and due > self.t_s + 1e-6:
+            self.timed.append(dict(command))
+            self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
+            return
+        self.execute(command, self.t_s, out)
+
+    def run_timed(self, t: float, out: Outbox) -> None:
+        """Run the time-tagged commands due by ``t`` (the runtime calls this each step)."""
+        while self.timed and float(execute_at_s(self.timed[0]) or 0.0) <= t + 1e-6:
+            command = {k: v for k, v in self.timed.pop(0).items() if k not in _TAG_KEYS}
+            self.receive_command(command, out)
+
+    def next_timed_s(self) -> float | None:
+        """Mission time of the next time-tagged command, if any (the clock stops on it)."""
+        return float(execute_at_s(self.timed[0]) or 0.0) if self.timed else None
 
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
         """Advance the state to ``t_to``; return the largest next step (s)."""
@@ -128,6 +183,7 @@ class VehicleCore:
                                  f"known: {', '.join(sorted(self.operations()))}")
         if op == "set_mode":
             self.validate_set_mode(command)
+        execute_at_s(command)  # a malformed time tag makes the command invalid
 
     def operations(self) -> frozenset[str]:
         return frozenset({"set_mode"})
@@ -156,7 +212,7 @@ class VehicleCore:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
         snap: dict[str, Any] = {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
-                                "rng": _rng_state(self.rng)}
+                                "rng": _rng_state(self.rng), "timed": self.timed}
         downlink = self.__dict__.get("_downlink")
         if downlink is not None:
             snap["downlink"] = downlink.snapshot()
@@ -166,6 +222,7 @@ class VehicleCore:
         self.t_s = float(snap["t_s"])
         self.phase = str(snap["phase"])
         self.faults = dict(snap["faults"])
+        self.timed = list(snap.get("timed", []))
         self.rng.setstate(_rng_from(snap["rng"]))
         if "downlink" in snap:
             from services.kernel.downlink import Downlink

@@ -59,23 +59,6 @@ def vec3_arg(command: dict[str, Any], key: str) -> Vec:
     return out
 
 
-def execute_at_s(command: dict[str, Any]) -> float | None:
-    """The time tag of a command (``execute_at_s`` or ``execute_at_utc``), if any."""
-    raw = command.get("execute_at_s")
-    if raw not in (None, 0, 0.0, ""):
-        try:
-            t = float(raw)
-        except (TypeError, ValueError) as exc:
-            raise InvalidCommand("execute_at_s must be a number of mission seconds") from exc
-        if not math.isfinite(t):
-            raise InvalidCommand("execute_at_s must be finite")
-        return t
-    utc = command.get("execute_at_utc")
-    if utc:
-        return utc_arg(command, "execute_at_utc")
-    return None
-
-
 def utc_arg(command: dict[str, Any], key: str) -> float:
     try:
         return mission_s_from_utc(str(command[key]))

@@ -31,8 +31,8 @@ from services.kernel.dynamics.guidance import MoonRotation
 from services.kernel.dynamics.guidance import descent as dg
 from services.kernel.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
 from services.kernel.envelope import Envelope
-from services.kernel.errors import CommandError, CommandNotAllowed, InvalidCommand
-from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.kernel.errors import CommandNotAllowed, InvalidCommand
+from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
 from services.lander import descent_plan as dp
 from services.lander.onboard import (
     Coast,
@@ -40,7 +40,6 @@ from services.lander.onboard import (
     as_list,
     as_vec,
     event_values,
-    execute_at_s,
     propellant_for_dv_kg,
     step_limit,
     utc_arg,
@@ -83,7 +82,6 @@ class LanderCore(VehicleCore):
         self.sealed = False
         self.ascender_gone = False
         self.orbiter_state: dict[str, Any] = {}
-        self.timed: list[dict[str, Any]] = []
         self._targets: dp.DescentTargets | None = None
         self._rotation: MoonRotation | None = None
         self._pos_cache: tuple[float, Any, Any] | None = None
@@ -92,7 +90,7 @@ class LanderCore(VehicleCore):
     def apply(self, msg: Envelope, out: Outbox) -> None:
         body = msg.body
         if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
-            self._command(body, out)
+            self.receive_command(body, out)
         elif msg.kind == "transfer" and body.get("type") == "handover":
             self._take_la_stack(msg, out)
         elif msg.kind == "transfer" and body.get("type") == "sample_ack":
@@ -100,20 +98,6 @@ class LanderCore(VehicleCore):
         elif msg.kind == "transfer" and body.get("type") == "handover_ack":
             out.event(self.name, "handover_acknowledged", self.t_s,
                       handover_id=body.get("handover_id"), by=msg.src)
-
-    def _command(self, command: dict[str, Any], out: Outbox) -> None:
-        try:
-            self.validate(command)
-            due = execute_at_s(command)
-        except CommandError as exc:
-            out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
-                      plan_id=command.get("plan_id"), reason=exc.reason)
-            return
-        if due is not None and due > self.t_s + 1e-6:
-            self.timed.append(dict(command))
-            self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
-            return
-        self.execute(command, self.t_s, out)
 
     def _take_la_stack(self, msg: Envelope, out: Outbox) -> None:
         body = msg.body
@@ -266,7 +250,7 @@ class LanderCore(VehicleCore):
             self._descend(t_from, t_to, out)
         elif self.phase == "surface":
             self._surface_step(t_from, t_to, out)
-        self._run_timed(t_to, out)
+        self.run_timed(t_to, out)
         return step_limit(t_to, self._next_event_s(), self.phase == "powered_descent",
                           idle=self.phase in _IDLE_PHASES)
 
@@ -282,11 +266,6 @@ class LanderCore(VehicleCore):
             times.append(t)
         later = [t for t in times if t > self.t_s + 1e-6]
         return min(later) if later else None
-
-    def _run_timed(self, t: float, out: Outbox) -> None:
-        while self.timed and float(execute_at_s(self.timed[0]) or 0.0) <= t + 1e-6:
-            self._command({k: v for k, v in self.timed.pop(0).items()
-                           if k not in ("execute_at_s", "execute_at_utc")}, out)
 
     def _orbit(self, t_to: float, out: Outbox) -> None:
         """Coast to ``t_to``, stopping inside the step for burns at their planned
