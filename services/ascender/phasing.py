@@ -18,7 +18,7 @@ angle, well away from the CE-6 landing site.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,10 @@ ABOVE_M = 10e3
 DEORBIT_PERILUNE_M = R_MOON_M - 30e3
 
 
+# Predictions days ahead restart from states on this grid (see KnownState.at).
+GRID_S = 6 * 3_600.0
+
+
 @dataclass(frozen=True)
 class KnownState:
     """A body's MCI state at a time (what the ascender knows of the orbiter)."""
@@ -41,9 +45,29 @@ class KnownState:
     r_mci_m: Vec
     v_mci_m_s: Vec
     t_s: float
+    # node k: the state predicted at t_s + k GRID_S, each from node k - 1
+    _grid: dict[int, tuple[Vec, Vec]] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, t_s: float) -> tuple[Vec, Vec]:
-        return predict(self.r_mci_m, self.v_mci_m_s, self.t_s, t_s)
+        """The state predicted at t_s, from the last grid node before it.
+
+        The plans ask for the orbiter 2 days ahead several times; with the
+        nodes kept each asks for at most GRID_S of new flight. A node depends
+        only on the known state (never on which calls came first), so a
+        restored core predicts exactly the same."""
+        k = math.floor((t_s - self.t_s) / GRID_S)
+        if k <= 0:
+            return predict(self.r_mci_m, self.v_mci_m_s, self.t_s, t_s)
+        r, v = self._node(k)
+        return predict(r, v, self.t_s + k * GRID_S, t_s)
+
+    def _node(self, k: int) -> tuple[Vec, Vec]:
+        j = max((i for i in self._grid if i <= k), default=0)
+        r, v = self._grid[j] if j else (self.r_mci_m, self.v_mci_m_s)
+        for i in range(j + 1, k + 1):
+            r, v = predict(r, v, self.t_s + (i - 1) * GRID_S, self.t_s + i * GRID_S)
+            self._grid[i] = (r, v)
+        return r, v
 
     def normal_at(self, t_s: float) -> Vec:
         r, v = self.at(t_s)

@@ -38,6 +38,8 @@ from services.kernel.dynamics.power import Battery, battery_step
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
+Vec3 = tuple[float, float, float]
+
 ARRAY_RATED_W = 1_350.0  # reference (b), NSSDC
 BATTERY_WH = 135.0 * 28.0  # 135 Ah (NSSDC) at an assumed 28 V bus
 LOAD_W = 700.0  # chosen (see module docstring)
@@ -79,6 +81,8 @@ class RelayCore(VehicleCore):
         self.store: deque[dict[str, Any]] = deque()
         self.counts = {"forwarded": 0, "stored": 0, "played_back": 0, "commands": 0,
                        "max_store": 0}
+        # (t, r, v) of the last state asked for: advance and summary share it
+        self._state_cache: tuple[float, Vec3, Vec3] | None = None
 
     # --- messages -----------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -128,9 +132,14 @@ class RelayCore(VehicleCore):
             budget -= 1
 
     # --- views --------------------------------------------------------------------------
-    def _state(self, t_s: float) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        r, v = comms.queqiao2_state_mci(t_s)
-        return ((float(r[0]), float(r[1]), float(r[2])), (float(v[0]), float(v[1]), float(v[2])))
+    def _state(self, t_s: float) -> tuple[Vec3, Vec3]:
+        c = self._state_cache
+        if c is None or c[0] != t_s:
+            r, v = comms.queqiao2_state_mci(t_s)
+            c = (t_s, (float(r[0]), float(r[1]), float(r[2])),
+                 (float(v[0]), float(v[1]), float(v[2])))
+            self._state_cache = c
+        return c[1], c[2]
 
     def summary(self) -> Summary:
         r, v = self._state(self.t_s)

@@ -244,6 +244,8 @@ def queqiao2_state_mci(t_s: ArrayLike) -> tuple[Vec, Vec]:
     Vectorised: ``t_s`` scalar gives (3,), an array gives (n, 3)."""
     el = QUEQIAO2_ELEMENTS
     n_rad_s = 2.0 * math.pi / queqiao2_period_s()
+    if np.ndim(t_s) == 0:
+        return _queqiao2_state_scalar(float(t_s), n_rad_s)  # type: ignore[arg-type]
     t = np.asarray(t_s, dtype=np.float64)
     m = QUEQIAO2_MEAN_ANOMALY_RAD + n_rad_s * (t - QUEQIAO2_EPOCH_S)
     ecc_anom = _solve_kepler_elliptic(np.mod(m, 2.0 * math.pi), el.e)
@@ -256,6 +258,26 @@ def queqiao2_state_mci(t_s: ArrayLike) -> tuple[Vec, Vec]:
     vx_pf, vy_pf = -k * se, k * b * ce
     r = np.multiply.outer(x_pf, p_vec) + np.multiply.outer(y_pf, q_vec)
     v = np.multiply.outer(vx_pf, p_vec) + np.multiply.outer(vy_pf, q_vec)
+    return r, v
+
+
+def _queqiao2_state_scalar(t_s: float, n_rad_s: float) -> tuple[Vec, Vec]:
+    """:func:`queqiao2_state_mci` at one instant in plain floats (the relay
+    core asks every step; the array path costs ~10x more for one time)."""
+    el = QUEQIAO2_ELEMENTS
+    m = (QUEQIAO2_MEAN_ANOMALY_RAD + n_rad_s * (t_s - QUEQIAO2_EPOCH_S)) % (2.0 * math.pi)
+    ecc = math.pi
+    for _ in range(50):
+        step = (ecc - el.e * math.sin(ecc) - m) / (1.0 - el.e * math.cos(ecc))
+        ecc -= step
+        if abs(step) < 1e-14:
+            break
+    ce, se = math.cos(ecc), math.sin(ecc)
+    b = math.sqrt(1.0 - el.e * el.e)
+    k = math.sqrt(GM_MOON_M3_S2 * el.a_m) / (el.a_m * (1.0 - el.e * ce))
+    p_vec, q_vec = _queqiao2_basis()
+    r: Vec = el.a_m * (ce - el.e) * p_vec + el.a_m * b * se * q_vec
+    v: Vec = -k * se * p_vec + k * b * ce * q_vec
     return r, v
 
 

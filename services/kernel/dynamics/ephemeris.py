@@ -182,6 +182,12 @@ class ChebyshevTable:
 
     def __call__(self, t_s: ArrayLike) -> Vec:
         """Values at ``t_s``: shape (width,) for a scalar, (n, width) for an array."""
+        if np.ndim(t_s) == 0:  # one segment, no gather: ~3x cheaper (integrator starts)
+            t_one = float(t_s)  # type: ignore[arg-type]
+            start, length, coef = self.window(t_one)
+            x = min(1.0, max(-1.0, 2.0 * (t_one - start) / length - 1.0))
+            one: Vec = np.cos(self._k * math.acos(x)) @ coef
+            return one
         t_arr = np.atleast_1d(np.asarray(t_s, dtype=np.float64))
         idx = np.floor((t_arr - self._origin_s) / self.segment_s).astype(np.int64)
         self._ensure(int(idx.min()), int(idx.max()))

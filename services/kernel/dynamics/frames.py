@@ -119,6 +119,16 @@ def eci_from_mci_state(r_mci_m: ArrayLike, v_mci_m_s: ArrayLike, t_s: ArrayLike)
 # --- Moon orientation (IAU WGCCRE 2009) --------------------------------------
 
 
+# (deg at J2000, deg/day) of the IAU 2009 lunar arguments E1..E13.
+_MOON_ARGS_DEG = (
+    (125.045, -0.052_992_1), (250.089, -0.105_984_2), (260.008, 13.012_000_9),
+    (176.625, 13.340_715_4), (357.529, 0.985_600_3), (311.589, 26.405_708_4),
+    (134.963, 13.064_993_0), (276.617, 0.328_714_6), (34.226, 1.748_487_7),
+    (15.134, -0.158_976_3), (119.743, 0.003_609_6), (239.961, 0.164_357_3),
+    (25.053, 12.959_008_8),
+)  # fmt: skip
+
+
 def _moon_angles_rad(t_s: ArrayLike) -> tuple[Vec, Vec, Vec]:
     """(alpha0, delta0, W) of the Moon's pole and prime meridian, radians."""
     d = np.asarray(tdb_s_past_j2000(np.asarray(t_s, dtype=np.float64))) / DAY_S
@@ -162,8 +172,52 @@ def _moon_angles_rad(t_s: ArrayLike) -> tuple[Vec, Vec, Vec]:
 
 def moon_fixed_matrix(t_s: ArrayLike) -> Vec:
     """Rotation MCI -> Moon-fixed: R3(W) R1(90 deg - delta0) R3(90 deg + alpha0)."""
+    if np.ndim(t_s) == 0:
+        return _moon_fixed_matrix_scalar(float(t_s))  # type: ignore[arg-type]
     alpha, delta, w = _moon_angles_rad(t_s)
     return _rot(2, w) @ _rot(0, 0.5 * math.pi - delta) @ _rot(2, 0.5 * math.pi + alpha)
+
+
+def _moon_angles_scalar_rad(t_s: float) -> tuple[float, float, float]:
+    """:func:`_moon_angles_rad` for one instant in plain floats (~10x cheaper:
+    surface states and event values ask for one matrix at a time)."""
+    d = float(tdb_s_past_j2000(t_s)) / DAY_S
+    cy = d / _JULIAN_CENTURY_D
+    rad = math.radians
+    e = [rad(c0 + c1 * d) for c0, c1 in _MOON_ARGS_DEG]
+    s = [math.sin(x) for x in e]
+    c = [math.cos(x) for x in e]
+    alpha = (
+        269.9949 + 0.0031 * cy - 3.8787 * s[0] - 0.1204 * s[1] + 0.0700 * s[2] - 0.0172 * s[3]
+        + 0.0072 * s[5] - 0.0052 * s[9] + 0.0043 * s[12]
+    )  # fmt: skip
+    delta = (
+        66.5392 + 0.0130 * cy + 1.5419 * c[0] + 0.0239 * c[1] - 0.0278 * c[2] + 0.0068 * c[3]
+        - 0.0029 * c[5] + 0.0009 * c[6] + 0.0008 * c[9] - 0.0009 * c[12]
+    )  # fmt: skip
+    w = (
+        38.3213 + 13.176_358_15 * d - 1.4e-12 * d * d + 3.5610 * s[0] + 0.1208 * s[1]
+        - 0.0642 * s[2] + 0.0158 * s[3] + 0.0252 * s[4] - 0.0066 * s[5] - 0.0047 * s[6]
+        - 0.0046 * s[7] + 0.0028 * s[8] + 0.0052 * s[9] + 0.0040 * s[10] + 0.0019 * s[11]
+        - 0.0044 * s[12]
+    )  # fmt: skip
+    return rad(alpha), rad(delta), rad(w % 360.0)
+
+
+def _moon_fixed_matrix_scalar(t_s: float) -> Vec:
+    """R3(W) R1(b) R3(a) multiplied out (a = 90 deg + alpha0, b = 90 deg - delta0)."""
+    alpha, delta, w = _moon_angles_scalar_rad(t_s)
+    ca, sa = math.cos(0.5 * math.pi + alpha), math.sin(0.5 * math.pi + alpha)
+    cb, sb = math.cos(0.5 * math.pi - delta), math.sin(0.5 * math.pi - delta)
+    cw, sw = math.cos(w), math.sin(w)
+    n0 = (ca, sa, 0.0)  # rows of R1(b) R3(a)
+    n1 = (-cb * sa, cb * ca, sb)
+    n2 = (sb * sa, -sb * ca, cb)
+    return np.array([
+        [cw * n0[0] + sw * n1[0], cw * n0[1] + sw * n1[1], cw * n0[2] + sw * n1[2]],
+        [-sw * n0[0] + cw * n1[0], -sw * n0[1] + cw * n1[1], -sw * n0[2] + cw * n1[2]],
+        n2,
+    ])
 
 
 def moon_pole_mci(t_s: ArrayLike) -> Vec:
@@ -173,7 +227,7 @@ def moon_pole_mci(t_s: ArrayLike) -> Vec:
     return np.moveaxis(np.array([cd * np.cos(alpha), cd * np.sin(alpha), np.sin(delta)]), 0, -1)
 
 
-def _moon_rate_rad_s(t_s: ArrayLike) -> Vec:
+def _moon_rate_rad_s(t_s: ArrayLike, m_mid: Vec | None = None) -> Vec:
     """Angular velocity of the Moon-fixed frame, expressed in Moon-fixed axes.
 
     The W rate dominates; the librations' rates (< 1e-3 of it) are included
@@ -183,7 +237,8 @@ def _moon_rate_rad_s(t_s: ArrayLike) -> Vec:
     t = np.asarray(t_s, dtype=np.float64)
     m_plus, m_minus = moon_fixed_matrix(t + half_s), moon_fixed_matrix(t - half_s)
     m_dot = (m_plus - m_minus) / (2.0 * half_s)
-    m_mid = moon_fixed_matrix(t)
+    if m_mid is None:
+        m_mid = moon_fixed_matrix(t)
     skew = m_dot @ np.swapaxes(m_mid, -1, -2)  # = -[omega]x in fixed axes
     return np.stack([skew[..., 1, 2], skew[..., 2, 0], skew[..., 0, 1]], axis=-1)
 
@@ -200,17 +255,19 @@ def moon_fixed_from_mci_state(
     r_mci_m: ArrayLike, v_mci_m_s: ArrayLike, t_s: ArrayLike
 ) -> tuple[Vec, Vec]:
     """Position and velocity relative to the rotating Moon-fixed frame."""
-    r_mf = moon_fixed_from_mci(r_mci_m, t_s)
-    v_rot = moon_fixed_from_mci(v_mci_m_s, t_s)
-    return r_mf, v_rot - np.cross(_moon_rate_rad_s(t_s), r_mf)
+    m = moon_fixed_matrix(t_s)
+    r_mf = _apply(m, _vec(r_mci_m))
+    v_rot = _apply(m, _vec(v_mci_m_s))
+    return r_mf, v_rot - np.cross(_moon_rate_rad_s(t_s, m), r_mf)
 
 
 def mci_from_moon_fixed_state(
     r_mf_m: ArrayLike, v_mf_m_s: ArrayLike, t_s: ArrayLike
 ) -> tuple[Vec, Vec]:
     r_mf, v_mf = _vec(r_mf_m), _vec(v_mf_m_s)
-    v_inertial_mf = v_mf + np.cross(_moon_rate_rad_s(t_s), r_mf)
-    return mci_from_moon_fixed(r_mf, t_s), mci_from_moon_fixed(v_inertial_mf, t_s)
+    m = moon_fixed_matrix(t_s)
+    v_inertial_mf = v_mf + np.cross(_moon_rate_rad_s(t_s, m), r_mf)
+    return _apply_t(m, r_mf), _apply_t(m, v_inertial_mf)
 
 
 def selenographic_from_moon_fixed(r_mf_m: ArrayLike) -> tuple[float, float, float]:

@@ -6,6 +6,9 @@ Gill 2000, sec. 3.4.2). A point within ``SURFACE_BAND_M`` of a body is a
 surface user: the body's limb is its local horizon plane, which gives lunar
 day and night at a landing site with a partially risen Sun at dawn and dusk.
 
+The Sun and Moon come from the Chebyshev refit of DE421 (`ephemeris`,
+< 1 mm from DE421, ~50x cheaper per call: surface cores ask every step).
+
 All state types are frozen dataclasses: a transition returns a new value, so
 vehicle code can keep a history and tests can compare states.
 """
@@ -19,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from services.kernel.dynamics.constants import AU_M, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
-from services.kernel.dynamics.ephemeris import get_ephemeris
+from services.kernel.dynamics.ephemeris import get_fast_ephemeris
 
 __all__ = [
     "SURFACE_BAND_M",
@@ -121,21 +124,30 @@ def _horizon_hidden_fraction(sin_elev: float, sun_radius_rad: float) -> float:
 
 def _hidden_by(sun: Vec, body: Vec, radius_m: float, sun_radius_rad: float) -> float:
     """Fraction of the solar disk hidden by one body (vectors from the observer)."""
-    d_body = float(np.linalg.norm(body))
+    return hidden_fraction((float(sun[0]), float(sun[1]), float(sun[2])),
+                           (float(body[0]), float(body[1]), float(body[2])),
+                           radius_m, sun_radius_rad)
+
+
+def hidden_fraction(
+    sun: tuple[float, float, float], body: tuple[float, float, float], radius_m: float,
+    sun_radius_rad: float,
+) -> float:
+    """:func:`_hidden_by` in plain floats (called for every sunlight sample)."""
+    d_body = math.sqrt(body[0] * body[0] + body[1] * body[1] + body[2] * body[2])
+    d_sun = math.sqrt(sun[0] * sun[0] + sun[1] * sun[1] + sun[2] * sun[2])
+    sun_dot_body = sun[0] * body[0] + sun[1] * body[1] + sun[2] * body[2]
     if d_body < radius_m + SURFACE_BAND_M:
-        up = -body / d_body
-        return _horizon_hidden_fraction(
-            float(sun @ up) / float(np.linalg.norm(sun)), sun_radius_rad
-        )
+        return _horizon_hidden_fraction(-sun_dot_body / d_body / d_sun, sun_radius_rad)
     body_radius_rad = math.asin(radius_m / d_body)
-    cos_sep = float(sun @ body) / (float(np.linalg.norm(sun)) * d_body)
+    cos_sep = sun_dot_body / (d_sun * d_body)
     sep = math.acos(max(-1.0, min(1.0, cos_sep)))
     return _disk_overlap_fraction(sun_radius_rad, body_radius_rad, sep)
 
 
 def sun_direction_eci(r_eci_m: ArrayLike, t_s: float) -> Vec:
     """Unit vector from the point to the Sun (geometric, ICRF axes)."""
-    sun = get_ephemeris().sun_eci_m(t_s) - np.asarray(r_eci_m, dtype=np.float64)
+    sun = get_fast_ephemeris().sun_eci_m(t_s) - np.asarray(r_eci_m, dtype=np.float64)
     out: Vec = sun / np.linalg.norm(sun)
     return out
 
@@ -143,7 +155,7 @@ def sun_direction_eci(r_eci_m: ArrayLike, t_s: float) -> Vec:
 def sun_visible_fraction(r_eci_m: ArrayLike, t_s: float) -> float:
     """Visible fraction of the solar disk (0 umbra/night .. 1 full Sun)."""
     r = np.asarray(r_eci_m, dtype=np.float64)
-    eph = get_ephemeris()
+    eph = get_fast_ephemeris()
     sun = eph.sun_eci_m(t_s) - r
     sun_radius_rad = math.asin(R_SUN_M / float(np.linalg.norm(sun)))
     lit = 1.0
@@ -159,7 +171,7 @@ def solar_power_w(
 ) -> float:
     """Array output: rating at 1 AU and normal incidence, scaled by 1/d^2, cos and sunlight."""
     r = np.asarray(r_eci_m, dtype=np.float64)
-    d_sun_m = float(np.linalg.norm(get_ephemeris().sun_eci_m(t_s) - r))
+    d_sun_m = float(np.linalg.norm(get_fast_ephemeris().sun_eci_m(t_s) - r))
     flux_ratio = (AU_M / d_sun_m) ** 2
     return rated_w * flux_ratio * max(0.0, cos_incidence) * sun_visible_fraction(r, t_s)
 

@@ -54,6 +54,7 @@ __all__ = [
     "Propagator",
     "accel",
     "accel_direct",
+    "kepler_ellipse",
     "propagate",
 ]
 
@@ -409,3 +410,63 @@ class Propagator:
         )
         self.steps += n
         return y[0:3], y[3:6]
+
+
+# --- Closed-form two-body ellipse --------------------------------------------------
+
+Vec3 = tuple[float, float, float]
+
+
+def kepler_ellipse(
+    r_m: Vec3, v_m_s: Vec3, dt_s: float, mu_m3_s2: float
+) -> tuple[Vec3, Vec3] | None:
+    """Two-body state after ``dt_s`` (any sign, any number of revolutions) on an
+    ellipse, in plain floats; None if the orbit is not bound.
+
+    The difference form of Kepler's equation in the eccentric anomaly with f
+    and g functions: a few microseconds, bracketed so it always converges
+    (for sunlight samples, ICUBE-Q and the targeting residuals, which ask
+    thousands of times; `kepler.propagate_kepler` is the general reference).
+    """
+    x, y, z = r_m
+    vx, vy, vz = v_m_s
+    r0 = math.sqrt(x * x + y * y + z * z)
+    alpha = 2.0 / r0 - (vx * vx + vy * vy + vz * vz) / mu_m3_s2  # 1/a
+    if alpha * r0 < 1e-6:
+        return None
+    a = 1.0 / alpha
+    n = math.sqrt(mu_m3_s2 * alpha**3)
+    ec = 1.0 - r0 * alpha  # e cos E0
+    es = (x * vx + y * vy + z * vz) / math.sqrt(mu_m3_s2 * a)  # e sin E0
+    de = _kepler_delta_e(n * dt_s, ec, es)
+    sx, cx = math.sin(de), math.cos(de)
+    r = a * (1.0 - ec * cx + es * sx)
+    f = 1.0 - a / r0 * (1.0 - cx)
+    g = dt_s - (de - sx) / n
+    f_dot = -math.sqrt(mu_m3_s2 * a) / (r * r0) * sx
+    g_dot = 1.0 - a / r * (1.0 - cx)
+    return ((f * x + g * vx, f * y + g * vy, f * z + g * vz),
+            (f_dot * x + g_dot * vx, f_dot * y + g_dot * vy, f_dot * z + g_dot * vz))
+
+
+def _kepler_delta_e(m_rad: float, ec: float, es: float) -> float:
+    """Eccentric-anomaly change x with x - ec sin x + es (1 - cos x) = m_rad.
+
+    The left side grows monotonically (its slope is r/a > 0) and differs from
+    x by at most 2e, so Newton kept inside [m - 2, m + 2] always converges."""
+    lo, hi = m_rad - 2.0, m_rad + 2.0
+    x = m_rad
+    for _ in range(100):
+        sx, cx = math.sin(x), math.cos(x)
+        f = x - ec * sx + es * (1.0 - cx) - m_rad
+        if f > 0.0:
+            hi = x
+        else:
+            lo = x
+        x_new = x - f / (1.0 - ec * cx + es * sx)
+        if not lo < x_new < hi:
+            x_new = 0.5 * (lo + hi)
+        if abs(x_new - x) <= 1e-15 * max(1.0, abs(x)):
+            return x_new
+        x = x_new
+    return x

@@ -56,7 +56,7 @@ from services.kernel.dynamics.constants import (
 from services.kernel.dynamics.entry import LandingTarget, crossrange_rad
 from services.kernel.dynamics.ephemeris import get_ephemeris
 from services.kernel.dynamics.kepler import elements_from_rv
-from services.kernel.dynamics.propagate import ForceModel, propagate
+from services.kernel.dynamics.propagate import ForceModel, kepler_ellipse, propagate
 from services.kernel.dynamics.timescale import mission_s_from_utc
 
 Vec = NDArray[np.float64]
@@ -427,52 +427,14 @@ def _earth_two_body(r_m: Vec, v_m_s: Vec, t_s: float, dt_s: float) -> tuple[Vec,
     """Earth two-body state after dt_s: closed form on an ellipse, else integrated.
 
     Why closed form: the return solves evaluate hundreds of multi-day
-    two-body arcs, ~85 integrator steps each; the ellipse's difference form
-    of Kepler's equation costs microseconds. It is bracketed (never fails),
-    unlike the universal-variable solve of `kepler` on these near-parabolic
-    arcs. Hyperbolic or unbounded trials fall back to the integrator.
+    two-body arcs, ~85 integrator steps each; `propagate.kepler_ellipse`
+    costs microseconds and never fails, unlike the universal-variable solve
+    of `kepler` on these near-parabolic arcs. Hyperbolic trials integrate.
     """
-    mu = GM_EARTH_M3_S2
-    r0 = math.sqrt(float(r_m @ r_m))
-    alpha = 2.0 / r0 - float(v_m_s @ v_m_s) / mu  # 1/a
-    if alpha * r0 < 1e-6 or dt_s == 0.0:
+    out = kepler_ellipse(_vec3(r_m), _vec3(v_m_s), dt_s, GM_EARTH_M3_S2)
+    if out is None:
         return propagate(r_m, v_m_s, t_s, dt_s, EARTH_TWO_BODY, rtol=1e-9)
-    a = 1.0 / alpha
-    n = math.sqrt(mu * alpha**3)
-    ec = 1.0 - r0 * alpha  # e cos E0
-    es = float(r_m @ v_m_s) / math.sqrt(mu * a)  # e sin E0
-    x = _kepler_delta_e(n * dt_s, ec, es)
-    sx, cx = math.sin(x), math.cos(x)
-    r = a * (1.0 - ec * cx + es * sx)
-    f = 1.0 - a / r0 * (1.0 - cx)
-    g = dt_s - (x - sx) / n
-    f_dot = -math.sqrt(mu * a) / (r * r0) * sx
-    g_dot = 1.0 - a / r * (1.0 - cx)
-    return f * r_m + g * v_m_s, f_dot * r_m + g_dot * v_m_s
-
-
-def _kepler_delta_e(m_rad: float, ec: float, es: float) -> float:
-    """Eccentric-anomaly change x with x - ec sin x + es (1 - cos x) = m_rad.
-
-    The left side grows monotonically (its slope is r/a > 0) and differs from
-    x by at most 2e, so Newton kept inside [m - 2, m + 2] always converges."""
-    lo, hi = m_rad - 2.0, m_rad + 2.0
-    x = m_rad
-    for _ in range(100):
-        sx, cx = math.sin(x), math.cos(x)
-        f = x - ec * sx + es * (1.0 - cx) - m_rad
-        if f > 0.0:
-            hi = x
-        else:
-            lo = x
-        step = f / (1.0 - ec * cx + es * sx)
-        x_new = x - step
-        if not lo < x_new < hi:
-            x_new = 0.5 * (lo + hi)
-        if abs(x_new - x) <= 1e-15 * max(1.0, abs(x)):
-            return x_new
-        x = x_new
-    return x
+    return np.array(out[0]), np.array(out[1])
 
 
 def _perigee_residual(
