@@ -33,8 +33,8 @@ import orjson
 
 import services
 from services.cli.grpc_client import Endpoint, TwinChannels
+from services.kernel.childproc import die_with_parent, signal_group
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES
-from services.kernel.natsd import die_with_parent
 
 __all__ = [
     "ChildExit",
@@ -323,17 +323,17 @@ class Supervisor:
         if proc is None:
             return None
         if proc.returncode is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+            signal_group(proc.pid, signal.SIGTERM)
             exited = asyncio.ensure_future(proc.wait())
             hurry = asyncio.ensure_future(self._hurry.wait())
             await asyncio.wait({exited, hurry}, timeout=self.config.stop_grace_s,
                                return_when=asyncio.FIRST_COMPLETED)
             await _cancel(hurry)
             if not exited.done():
-                _signal_group(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
             await exited
         # Anything the service itself forked lives in its group: take it too.
-        _signal_group(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode
 
     async def __aenter__(self) -> Self:
@@ -358,11 +358,6 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def write_run_record(

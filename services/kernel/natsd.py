@@ -15,23 +15,15 @@ Errors::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import orjson
+
+from services.kernel.childproc import ChildServer, die_with_parent, http_ok
 
 __all__ = [
     "NatsServer",
@@ -43,8 +35,6 @@ __all__ = [
 ]
 
 BINARY_NAME = "nats-server"
-_POLL_INTERVAL_S = 0.02
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class NatsServerError(RuntimeError):
@@ -79,35 +69,14 @@ def find_nats_server() -> Path:
     raise NatsServerNotFound([str(beside_python), "PATH"])
 
 
-def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
-    """A preexec_fn that makes the child receive `sig` when its parent dies.
-
-    Linux only (prctl PR_SET_PDEATHSIG); elsewhere it does nothing and process
-    groups are the only guard. The signal fires when the *thread* that forked
-    exits, so spawn from a long-lived thread (the event loop's), never from a
-    worker thread of asyncio.to_thread.
-    """
-    parent_pid = os.getpid()
-
-    def _preexec() -> None:
-        if not sys.platform.startswith("linux"):
-            return
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody will
-        # signal us, so leave now.
-        if os.getppid() != parent_pid:
-            os._exit(1)
-
-    return _preexec
-
-
-class NatsServer:
+class NatsServer(ChildServer):
     """One nats-server child process with JetStream, data under `state_dir`.
 
     Usable as ``with NatsServer(dir) as srv:`` or ``async with``; `stop()` is
     safe to call twice. `url` is valid once started.
     """
+
+    what = "NatsServer"
 
     def __init__(
         self,
@@ -121,76 +90,37 @@ class NatsServer:
         start_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        super().__init__(state_dir, "nats-server.log", start_timeout_s=start_timeout_s,
+                         stop_grace_s=stop_grace_s)
         self.host = host
         self._want_port = port
         self._want_monitor_port = monitor_port
         self.jetstream = jetstream
         self._binary = binary
-        self.start_timeout_s = start_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: Path = self.state_dir / "nats-server.log"
         self._ports_dir: Path = self.state_dir / "nats-ports"
         self.url = ""
         self.monitor_url = ""
 
     @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1]) if self.url else 0
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+    def _already_started(self) -> Exception:
+        return NatsServerError("this NatsServer was already started")
 
-    # --- start -----------------------------------------------------------
+    def _start_failed(self, reason: str, log_tail: str) -> Exception:
+        return NatsServerStartFailed(reason, log_tail)
 
-    def start(self) -> Self:
-        """Start the server and block until /healthz says it is ready."""
-        self._spawn()
-        deadline = time.monotonic() + self.start_timeout_s
-        while not self._ready_once():
-            if time.monotonic() > deadline:
-                self._fail(f"not healthy after {self.start_timeout_s:.1f} s")
-            time.sleep(_POLL_INTERVAL_S)
-        return self
-
-    async def start_async(self) -> Self:
-        """Like start(), without blocking the event loop while waiting."""
-        # Spawn in this (the loop's) thread: the death signal is tied to it.
-        self._spawn()
-        deadline = time.monotonic() + self.start_timeout_s
-        while not await asyncio.to_thread(self._ready_once):
-            if time.monotonic() > deadline:
-                self._fail(f"not healthy after {self.start_timeout_s:.1f} s")
-            await asyncio.sleep(_POLL_INTERVAL_S)
-        return self
-
-    def _spawn(self) -> None:
-        if self._proc is not None:
-            raise NatsServerError("this NatsServer was already started")
-        binary = self._binary or find_nats_server()
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            raise NatsServerNotFound([str(binary)])
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+    def _prepare(self) -> None:
+        super()._prepare()
         self._ports_dir.mkdir(parents=True, exist_ok=True)
         for stale in self._ports_dir.glob("*.ports"):
             stale.unlink(missing_ok=True)
-        with self._log_file.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self._command(binary),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # Ctrl-C in the terminal must not reach it directly
-                preexec_fn=die_with_parent(),
-            )
 
-    def _command(self, binary: Path) -> list[str]:
+    def _command(self) -> list[str]:
+        binary = self._binary or find_nats_server()
+        if not (binary.is_file() and os.access(binary, os.X_OK)):
+            raise NatsServerNotFound([str(binary)])
         cmd = [str(binary), "-a", self.host, "-p", str(self._want_port)]
         cmd += ["-m", str(self._want_monitor_port), "--ports_file_dir", str(self._ports_dir)]
         if self.jetstream:
@@ -199,12 +129,11 @@ class NatsServer:
 
     def _ready_once(self) -> bool:
         """One readiness probe: ports known and /healthz answers ok."""
-        assert self._proc is not None
-        if self._proc.poll() is not None:
-            self._fail(f"exited with code {self._proc.returncode}")
+        self.exited_check()
         if not self.url and not self._read_ports_file():
             return False
-        return self._healthz_ok()
+        query = "?js-enabled-only=true" if self.jetstream else ""
+        return http_ok(f"{self.monitor_url}/healthz{query}")
 
     def _read_ports_file(self) -> bool:
         path = self._ports_dir / f"{BINARY_NAME}_{self.pid}.ports"
@@ -216,87 +145,7 @@ class NatsServer:
         self.monitor_url = str(ports["monitoring"][0])
         return True
 
-    def _healthz_ok(self) -> bool:
-        query = "?js-enabled-only=true" if self.jetstream else ""
-        try:
-            with urllib.request.urlopen(f"{self.monitor_url}/healthz{query}", timeout=1.0) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def _fail(self, reason: str) -> None:
-        self.stop()
-        raise NatsServerStartFailed(reason, self.log_tail())
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self._log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    # --- stop ------------------------------------------------------------
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after the grace; returns the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self._clean_ports_files()
-        return proc.returncode
-
-    async def wait_async(self) -> int:
-        """Wait (in a thread) until the server exits, for whatever reason."""
-        if self._proc is None:
-            raise NatsServerError("this NatsServer was not started")
-        return await asyncio.to_thread(self._proc.wait)
-
-    async def stop_async(self) -> int | None:
-        return await asyncio.to_thread(self.stop)
-
-    def _clean_ports_files(self) -> None:
+    def _cleanup(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             for path in self._ports_dir.glob("*.ports"):
                 path.unlink(missing_ok=True)
-
-    # --- context managers ------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.start_async()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop_async()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    """Signal the child's process group (it leads its own), or just it."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        return
-    except PermissionError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)

@@ -18,25 +18,20 @@ Errors::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from services.kernel.childproc import ChildServer, http_ok
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES
-from services.kernel.natsd import die_with_parent
 
 __all__ = [
     "JOB_NAME",
@@ -174,12 +169,14 @@ def _free_loopback_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-class PromServer:
+class PromServer(ChildServer):
     """One prometheus child process; config, TSDB and log under `state_dir`.
 
     Usable as ``with PromServer(dir, targets, mission="ce6") as prom:``;
     `stop()` is safe to call twice. `url` is valid once started.
     """
+
+    what = "PromServer"
 
     def __init__(
         self,
@@ -195,7 +192,8 @@ class PromServer:
         start_timeout_s: float = 30.0,
         stop_grace_s: float = 10.0,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        super().__init__(state_dir, "prometheus.log", start_timeout_s=start_timeout_s,
+                         stop_grace_s=stop_grace_s)
         self.targets = list(targets)
         self.mission = mission
         self.rule_files = default_rule_files() if rule_files is None else list(rule_files)
@@ -203,23 +201,9 @@ class PromServer:
         self.host = host
         self._want_port = port
         self._binary = binary
-        self.start_timeout_s = start_timeout_s
-        self.stop_grace_s = stop_grace_s
-        self._proc: subprocess.Popen[bytes] | None = None
         self.config_file = self.state_dir / "prometheus.yml"
         self.data_dir = self.state_dir / "tsdb"
-        self._log_file = self.state_dir / "prometheus.log"
         self.url = ""
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    # --- start -----------------------------------------------------------
 
     def write_config(self) -> Path:
         """Write the configuration file and return its path."""
@@ -233,65 +217,35 @@ class PromServer:
         self.config_file.write_text(json.dumps(config, indent=2) + "\n")
         return self.config_file
 
-    def start(self) -> Self:
-        """Start Prometheus and block until /-/ready answers 200."""
-        if self._proc is not None:
-            raise PromServerError("this PromServer was already started")
+    def _already_started(self) -> Exception:
+        return PromServerError("this PromServer was already started")
+
+    def _start_failed(self, reason: str, log_tail: str) -> Exception:
+        return PromServerStartFailed(f"{reason} at {self.url}", log_tail)
+
+    def _prepare(self) -> None:
         binary = self._binary or find_prometheus()
         if not (binary.is_file() and os.access(binary, os.X_OK)):
             raise PromServerNotFound([str(binary)])
+        self._binary = binary
         self.write_config()
         port = self._want_port or _free_loopback_port(self.host)
         self.url = f"http://{self.host}:{port}"
-        with self._log_file.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self._command(binary, port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # Ctrl-C in the terminal must not reach it directly
-                preexec_fn=die_with_parent(),
-            )
-        self._wait_ready()
-        return self
 
-    def _command(self, binary: Path, port: int) -> list[str]:
+    def _command(self) -> list[str]:
+        assert self._binary is not None
         return [
-            str(binary),
+            str(self._binary),
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.data_dir}",
-            f"--web.listen-address={self.host}:{port}",
+            f"--web.listen-address={self.url.removeprefix('http://')}",
             "--web.enable-lifecycle",  # lets reload() pick up a new target list
             "--storage.tsdb.retention.time=7d",
         ]
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        while not self._ready_once():
-            if time.monotonic() > deadline:
-                self._fail(f"not ready after {self.start_timeout_s:.1f} s at {self.url}")
-            time.sleep(_POLL_INTERVAL_S)
-
     def _ready_once(self) -> bool:
-        assert self._proc is not None
-        if self._proc.poll() is not None:
-            self._fail(f"exited with code {self._proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as reply:
-                return bool(reply.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def _fail(self, reason: str) -> None:
-        self.stop()
-        raise PromServerStartFailed(reason, self.log_tail())
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self._log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        self.exited_check()
+        return http_ok(f"{self.url}/-/ready")
 
     def reload(self, targets: Sequence[ScrapeTarget] | None = None) -> None:
         """Rewrite the config (optionally with new targets) and reload it."""
@@ -299,35 +253,6 @@ class PromServer:
             self.targets = list(targets)
         self.write_config()
         self._post("/-/reload")
-
-    # --- stop ------------------------------------------------------------
-
-    def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after the grace; returns the exit code."""
-        proc = self._proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-        return proc.returncode
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # --- HTTP API ----------------------------------------------------------
 
     def query(self, expr: str, at_s: float | None = None) -> list[dict[str, Any]]:
         """An instant query; `at_s` is a Unix time (default: now)."""
@@ -399,8 +324,3 @@ def _json_or_none(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
