@@ -187,7 +187,12 @@ _FAST_N = len(_FAST_GRID_M)
 
 @functools.cache
 def _fast_log_rho() -> list[float]:
-    return [math.log(us76(float(z)).density_kg_m3) for z in _FAST_GRID_M]
+    _FAST_TABLE.extend(math.log(us76(float(z)).density_kg_m3) for z in _FAST_GRID_M)
+    return _FAST_TABLE
+
+
+# the table once built (read directly: the entry predictor asks ~10^5 times)
+_FAST_TABLE: list[float] = []
 
 
 def density_fast_kg_m3(altitude_m: float) -> float:
@@ -197,7 +202,7 @@ def density_fast_kg_m3(altitude_m: float) -> float:
     x = (max(altitude_m, _FAST_MIN_M) - _FAST_MIN_M) / _FAST_STEP_M
     i = min(int(x), _FAST_N - 2)
     frac = x - i
-    table = _fast_log_rho()
+    table = _FAST_TABLE or _fast_log_rho()
     return math.exp(table[i] + frac * (table[i + 1] - table[i]))
 
 

@@ -233,12 +233,15 @@ def _aero_accel(
     )
 
 
+_J2_TERM_M2 = 1.5 * J2_EARTH * R_EARTH_EQ_M * R_EARTH_EQ_M
+
+
 def _gravity_ecef(x: float, y: float, z: float) -> Vec3:
     """Point mass plus J2 (the Earth's axis is the ECEF z axis)."""
     r2 = x * x + y * y + z * z
     r = math.sqrt(r2)
     k = GM_EARTH_M3_S2 / (r2 * r)
-    j = 1.5 * J2_EARTH * R_EARTH_EQ_M * R_EARTH_EQ_M / r2
+    j = _J2_TERM_M2 / r2
     zz = 5.0 * z * z / r2
     f_xy = -k * (1.0 + j * (1.0 - zz))
     return (f_xy * x, f_xy * y, -k * (1.0 + j * (3.0 - zz)) * z)
@@ -248,9 +251,17 @@ def _derivs(
     s: tuple[float, ...], drag_per_mass: float, lift_to_drag: float, bank_rad: float
 ) -> tuple[float, ...]:
     x, y, z, vx, vy, vz = s
-    rho = density_fast_kg_m3(_altitude_m(x, y, z))
+    # _altitude_m and _gravity_ecef written in (the hot loop of the predictor;
+    # same operations, same order)
+    r2 = x * x + y * y + z * z
+    r = math.sqrt(r2)
+    rho = density_fast_kg_m3(r - R_EARTH_EQ_M * (1.0 - F_EARTH * (z * z / (r * r))))
     ax, ay, az = _aero_accel(x, y, z, vx, vy, vz, rho, drag_per_mass, lift_to_drag, bank_rad)
-    gx, gy, gz = _gravity_ecef(x, y, z)
+    k = GM_EARTH_M3_S2 / (r2 * r)
+    j = _J2_TERM_M2 / r2
+    zz = 5.0 * z * z / r2
+    f_xy = -k * (1.0 + j * (1.0 - zz))
+    gx, gy, gz = f_xy * x, f_xy * y, -k * (1.0 + j * (3.0 - zz)) * z
     w = OMEGA_EARTH_RAD_S
     # Coriolis -2 w x v and centrifugal -w x (w x r) for w along +z
     return (
@@ -264,16 +275,25 @@ def _derivs(
 
 
 def _rk4(s: tuple[float, ...], h: float, dpm: float, ld: float, bank: float) -> tuple[float, ...]:
+    # Written out per component (the predictor runs this ~50,000 times per
+    # entry); the same operations in the same order as the tuple form.
+    x, y, z, vx, vy, vz = s
+    hh = 0.5 * h
     k1 = _derivs(s, dpm, ld, bank)
-    s2 = tuple(a + 0.5 * h * b for a, b in zip(s, k1, strict=True))
-    k2 = _derivs(s2, dpm, ld, bank)
-    s3 = tuple(a + 0.5 * h * b for a, b in zip(s, k2, strict=True))
-    k3 = _derivs(s3, dpm, ld, bank)
-    s4 = tuple(a + h * b for a, b in zip(s, k3, strict=True))
-    k4 = _derivs(s4, dpm, ld, bank)
-    return tuple(
-        a + h / 6.0 * (b + 2.0 * c + 2.0 * d + e)
-        for a, b, c, d, e in zip(s, k1, k2, k3, k4, strict=True)
+    k2 = _derivs((x + hh * k1[0], y + hh * k1[1], z + hh * k1[2],
+                  vx + hh * k1[3], vy + hh * k1[4], vz + hh * k1[5]), dpm, ld, bank)
+    k3 = _derivs((x + hh * k2[0], y + hh * k2[1], z + hh * k2[2],
+                  vx + hh * k2[3], vy + hh * k2[4], vz + hh * k2[5]), dpm, ld, bank)
+    k4 = _derivs((x + h * k3[0], y + h * k3[1], z + h * k3[2],
+                  vx + h * k3[3], vy + h * k3[4], vz + h * k3[5]), dpm, ld, bank)
+    h6 = h / 6.0
+    return (
+        x + h6 * (k1[0] + 2.0 * k2[0] + 2.0 * k3[0] + k4[0]),
+        y + h6 * (k1[1] + 2.0 * k2[1] + 2.0 * k3[1] + k4[1]),
+        z + h6 * (k1[2] + 2.0 * k2[2] + 2.0 * k3[2] + k4[2]),
+        vx + h6 * (k1[3] + 2.0 * k2[3] + 2.0 * k3[3] + k4[3]),
+        vy + h6 * (k1[4] + 2.0 * k2[4] + 2.0 * k3[4] + k4[4]),
+        vz + h6 * (k1[5] + 2.0 * k2[5] + 2.0 * k3[5] + k4[5]),
     )
 
 

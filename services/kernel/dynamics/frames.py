@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -362,6 +363,21 @@ def earth_rotation_angle_rad(t_s: ArrayLike) -> Vec:
 
 def earth_fixed_matrix(t_s: ArrayLike) -> Vec:
     """Rotation GCRS (ECI) -> ITRS without polar motion (ECEF)."""
+    if np.ndim(t_s) == 0:
+        return _earth_fixed_matrix_at(float(t_s))  # type: ignore[arg-type]
+    return _earth_fixed_matrix(t_s)
+
+
+@lru_cache(maxsize=64)
+def _earth_fixed_matrix_at(t_s: float) -> Vec:
+    """One instant, kept (read-only): solvers ask for the same instant hundreds of
+    times (the entry-interface time of every targeting residual)."""
+    out = _earth_fixed_matrix(t_s)
+    out.setflags(write=False)
+    return out
+
+
+def _earth_fixed_matrix(t_s: ArrayLike) -> Vec:
     t = np.asarray(t_s, dtype=np.float64)
     cy = (np.asarray(tt_jd(t)) - J2000_JD) / _JULIAN_CENTURY_D
     # IAU 2006 Fukushima-Williams angles incl. frame bias (IERS 2010 eq. 5.40).

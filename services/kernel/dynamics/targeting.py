@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -468,7 +469,14 @@ def return_conic(t_dep_s: float, tgt: EntryInterfaceTarget) -> Vec:
 
     Unknowns: radial and transverse speed, and the rotation of the return
     plane about the Earth-Moon line (prograde); targets as the full solve.
+    A pure function of its arguments, kept per process (the return plane and
+    TEI both ask for the nominal departure).
     """
+    return np.array(_return_conic(float(t_dep_s), tgt))
+
+
+@lru_cache(maxsize=8)
+def _return_conic(t_dep_s: float, tgt: EntryInterfaceTarget) -> tuple[float, float, float]:
     r_m = get_ephemeris().moon_eci_m(t_dep_s)
     m_hat = _unit(r_m)
     # first guess: the plane of the Moon and the site at EI time, flown the long
@@ -493,7 +501,7 @@ def return_conic(t_dep_s: float, tgt: EntryInterfaceTarget) -> Vec:
     fd = np.array([1e-3, 1e-3, 1e-3])
     x, _, _ = newton(perigee, np.array([50.0, -350.0, 0.0]), _PERIGEE_SCALE, fd, 100.0, max_iter=60)
     x, _, _ = newton(residual, x, _EI_SCALE, fd, 20.0, max_iter=30)
-    return vel(x)
+    return _vec3(vel(x))
 
 
 def _periapsis_departure_dir(v_inf: Vec, h_hat: Vec, rp_m: float) -> Vec:
