@@ -24,15 +24,17 @@ clock's many short steps do not each restart the step-size search.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.integrate._ivp import dop853_coefficients as _dop
 
 from services.kernel.dynamics.constants import (
     GM_EARTH_M3_S2,
@@ -63,6 +65,29 @@ Body = Literal["earth", "moon"]
 ALL_BODIES: tuple[str, ...] = ("earth", "moon", "sun")
 _GM = {"earth": GM_EARTH_M3_S2, "moon": GM_MOON_M3_S2, "sun": GM_SUN_M3_S2}
 _SHAPE = {"earth": (J2_EARTH, R_EARTH_EQ_M), "moon": (J2_MOON, R_MOON_M)}
+
+
+
+def _dop853_table() -> ModuleType:
+    """scipy's DOP853 coefficient module, loaded from its file by itself.
+
+    Why not ``from scipy.integrate._ivp import ...``: that runs
+    ``scipy.integrate``'s package import (special functions, optimize, ...),
+    ~0.4 s of CPU in every service process, for a table of numbers that only
+    needs numpy."""
+    spec = importlib.util.find_spec("scipy")
+    if spec is None or spec.origin is None:
+        raise ImportError("scipy is required for the DOP853 coefficients")
+    path = Path(spec.origin).parent / "integrate" / "_ivp" / "dop853_coefficients.py"
+    file_spec = importlib.util.spec_from_file_location("_twin_dop853_coefficients", path)
+    if file_spec is None or file_spec.loader is None:
+        raise ImportError(f"cannot load the DOP853 coefficients from {path}")
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module
+
+
+_dop = _dop853_table()
 
 # DOP853 tableau: 12 stages, the 12th at t + h; the 13th row of E3/E5 uses
 # the derivative at the new state (first-same-as-last).
