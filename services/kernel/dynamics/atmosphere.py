@@ -25,7 +25,6 @@ import bisect
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -148,15 +147,46 @@ def upper_temperature_k(alt_m: float) -> float:
 _UPPER_Z_M = np.array([row[0] * 1000.0 for row in _UPPER_TABLE])
 
 
-@functools.cache
-def _upper_splines() -> tuple[Any, Any]:
-    """Log-pressure and log-density splines above 86 km, built on first use: scipy's
-    import and the table build cost each service process ~1 s of start-up."""
-    from scipy.interpolate import CubicSpline
+class _NaturalCubicSpline:
+    """Natural cubic spline (zero second derivative at both ends) through
+    (x, y), evaluated for scalars or arrays inside [x0, xn].
 
-    log_p = CubicSpline(_UPPER_Z_M, np.log([row[1] for row in _UPPER_TABLE]), bc_type="natural")
-    log_rho = CubicSpline(_UPPER_Z_M, np.log([row[2] for row in _UPPER_TABLE]),
-                          bc_type="natural")
+    The same spline as scipy's ``CubicSpline(bc_type="natural")``, written
+    out because importing ``scipy.interpolate`` cost the reentry process
+    0.45 s of CPU for 18 nodes."""
+
+    def __init__(self, x: NDArray[np.float64], y: NDArray[np.float64]) -> None:
+        h = np.diff(x)
+        n = len(x)
+        # second derivatives m[1..n-2] (m[0] = m[n-1] = 0): the tridiagonal system
+        a = np.zeros((n - 2, n - 2))
+        for i in range(1, n - 1):
+            a[i - 1, i - 1] = 2.0 * (h[i - 1] + h[i])
+            if i > 1:
+                a[i - 1, i - 2] = h[i - 1]
+            if i < n - 2:
+                a[i - 1, i] = h[i]
+        slope = np.diff(y) / h
+        m = np.zeros(n)
+        m[1:-1] = np.linalg.solve(a, 6.0 * np.diff(slope))
+        self._x = x
+        self._y = y[:-1]
+        self._b = slope - h * (2.0 * m[:-1] + m[1:]) / 6.0
+        self._c = 0.5 * m[:-1]
+        self._d = np.diff(m) / (6.0 * h)
+
+    def __call__(self, z: float | NDArray[np.float64]) -> NDArray[np.float64]:
+        i = np.clip(np.searchsorted(self._x, z, side="right") - 1, 0, len(self._x) - 2)
+        t = np.asarray(z) - self._x[i]
+        out: NDArray[np.float64] = self._y[i] + t * (self._b[i] + t * (self._c[i] + t * self._d[i]))
+        return out
+
+
+@functools.cache
+def _upper_splines() -> tuple[_NaturalCubicSpline, _NaturalCubicSpline]:
+    """Log-pressure and log-density splines above 86 km, built on first use."""
+    log_p = _NaturalCubicSpline(_UPPER_Z_M, np.log([row[1] for row in _UPPER_TABLE]))
+    log_rho = _NaturalCubicSpline(_UPPER_Z_M, np.log([row[2] for row in _UPPER_TABLE]))
     return log_p, log_rho
 
 
@@ -187,8 +217,33 @@ _FAST_N = len(_FAST_GRID_M)
 
 @functools.cache
 def _fast_log_rho() -> list[float]:
-    _FAST_TABLE.extend(math.log(us76(float(z)).density_kg_m3) for z in _FAST_GRID_M)
+    """log(density) on the grid: the US76 layers below 86 km and the spline
+    above, each evaluated for the whole grid at once (was 10,051 us76 calls)."""
+    z = _FAST_GRID_M
+    lower = z < _Z86_M
+    log_rho = np.empty_like(z)
+    tm_k, p_pa = _lower_array(z[lower])
+    log_rho[lower] = np.log(p_pa * M0_KG_KMOL / (R_STAR_J_KMOL_K * tm_k))
+    log_rho[~lower] = _upper_splines()[1](z[~lower])
+    _FAST_TABLE.extend(log_rho.tolist())
     return _FAST_TABLE
+
+
+def _lower_array(alt_m: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_lower` for an array of altitudes below 86 km."""
+    h_geopot = R_EARTH_US76_M * alt_m / (R_EARTH_US76_M + alt_m)
+    base = np.asarray(_LAYER_BASE_GEOPOT_M)
+    i = np.maximum(0, np.searchsorted(base, h_geopot, side="right") - 1)
+    lapse = np.asarray(_LAYER_LAPSE_K_M)[i]
+    t_base, p_base = np.asarray(_BASE_T_K)[i], np.asarray(_BASE_P_PA)[i]
+    dh = h_geopot - base[i]
+    k = G0_M_S2 * M0_KG_KMOL / R_STAR_J_KMOL_K
+    isothermal = lapse == 0.0
+    safe_lapse = np.where(isothermal, 1.0, lapse)
+    t = np.where(isothermal, t_base, t_base + lapse * dh)
+    p = np.where(isothermal, p_base * np.exp(-k * dh / t_base),
+                 p_base * (t_base / t) ** (k / safe_lapse))
+    return t, p
 
 
 # the table once built (read directly: the entry predictor asks ~10^5 times)
