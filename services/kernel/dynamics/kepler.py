@@ -95,10 +95,45 @@ def _solve_chi(
         step = (sqmu * dt - t_chi) / r
         chi += step
         if abs(step) <= 1e-13 * max(1.0, abs(chi)):
-            psi = chi * chi * alpha
-            c2, c3 = stumpff_c2_c3(psi)
-            return chi, psi, c2, c3
-    raise KeplerError(dt, alpha)
+            break
+    else:
+        # Newton can dither at rounding level just above the tolerance (seen by
+        # hypothesis on a 10 s arc of a high Earth orbit), or wander on very
+        # eccentric orbits; t(chi) is monotonic, so bisection always converges.
+        if not abs(step) <= 1e-9 * max(1.0, abs(chi)):
+            chi = _bisect_chi(r0, rv0, alpha, dt, mu)
+    psi = chi * chi * alpha
+    c2, c3 = stumpff_c2_c3(psi)
+    return chi, psi, c2, c3
+
+
+def _time_of_chi(chi: float, r0: float, rv0: float, alpha: float, mu: float) -> float:
+    """sqrt(mu) * t as a function of the universal anomaly (increasing in chi)."""
+    psi = chi * chi * alpha
+    c2, c3 = stumpff_c2_c3(psi)
+    return chi**3 * c3 + rv0 / math.sqrt(mu) * chi * chi * c2 + r0 * chi * (1.0 - psi * c3)
+
+
+def _bisect_chi(r0: float, rv0: float, alpha: float, dt: float, mu: float) -> float:
+    target = math.sqrt(mu) * dt
+    lo, hi = 0.0, math.copysign(max(abs(math.sqrt(mu) * dt / r0), 1.0), dt)
+    if dt < 0:
+        lo, hi = hi, lo
+    for _ in range(200):  # widen until the root is bracketed
+        if _time_of_chi(lo, r0, rv0, alpha, mu) <= target <= _time_of_chi(hi, r0, rv0, alpha, mu):
+            break
+        lo, hi = (lo * 2.0, hi) if dt < 0 else (lo, hi * 2.0)
+    else:
+        raise KeplerError(dt, alpha)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        if _time_of_chi(mid, r0, rv0, alpha, mu) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 def propagate_kepler(
@@ -113,11 +148,19 @@ def propagate_kepler(
     r0 = float(np.linalg.norm(r0_vec))
     rv0 = float(r0_vec @ v0_vec)
     alpha = 2.0 / r0 - float(v0_vec @ v0_vec) / mu  # 1/a
-    chi, psi, c2, c3 = _solve_chi(r0, rv0, alpha, float(dt_s), mu)
+    dt = float(dt_s)
+    if alpha > 1e-12:
+        # An ellipse repeats: solve over the arc within one period. Over many
+        # revolutions chi and psi grow large and Newton loses digits to
+        # cancellation in the Stumpff functions (hypothesis found a 20-rev arc).
+        dt = math.fmod(dt, _TWO_PI * math.sqrt(1.0 / (alpha**3 * mu)))
+        if dt == 0.0:
+            return r0_vec.copy(), v0_vec.copy()
+    chi, psi, c2, c3 = _solve_chi(r0, rv0, alpha, dt, mu)
     sqmu = math.sqrt(mu)
     chi2 = chi * chi
     f = 1.0 - chi2 / r0 * c2
-    g = float(dt_s) - chi2 * chi / sqmu * c3
+    g = dt - chi2 * chi / sqmu * c3
     r_vec = f * r0_vec + g * v0_vec
     r = float(np.linalg.norm(r_vec))
     g_dot = 1.0 - chi2 / r * c2
