@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from services.kernel.envelope import Envelope, encode
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.vehicle import PROMPT_STEP_S
 
 log = logging.getLogger("twin.clock")
 
@@ -235,6 +236,8 @@ class ClockAuthority:
             pub[subject] = pub.get(subject, 0) + n
         self._expect_next = pub
         dts = [float(a.get("max_dt_s", FIRST_STEP_S)) for a in self._acks.values()]
+        if rt.last_prompt or any(a.get("prompt") for a in self._acks.values()):
+            dts.append(PROMPT_STEP_S)  # someone must act on a message: see PROMPT_TYPES
         self._max_dt = max(min([ground_dt, *[d for d in dts if math.isfinite(d) and d > 0]]),
                            MIN_STEP_S)
 

@@ -69,6 +69,7 @@ class ServiceRuntime:
         self._mine: dict[str, bool] = {}  # subject -> is it one of my inbound subjects
         self._last_tm_t = -1e30
         self._last_ack: bytes | None = None
+        self.last_prompt = False  # did the last step publish a message to act on at once?
         self._stopped = False
 
     # --- wiring hooks (ground overrides) ------------------------------------
@@ -191,7 +192,8 @@ class ServiceRuntime:
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
         ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
-                                        "phase": self.core.phase}, t_to, step)
+                                        "phase": self.core.phase,
+                                        "prompt": self.last_prompt}, t_to, step)
         self._last_ack = await self.bus.publish(self.subjects.ack(self.name), ack)
 
     async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
@@ -214,6 +216,7 @@ class ServiceRuntime:
             self._last_tm_t = t
             self._feed_watchers(summary, step, t)
         counts: dict[str, int] = {}
+        self.last_prompt = any(item.prompt for item in items)
         for item in items:
             subject = self._subject_for(item)
             env = self.bus.envelope(ENVELOPE_KIND[item.kind], item.body, item.t, step)

@@ -21,7 +21,7 @@ from services.kernel.clock import FIRST_STEP_S, MIN_STEP_S
 from services.kernel.envelope import Envelope
 from services.kernel.runtime import ENVELOPE_KIND, step_after
 from services.kernel.subjects import Subjects
-from services.kernel.vehicle import Outbox, VehicleCore
+from services.kernel.vehicle import PROMPT_STEP_S, Outbox, VehicleCore
 
 MISSION = "sim"
 
@@ -47,6 +47,7 @@ class SimLoop:
         self.max_dt = FIRST_STEP_S
         self.events: list[Envelope] = []
         self.messages = 0
+        self.prompt = False
         all_cores: dict[str, VehicleCore] = {**self.cores, "ground": ground}
         self.inbound = {name: [self.subjects.command(name), self.subjects.transfer(name),
                                *getattr(core, "extra_subjects", lambda s: [])(self.subjects)]
@@ -54,6 +55,7 @@ class SimLoop:
 
     def _publish(self, source: str, out: Outbox, step: int) -> None:
         for item in out.drain():
+            self.prompt = self.prompt or item.prompt
             subject = {"tm": self.subjects.telemetry, "evt": self.subjects.event,
                        "cmd": self.subjects.command, "xfer": self.subjects.transfer,
                        "dl": self.subjects.downlink}[item.kind](item.target)
@@ -88,6 +90,7 @@ class SimLoop:
             t_to = t_from + max(limit, MIN_STEP_S)
             self.step += 1
             dts = []
+            self.prompt = False
             for name, core in self.cores.items():
                 out = Outbox()
                 self._deliver(name, core, out)
@@ -100,6 +103,8 @@ class SimLoop:
             self._publish("ground", out, self.step)
             self._route()
             self.t_s = t_to
+            if self.prompt:
+                dts.append(PROMPT_STEP_S)
             self.max_dt = max(min(d for d in dts if d > 0), MIN_STEP_S)
             if on_step is not None:
                 on_step(self)

@@ -59,12 +59,27 @@ def execute_at_s(command: dict[str, Any]) -> float | None:
     return None
 
 
+#: Messages a receiver acts on at once (a command, a hand-over, an ack). The
+#: length of the step that follows was agreed before the receiver saw them, so
+#: after one the clock takes a short step and the receiver's own limit applies
+#: from then on: a hand-over is accepted within a second, not at the end of a
+#: half-hour coast step.
+PROMPT_TYPES = frozenset({"handover", "handover_ack", "sample_handover", "sample_ack",
+                          "docked", "undocked", "relay_cmd"})
+PROMPT_STEP_S = 1.0
+
+
 @dataclass
 class Outgoing:
     kind: str  # subject kind: "tm", "evt", "cmd", "xfer"
     target: str  # service part of the subject (own name for tm/evt)
     body: dict[str, Any]
     t: float
+
+    @property
+    def prompt(self) -> bool:
+        """Whether the receiver must act on it at once (see PROMPT_TYPES)."""
+        return self.kind == "cmd" or self.body.get("type") in PROMPT_TYPES
 
 
 @dataclass
