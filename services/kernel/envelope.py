@@ -9,8 +9,7 @@ message was published.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,8 +22,10 @@ EXTRA_SOURCES = ("cli",)
 _SOURCES = frozenset(SERVICE_NAMES + EXTRA_SOURCES)
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
+class Envelope(NamedTuple):
+    """One bus message. A named tuple: immutable, and several times cheaper to
+    build than a frozen dataclass, which matters at a dozen per clock step."""
+
     mission: str
     src: str
     seq: int

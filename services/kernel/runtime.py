@@ -25,6 +25,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.kernel.bus import Bus, subject_matches
 from services.kernel.config import ServiceConfig
+from services.kernel.downlink import LinkMetrics, merge_downlink_values
 from services.kernel.envelope import Envelope
 from services.kernel.errors import ConfigError, TwinError
 from services.kernel.inbox import Inbox
@@ -70,6 +71,8 @@ class ServiceRuntime:
         self._last_tm_t = -1e30
         self._last_ack: bytes | None = None
         self.last_prompt = False  # did the last step publish a message to act on at once?
+        self._gauges: dict[str, Any] | None = None
+        self._link_metrics = LinkMetrics()
         self._stopped = False
 
     # --- wiring hooks (ground overrides) ------------------------------------
@@ -240,29 +243,32 @@ class ServiceRuntime:
 
     # --- telemetry, metrics ---------------------------------------------------
     def update_metrics(self, s: Any, t: float) -> None:
-        m = self.metrics
-        m.child("mission_time").set(t)
+        m, g = self.metrics, self._gauges
+        if g is None:  # labelled children, bound once: this runs every step
+            g = self._gauges = {name: m.child(name, self.name) for name in (
+                "speed", "mass", "propellant", "sample",
+                *(gauge for _, gauge, _ in _VALUE_GAUGES))}
+            g["mission_time"] = m.child("mission_time")
+        g["mission_time"].set(t)
         m.set_phase(s.phase)
-        from services.kernel.downlink import LinkMetrics, merge_downlink_values
-
         if s.central_body:  # the downlink's figures ride in telemetry and metrics too
             merge_downlink_values(self.core, s.values)
-        links = self.__dict__.setdefault("_link_metrics", LinkMetrics())
-        links.update(m, self.name, s.values)
+        self._link_metrics.update(m, self.name, s.values)
         if self.name == "ground":
             return
-        m.child("speed", self.name).set(s.speed_m_s)
-        m.child("mass", self.name).set(s.mass_kg * 1000.0)
-        m.child("propellant", self.name).set(s.propellant_kg * 1000.0)
-        m.child("sample", self.name).set(s.sample_mass_g)
+        g["speed"].set(s.speed_m_s)
+        g["mass"].set(s.mass_kg * 1000.0)
+        g["propellant"].set(s.propellant_kg * 1000.0)
+        g["sample"].set(s.sample_mass_g)
         if s.central_body:
             body = s.central_body
             m.child("altitude", self.name, body).set(s.altitude_m)
             r = s.r_m
             m.child("distance", self.name, body).set((r[0] ** 2 + r[1] ** 2 + r[2] ** 2) ** 0.5)
+        values = s.values
         for key, gauge, scale in _VALUE_GAUGES:
-            if key in s.values:
-                m.child(gauge, self.name).set(s.values[key] * scale)
+            if key in values:
+                g[gauge].set(values[key] * scale)
 
     def _feed_watchers(self, s: Any, step: int, t: float) -> None:
         if not self.watchers:
