@@ -72,6 +72,7 @@ class ServiceRuntime:
         self._last_ack: bytes | None = None
         self.last_prompt = False  # did the last step publish a message to act on at once?
         self._gauges: dict[str, Any] | None = None
+        self._subject_cache: dict[tuple[str, str], str] = {}
         self._link_metrics = LinkMetrics()
         self._stopped = False
 
@@ -224,13 +225,21 @@ class ServiceRuntime:
             subject = self._subject_for(item)
             env = self.bus.envelope(ENVELOPE_KIND[item.kind], item.body, item.t, step)
             await self.bus.publish(subject, env, durable=item.kind == "evt")
-            counts[subject] = counts.get(subject, 0) + 1
+            if item.kind != "tm":  # truth telemetry feeds no inbox: nothing waits for it
+                counts[subject] = counts.get(subject, 0) + 1
             if item.kind == "evt":
                 self.metrics.child("events", str(item.body["name"])).inc()
                 log.info("event", extra={"event": item.body["name"], "t_s": item.t})
         return counts
 
     def _subject_for(self, item: Outgoing) -> str:
+        key = (item.kind, item.target)
+        subject = self._subject_cache.get(key)
+        if subject is None:
+            subject = self._subject_cache[key] = self._make_subject(item)
+        return subject
+
+    def _make_subject(self, item: Outgoing) -> str:
         if item.kind == "tm":
             return self.subjects.telemetry(item.target)
         if item.kind == "evt":
