@@ -42,6 +42,9 @@ ENVELOPE_KIND = {"tm": "telemetry", "evt": "event", "cmd": "command", "xfer": "t
 #: Wall seconds a receiver waits for messages a tick says are on their way.
 DELIVERY_TIMEOUT_S = 5.0
 GRACE_S = 5.0
+#: Wall seconds between metric refreshes while nothing happens (Prometheus
+#: scrapes every second or so; events and phase changes refresh at once).
+METRICS_REFRESH_S = 0.1
 
 
 class ServiceRuntime:
@@ -73,6 +76,8 @@ class ServiceRuntime:
         self.last_prompt = False  # did the last step publish a message to act on at once?
         self._gauges: dict[str, Any] | None = None
         self._subject_cache: dict[tuple[str, str], str] = {}
+        self._metrics_wall = -1e9
+        self._metrics_phase = ""
         self._link_metrics = LinkMetrics()
         self._stopped = False
 
@@ -211,14 +216,25 @@ class ServiceRuntime:
 
     async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
         """Publish what the step wrote (plus telemetry); return counts per subject."""
-        summary = self.core.summary()
-        self.update_metrics(summary, t)
         items = self.outbox.drain()
         interval = float(getattr(self.core, "telemetry_interval_s", lambda: 0.0)())
-        if t - self._last_tm_t >= interval and "drop_telemetry" not in self.core.faults:
-            items.append(Outgoing("tm", self.name, telemetry_body(summary), t))
-            self._last_tm_t = t
-            self._feed_watchers(summary, step, t)
+        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in self.core.faults
+        # Metrics are scraped about once a wall second: refreshing them on every
+        # step (thousands a second) is waste, except when something happened.
+        now = time.monotonic()  # wall time gates metric refreshes only
+        metrics_due = (now - self._metrics_wall >= METRICS_REFRESH_S or self.core.phase !=
+                       self._metrics_phase or any(i.kind == "evt" for i in items))
+        if tm_due or metrics_due:
+            summary = self.core.summary()
+            if summary.central_body:  # the downlink's figures ride in telemetry too
+                merge_downlink_values(self.core, summary.values)
+            if metrics_due:
+                self.update_metrics(summary, t)
+                self._metrics_wall, self._metrics_phase = now, self.core.phase
+            if tm_due:
+                items.append(Outgoing("tm", self.name, telemetry_body(summary), t))
+                self._last_tm_t = t
+                self._feed_watchers(summary, step, t)
         counts: dict[str, int] = {}
         self.last_prompt = any(item.prompt for item in items)
         for item in items:
@@ -260,8 +276,6 @@ class ServiceRuntime:
             g["mission_time"] = m.child("mission_time")
         g["mission_time"].set(t)
         m.set_phase(s.phase)
-        if s.central_body:  # the downlink's figures ride in telemetry and metrics too
-            merge_downlink_values(self.core, s.values)
         self._link_metrics.update(m, self.name, s.values)
         if self.name == "ground":
             return
