@@ -43,6 +43,7 @@ class ServiceConfig:
     ack_timeout_s: float = 5.0
     expect: tuple[str, ...] = field(default=SERVICE_NAMES[1:])
     js_replicas: int = 1
+    tm_interval_s: float = 0.0  # least mission time between truth-telemetry frames
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -73,6 +74,9 @@ class ServiceConfig:
         if not (math.isfinite(self.ack_timeout_s) and self.ack_timeout_s > 0):
             raise ConfigError("TWIN_ACK_TIMEOUT_S", str(self.ack_timeout_s), "must be > 0",
                               "give wall seconds, e.g. 5")
+        if not (math.isfinite(self.tm_interval_s) and self.tm_interval_s >= 0):
+            raise ConfigError("TWIN_TM_INTERVAL_S", str(self.tm_interval_s), "must be >= 0",
+                              "give mission seconds between telemetry frames, 0 = every step")
         if self.js_replicas not in (1, 3, 5):
             raise ConfigError("TWIN_JS_REPLICAS", str(self.js_replicas), "unsupported",
                               "use 1, or 3/5 on a NATS cluster of at least that many servers")
@@ -110,6 +114,7 @@ class ServiceConfig:
             expect=tuple(s.strip() for s in expect_raw.split(",") if s.strip())
             if expect_raw else VEHICLES,
             js_replicas=_int(env, "TWIN_JS_REPLICAS", 1),
+            tm_interval_s=_float(env, "TWIN_TM_INTERVAL_S", 0.0),
         )
 
 

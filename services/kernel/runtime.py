@@ -217,7 +217,8 @@ class ServiceRuntime:
     async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
         """Publish what the step wrote (plus telemetry); return counts per subject."""
         items = self.outbox.drain()
-        interval = float(getattr(self.core, "telemetry_interval_s", lambda: 0.0)())
+        interval = max(float(getattr(self.core, "telemetry_interval_s", lambda: 0.0)()),
+                       self.config.tm_interval_s)
         tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in self.core.faults
         # Metrics are scraped about once a wall second: refreshing them on every
         # step (thousands a second) is waste, except when something happened.

@@ -168,3 +168,22 @@ async def test_malformed_messages_are_counted_and_dropped(nats_url: str, mission
         assert orbiter.get_sample_value("twin_bus_decode_errors_total",
                                         {**labels, "reason": "foreign_mission"}) == 1.0
     await nc.drain()
+
+
+async def test_truth_telemetry_rate_can_be_capped(nats_url: str, mission_id: str) -> None:
+    nc, frames = await _record(nats_url, f"twin.{mission_id}.tm.*")
+    cores = {v: chatty(v) for v in VEHICLES}  # 30-90 s steps
+    async with LocalTwin(nats_url, mission_id, plan(hours=3.0), cores=cores,
+                         tm_interval_s=1800.0) as twin:
+        await twin.wait_finished(60)
+        steps = twin.ground.step
+    await nc.drain()
+    times: dict[str, list[float]] = {}
+    for _, data in frames:
+        e = decode(data, mission=mission_id)
+        times.setdefault(e.src, []).append(e.t)
+    assert set(VEHICLES) <= set(times)
+    for ts in times.values():
+        assert all(b - a >= 1800.0 for a, b in itertools.pairwise(ts))
+        assert len(ts) <= 1 + 3 * 3600 / 1800  # not one per step
+    assert steps > 100

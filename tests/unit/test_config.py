@@ -42,6 +42,7 @@ def test_values_are_read_from_the_environment() -> None:
         ({"TWIN_EXPECT": "orbiter,rover"}, "TWIN_EXPECT"),
         ({"TWIN_FLIGHT_PLAN": "/no/such/plan.json"}, "TWIN_FLIGHT_PLAN"),
         ({"TWIN_ACK_TIMEOUT_S": "0"}, "TWIN_ACK_TIMEOUT_S"),
+        ({"TWIN_TM_INTERVAL_S": "-1"}, "TWIN_TM_INTERVAL_S"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
