@@ -39,6 +39,8 @@ class GroundCore(VehicleCore):
         self.last_frame: dict[str, dict[str, Any]] = {}
         self.links = GroundLinks()
         self.finished = False
+        self._due: list[float] = []
+        self._due_key: tuple[int, int] = (-1, -1)
 
     def extra_subjects(self, s: Subjects) -> list[str]:
         return [s.all_of("evt"), s.all_of("dl")]
@@ -60,9 +62,14 @@ class GroundCore(VehicleCore):
         return max(self.seen[item.after] + item.offset_s, item.not_before_s)
 
     def next_stop_after(self, t_s: float) -> float:
-        times = [d for it in self.plan.items if it.id not in self.issued
-                 if (d := self.due_s(it)) is not None and d > t_s + 1e-9]
-        return min(times, default=math.inf)
+        # The due times change only when an item is issued or an event is first
+        # seen; the clock asks every step, so keep them until then.
+        key = (len(self.issued), len(self.seen))
+        if self._due_key != key:
+            self._due = sorted(d for it in self.plan.items if it.id not in self.issued
+                               if (d := self.due_s(it)) is not None)
+            self._due_key = key
+        return next((d for d in self._due if d > t_s + 1e-9), math.inf)
 
     def has_seen(self, event: str) -> bool:
         return event in self.seen
@@ -130,6 +137,7 @@ class GroundCore(VehicleCore):
 
     def restore(self, snap: dict[str, Any]) -> None:
         super().restore(snap)
+        self._due_key = (-1, -1)  # recompute the schedule from the restored state
         self.issued, self.seen = dict(snap["issued"]), dict(snap["seen"])
         self.frames, self.finished = dict(snap["frames"]), bool(snap["finished"])
         if "links" in snap:
