@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -154,6 +155,14 @@ def _moon_angles_rad(t_s: ArrayLike) -> tuple[Vec, Vec, Vec]:
         )
     )
     s, c = np.sin(e), np.cos(e)
+    alpha, delta, w = _moon_series_deg(d, cy, s, c)
+    return np.radians(alpha), np.radians(delta), np.radians(np.mod(w, 360.0))
+
+
+def _moon_series_deg(d: Any, cy: Any, s: Any, c: Any) -> tuple[Any, Any, Any]:
+    """IAU WGCCRE 2009 Moon pole and prime meridian (deg) from the days ``d``
+    and centuries ``cy`` past J2000 (TDB) and the sines/cosines ``s``, ``c`` of
+    the arguments E1..E13; works on floats and on numpy arrays alike."""
     alpha = (
         269.9949 + 0.0031 * cy - 3.8787 * s[0] - 0.1204 * s[1] + 0.0700 * s[2] - 0.0172 * s[3]
         + 0.0072 * s[5] - 0.0052 * s[9] + 0.0043 * s[12]
@@ -168,7 +177,7 @@ def _moon_angles_rad(t_s: ArrayLike) -> tuple[Vec, Vec, Vec]:
         - 0.0046 * s[7] + 0.0028 * s[8] + 0.0052 * s[9] + 0.0040 * s[10] + 0.0019 * s[11]
         - 0.0044 * s[12]
     )  # fmt: skip
-    return np.radians(alpha), np.radians(delta), np.radians(np.mod(w, 360.0))
+    return alpha, delta, w
 
 
 def moon_fixed_matrix(t_s: ArrayLike) -> Vec:
@@ -188,20 +197,7 @@ def _moon_angles_scalar_rad(t_s: float) -> tuple[float, float, float]:
     e = [rad(c0 + c1 * d) for c0, c1 in _MOON_ARGS_DEG]
     s = [math.sin(x) for x in e]
     c = [math.cos(x) for x in e]
-    alpha = (
-        269.9949 + 0.0031 * cy - 3.8787 * s[0] - 0.1204 * s[1] + 0.0700 * s[2] - 0.0172 * s[3]
-        + 0.0072 * s[5] - 0.0052 * s[9] + 0.0043 * s[12]
-    )  # fmt: skip
-    delta = (
-        66.5392 + 0.0130 * cy + 1.5419 * c[0] + 0.0239 * c[1] - 0.0278 * c[2] + 0.0068 * c[3]
-        - 0.0029 * c[5] + 0.0009 * c[6] + 0.0008 * c[9] - 0.0009 * c[12]
-    )  # fmt: skip
-    w = (
-        38.3213 + 13.176_358_15 * d - 1.4e-12 * d * d + 3.5610 * s[0] + 0.1208 * s[1]
-        - 0.0642 * s[2] + 0.0158 * s[3] + 0.0252 * s[4] - 0.0066 * s[5] - 0.0047 * s[6]
-        - 0.0046 * s[7] + 0.0028 * s[8] + 0.0052 * s[9] + 0.0040 * s[10] + 0.0019 * s[11]
-        - 0.0044 * s[12]
-    )  # fmt: skip
+    alpha, delta, w = _moon_series_deg(d, cy, s, c)
     return rad(alpha), rad(delta), rad(w % 360.0)
 
 
