@@ -2,8 +2,8 @@
 
 Pure: it is built from the mission log (events read back from JetStream), the
 services' final statuses and the real mission's reference times, so the same
-seed gives the same report. The only wall-clock values are `wall_s` (and its
-version-1 alias `wall_time_s`); everything else is a function of the run's
+seed gives the same report. The only wall-clock value is `wall_s`;
+everything else is a function of the run's
 inputs. Keys come out in a fixed order and floats as the services produced
 them.
 """
@@ -49,7 +49,7 @@ __all__ = [
 REPORT_VERSION = 2
 REFERENCE_PATH = Path(__file__).resolve().parents[1] / "ground" / "plans" / "reference.json"
 #: The report's only wall-clock values: ignore them to compare two runs.
-WALL_KEYS = ("wall_s", "wall_time_s")
+WALL_KEYS = ("wall_s",)
 #: Keys an event row starts with, in this order; the event's own values follow sorted.
 _EVENT_HEAD = ("name", "vehicle", "utc", "t_s", "step", "seq")
 #: Ground summary keys about the flight plan, not the links.
@@ -318,21 +318,12 @@ def build_report(
         "plan": _plan_name(statuses, plan),
         "outcome": outcome,
         "wall_s": wall_s,
-        "wall_time_s": wall_s,
         "clock": clock_out,
         "events": event_rows(events),
         "final": final,
         "links": link_statistics(events, statuses.get("ground"), end_t_s),
         "comparison": comparison_rows(events, reference),
-        # Version 1 readers look for each service's mission id here.
-        "services": _service_ids(statuses),
     }
-
-
-def _service_ids(statuses: Mapping[str, StatusOrError]) -> dict[str, Any]:
-    return {name: ({"error": str(s)} if isinstance(s, TwinRpcError)
-                   else {"service": s.service, "mission_id": s.mission_id, "phase": s.phase})
-            for name, s in final_order(statuses)}
 
 
 def without_wall(report: Mapping[str, Any]) -> dict[str, Any]:
