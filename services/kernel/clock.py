@@ -78,6 +78,7 @@ class ClockAuthority:
         self.finished = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._tick_sent_at = 0.0
+        self._tick_data = b""
 
     # --- subscriptions -------------------------------------------------------
     async def attach(self) -> None:
@@ -145,6 +146,15 @@ class ClockAuthority:
     async def run(self) -> None:
         await self._roll_call()
         self._publish_state_metrics()
+        watchdog = asyncio.create_task(self._watchdog(), name="ack-watchdog")
+        try:
+            await self._run_steps()
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _run_steps(self) -> None:
         while not self.plan.finished and not self.rt.stopping.is_set():
             if not await self._wait_runnable():
                 break
@@ -242,26 +252,42 @@ class ClockAuthority:
                            MIN_STEP_S)
 
     async def _collect_acks(self, step: int, tick_data: bytes) -> None:
+        """Wait for every ack of ``step``. Lateness is the watchdog's business,
+        so the common case costs one await of a future, no timer per step."""
         m = self.rt.metrics
-        assert self._all_acked is not None and self.rt.bus.nc is not None
-        while not await _done_within(self._all_acked, self.ack_timeout_s):
-            missing = [s for s in self.expect if s not in self._acks]
-            self.status.mode = "waiting"
-            self.status.waiting_for = missing
-            for peer in missing:
-                m.child("ack_overdue", peer).set(1)
-            log.warning("waiting for acknowledgement",
-                        extra={"step": step, "waiting_for": ",".join(missing)})
-            self._notify()
-            if self.rt.stopping.is_set():
-                return
-            await self.rt.bus.nc.publish(self.rt.subjects.tick, tick_data)
+        assert self._all_acked is not None
+        self._tick_data = tick_data
+        if not self._all_acked.done():
+            await self._all_acked
         if self.status.waiting_for:
             for peer in self.status.waiting_for:
                 m.child("ack_overdue", peer).set(0)
             log.info("acknowledgements complete again", extra={"step": step})
             self.status.waiting_for = []
             self.status.mode = "running"
+
+    async def _watchdog(self) -> None:
+        """Report acks overdue by ``ack_timeout_s`` and send the tick again."""
+        m = self.rt.metrics
+        period = self.ack_timeout_s / 4.0
+        while not self.rt.stopping.is_set():
+            await asyncio.sleep(period)
+            fut = self._all_acked
+            if fut is None or fut.done():
+                continue
+            if time.perf_counter() - self._tick_sent_at < self.ack_timeout_s:
+                continue
+            missing = [s for s in self.expect if s not in self._acks]
+            self.status.mode = "waiting"
+            self.status.waiting_for = missing
+            for peer in missing:
+                m.child("ack_overdue", peer).set(1)
+            log.warning("waiting for acknowledgement",
+                        extra={"step": self._ack_step, "waiting_for": ",".join(missing)})
+            self._notify()
+            assert self.rt.bus.nc is not None
+            await self.rt.bus.nc.publish(self.rt.subjects.tick, self._tick_data)
+            self._tick_sent_at = time.perf_counter()  # next report after another timeout
 
     def _after_step(self) -> None:
         m = self.rt.metrics
@@ -305,26 +331,3 @@ class ClockAuthority:
         m = self.rt.metrics
         m.warp.labels(*m.labels()).set(self.status.warp)
         m.paused.labels(*m.labels()).set(1.0 if self._paused else 0.0)
-
-
-async def _done_within(fut: asyncio.Future[None], timeout_s: float) -> bool:
-    """Whether ``fut`` completes within ``timeout_s``; never cancels it.
-
-    A timer handle and one callback: ``asyncio.wait_for`` costs several times
-    more per step, and this runs once per lock-step step.
-    """
-    if fut.done():
-        return True
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[bool] = loop.create_future()
-
-    def finish(result: bool) -> None:
-        if not waiter.done():
-            waiter.set_result(result)
-
-    fut.add_done_callback(lambda _f: finish(True))
-    timer = loop.call_later(timeout_s, finish, False)
-    try:
-        return await waiter
-    finally:
-        timer.cancel()
