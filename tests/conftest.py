@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import services  # noqa: F401  (sets GRPC_ENABLE_FORK_SUPPORT before a test module loads grpc)
 from services.kernel.natsd import NatsServer
 
 
