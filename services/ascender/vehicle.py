@@ -30,6 +30,7 @@ from services.kernel.errors import CommandNotAllowed
 from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
 from services.lander.onboard import (
     Coast,
+    FixedPointState,
     PlannedBurn,
     as_list,
     as_vec,
@@ -71,7 +72,7 @@ class AscenderCore(VehicleCore):
         self.t_impact_s: float | None = None
         self.impact: dict[str, float] = {}
         self.thrust_n = 0.0
-        self._pad_cache: tuple[float, Any, Any] | None = None
+        self._pad = FixedPointState()
 
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -348,10 +349,7 @@ class AscenderCore(VehicleCore):
     def _pad_state(self, t: float) -> tuple[Any, Any]:
         """MCI state on the pad (cached: summaries ask every step)."""
         assert self.pad_fixed_m is not None
-        if self._pad_cache is None or self._pad_cache[0] != t:
-            r, v = frames.mci_from_moon_fixed_state(self.pad_fixed_m, np.zeros(3), t)
-            self._pad_cache = (t, r, v)
-        return self._pad_cache[1], self._pad_cache[2]
+        return self._pad.at(self.pad_fixed_m, t)
 
     def _state(self) -> tuple[Any, Any] | None:
         if self.phase in ("stowed",):

@@ -95,6 +95,21 @@ def event_values(r_mci_m: Vec, v_mci_m_s: Vec, t_s: float, mass_kg: float) -> di
             "speed_m_s": round(float(np.linalg.norm(v_f)), 4), "mass_kg": round(mass_kg, 4)}
 
 
+class FixedPointState:
+    """The MCI state of a point fixed on the Moon, kept for the last instant asked
+    (the summary asks every step, usually at an instant already computed)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[Vec, float, Vec, Vec] | None = None
+
+    def at(self, r_fixed_m: ArrayLike, t_s: float) -> tuple[Vec, Vec]:
+        last = self._last
+        if last is None or last[1] != t_s or not np.array_equal(last[0], r_fixed_m):
+            r, v = frames.mci_from_moon_fixed_state(r_fixed_m, np.zeros(3), t_s)
+            last = self._last = (np.array(r_fixed_m, dtype=np.float64), t_s, r, v)
+        return last[2], last[3]
+
+
 # --- coasting ------------------------------------------------------------------
 
 

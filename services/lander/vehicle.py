@@ -36,6 +36,7 @@ from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
 from services.lander import descent_plan as dp
 from services.lander.onboard import (
     Coast,
+    FixedPointState,
     PlannedBurn,
     as_list,
     as_vec,
@@ -84,7 +85,7 @@ class LanderCore(VehicleCore):
         self.orbiter_state: dict[str, Any] = {}
         self._targets: dp.DescentTargets | None = None
         self._rotation: MoonRotation | None = None
-        self._pos_cache: tuple[float, Any, Any] | None = None
+        self._site = FixedPointState()
 
     # --- messages --------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -407,10 +408,7 @@ class LanderCore(VehicleCore):
     def _surface_state(self, t: float) -> tuple[Any, Any]:
         """MCI state of the lander on the surface (cached: summaries ask every step)."""
         assert self.surface is not None
-        if self._pos_cache is None or self._pos_cache[0] != t:
-            r, v = frames.mci_from_moon_fixed_state(self.surface.site_fixed_m, np.zeros(3), t)
-            self._pos_cache = (t, r, v)
-        return self._pos_cache[1], self._pos_cache[2]
+        return self._site.at(self.surface.site_fixed_m, t)
 
     def _state(self) -> tuple[Any, Any] | None:
         if self.coast is not None:
