@@ -51,9 +51,6 @@ TERMINAL_STEP_S = 1.0
 # so it drifts away for good instead of returning each revolution.
 UNDOCK_DV_M_S = 0.5
 AVOIDANCE_DELAY_S = 120.0  # the avoidance burn follows the returner separation
-# The returner separates ~20 min before the entry interface (reference row 27);
-# from this long before it the stack takes short steps (see _separation_near).
-RETURNER_WATCH_S = 3_600.0
 _EPS_S = 1e-6
 
 _PHASES_IN_ORBIT = ("lunar_orbit",)
@@ -474,21 +471,10 @@ class OrbiterCore(VehicleCore):
             limit = design.BURN_STEP_S
         if self.phase in ("rendezvous",):
             limit = TERMINAL_STEP_S if self._terminal_active() else NEAR_EVENT_STEP_S
-        if self._separation_near(t_to):
-            limit = min(limit, NEAR_EVENT_STEP_S)
         t_e = self._next_event_after(t_to)
         if t_e - t_to <= NEAR_EVENT_S:
             limit = min(limit, NEAR_EVENT_STEP_S)
         return max(min(limit, t_e - t_to), 1e-3)
-
-    def _separation_near(self, t_s: float) -> bool:
-        """In the last RETURNER_WATCH_S before the entry interface with the
-        returner still aboard: ground's separation command is due. Short steps
-        then, because the reentry core takes the returner only at the start of
-        the step after the one the command opens, and flies that whole gap in
-        its first step (a cruise-long gap would carry it through the entry)."""
-        return (self.carrying["returner"] and self.phase == "moon_earth_transfer"
-                and EntryInterfaceTarget.change6().t_ei_s - t_s < RETURNER_WATCH_S)
 
     def _due(self, t: float, out: Outbox) -> None:
         """Carry out the on-board events that fall at ``t``."""
