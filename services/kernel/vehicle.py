@@ -94,9 +94,6 @@ class Outbox:
     def send(self, kind: str, target: str, t: float, body: dict[str, Any]) -> None:
         self.items.append(Outgoing(kind, target, body, t))
 
-    def telemetry(self, source: str, t: float, body: dict[str, Any]) -> None:
-        self.items.append(Outgoing("tm", source, body, t))
-
     def drain(self) -> list[Outgoing]:
         items, self.items = self.items, []
         return items
