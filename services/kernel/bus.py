@@ -102,7 +102,7 @@ class Bus:
             await self.js.publish(subject, data)
         else:
             await self.nc.publish(subject, data)
-        self.metrics.child("bus_out", env.kind).inc()
+        self.metrics.bus_out.inc(env.kind)
         return data
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
@@ -118,7 +118,7 @@ class Bus:
                             extra={"subject": msg.subject, "reason": exc.reason,
                                    "detail": exc.detail[:200]})
                 return
-            metrics.child("bus_in", env.kind).inc()
+            metrics.bus_in.inc(env.kind)
             try:
                 result = handler(env, msg.subject)
                 if result is not None:

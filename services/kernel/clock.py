@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.kernel.envelope import Envelope, encode
+from services.kernel.envelope import Envelope
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.vehicle import PROMPT_STEP_S
 
@@ -79,6 +79,9 @@ class ClockAuthority:
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._tick_sent_at = 0.0
         self._tick_data = b""
+        m = rt.metrics  # histogram series bound once: they are fed every step
+        self._ack_cells = {peer: m.ack_latency.cell(peer) for peer in expect}
+        self._step_cell = m.step_duration.cell()
 
     # --- subscriptions -------------------------------------------------------
     async def attach(self) -> None:
@@ -95,14 +98,15 @@ class ClockAuthority:
             self._changed.set()
 
     def _on_ack(self, env: Envelope, subject: str) -> None:
-        step = env.body.get("step")
-        if step != self._ack_step or env.src not in self.expect or env.src in self._acks:
+        src, acks = env.src, self._acks
+        cell = self._ack_cells.get(src)
+        if env.body.get("step") != self._ack_step or cell is None or src in acks:
             return
-        self._acks[env.src] = env.body
-        m = self.rt.metrics
-        m.child("ack_latency", env.src).observe(time.perf_counter() - self._tick_sent_at)
-        if len(self._acks) == len(self.expect) and self._all_acked and not self._all_acked.done():
-            self._all_acked.set_result(None)
+        acks[src] = env.body
+        self.rt.metrics.ack_latency.observe(cell, time.perf_counter() - self._tick_sent_at)
+        done = self._all_acked
+        if len(acks) == len(self.expect) and done is not None and not done.done():
+            done.set_result(None)
 
     # --- control (gRPC) --------------------------------------------------------
     def pause(self) -> None:
@@ -226,30 +230,35 @@ class ClockAuthority:
         rt = self.rt
         tick = rt.bus.envelope("tick", {"step": step, "t_from": t_from, "t_to": t_to,
                                         "expect": self._expect_next}, t_from, step - 1)
-        data = encode(tick)
         self._acks, self._ack_step = {}, step
         self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
-        await rt.bus.publish(rt.subjects.tick, tick)
+        data = await rt.bus.publish(rt.subjects.tick, tick)
         await self._collect_acks(step, data)
-        m = rt.metrics
-        m.child("step_duration").observe(time.perf_counter() - self._tick_sent_at)
+        rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
+        # One pass over the acks: what each published (for the next tick's
+        # expect), the largest step each accepts, and whether one must act at once.
         pub: dict[str, int] = {}
+        max_dt, prompt = math.inf, False
         for ack in self._acks.values():
-            for subject, n in ack.get("pub", {}).items():
-                pub[subject] = pub.get(subject, 0) + int(n)
-        await rt.deliver_inbox(step, rt.expected_for_me(pub))
+            sent = ack.get("pub")
+            if sent:
+                for subject, n in sent.items():
+                    pub[subject] = pub.get(subject, 0) + int(n)
+            dt = float(ack.get("max_dt_s", FIRST_STEP_S))
+            if 0.0 < dt < max_dt:
+                max_dt = dt
+            prompt = prompt or bool(ack.get("prompt"))
+        await rt.deliver_inbox(step, rt.expected_for_me(pub) if pub else pub)
         ground_dt = rt.core.advance(t_from, t_to, rt.outbox)
         rt.step, rt.t_s = step, t_to
         own = await rt.flush_outbox(step, t_to)
         for subject, n in own.items():
             pub[subject] = pub.get(subject, 0) + n
         self._expect_next = pub
-        dts = [float(a.get("max_dt_s", FIRST_STEP_S)) for a in self._acks.values()]
-        if rt.last_prompt or any(a.get("prompt") for a in self._acks.values()):
-            dts.append(PROMPT_STEP_S)  # someone must act on a message: see PROMPT_TYPES
-        self._max_dt = max(min([ground_dt, *[d for d in dts if math.isfinite(d) and d > 0]]),
-                           MIN_STEP_S)
+        if rt.last_prompt or prompt:
+            max_dt = min(max_dt, PROMPT_STEP_S)  # someone must act on a message: PROMPT_TYPES
+        self._max_dt = max(min(ground_dt, max_dt), MIN_STEP_S)
 
     async def _collect_acks(self, step: int, tick_data: bytes) -> None:
         """Wait for every ack of ``step``. Lateness is the watchdog's business,
@@ -291,7 +300,7 @@ class ClockAuthority:
 
     def _after_step(self) -> None:
         m = self.rt.metrics
-        m.child("steps").inc()
+        m.steps.inc()
         start, count = self._rate_window
         now = time.monotonic()
         count += 1

@@ -122,7 +122,7 @@ class ServiceRuntime:
             for gauge in ("thrust", "acceleration", "heat_flux", "backlog"):
                 m.child(gauge, self.name).set(0.0)
         if self.name == "ground":
-            m.steps.labels(*m.labels())
+            m.steps.touch()
             m.step_rate.labels(*m.labels()).set(0)
             for peer in self.config.expect:
                 m.ack_overdue.labels(*m.labels(), peer).set(0)
