@@ -276,10 +276,10 @@ def run_downlink(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> 
     if not s.central_body:
         return core.__dict__.get("_downlink")
     dl = downlink_of(core)
-    interval = float(getattr(core, "telemetry_interval_s", lambda: 0.0)())
+    interval = core.telemetry_interval_s()
     if t_to - dl.last_record_t_s >= interval:
         dl.record(t_to, frame_body(s))
-    blocked = bool(getattr(core, "link_blocked", lambda: False)())
+    blocked = core.link_blocked()
     link = NO_LINK if blocked else link_for(core.name, r_eci_of(s, t_to), t_to, dl.link)
     sent, events = dl.step(t_from, t_to, link)
     for name, values in events:

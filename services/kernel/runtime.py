@@ -37,7 +37,7 @@ from services.kernel.vehicle import Outbox, Outgoing, VehicleCore
 log = logging.getLogger("twin.runtime")
 
 #: Subject kind -> envelope kind.
-ENVELOPE_KIND = {"tm": "telemetry", "evt": "event", "cmd": "command", "xfer": "transfer",
+ENVELOPE_KIND = {"evt": "event", "cmd": "command", "xfer": "transfer",
                  "dl": "downlink"}
 #: Wall seconds a receiver waits for messages a tick says are on their way.
 DELIVERY_TIMEOUT_S = 5.0
@@ -80,6 +80,8 @@ class ServiceRuntime:
         self._metrics_phase = ""
         self._link_metrics = LinkMetrics()
         self._stopped = False
+        self._ack_subject = self.subjects.ack(self.name)
+        self._tm_subject = self.subjects.telemetry(self.name)
 
     # --- wiring hooks (ground overrides) ------------------------------------
     def inbound_subjects(self) -> list[str]:
@@ -186,24 +188,25 @@ class ServiceRuntime:
         return out
 
     async def _on_tick(self, env: Envelope, subject: str) -> None:
-        body = env.body
-        step, t_from, t_to = int(body["step"]), float(body["t_from"]), float(body["t_to"])
-        if "stall_clock" in self.core.faults:
+        body, core = env.body, self.core
+        step = int(body["step"])
+        if core.faults and "stall_clock" in core.faults:
             return  # fault injection: behave as a service that stopped answering
         if step <= self.step:
             if step == self.step and self._last_ack is not None:
                 assert self.bus.nc is not None
-                await self.bus.nc.publish(self.subjects.ack(self.name), self._last_ack)
+                await self.bus.nc.publish(self._ack_subject, self._last_ack)
             return
-        expect = self.expected_for_me(body.get("expect", {}))
-        await self.deliver_inbox(step - 1, expect)
-        max_dt = step_after(self.core, t_from, t_to, self.outbox)
+        t_from, t_to = float(body["t_from"]), float(body["t_to"])
+        expect = body.get("expect")
+        await self.deliver_inbox(step - 1, self.expected_for_me(expect) if expect else {})
+        max_dt = step_after(core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
         ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
-                                        "phase": self.core.phase,
+                                        "phase": core.phase,
                                         "prompt": self.last_prompt}, t_to, step)
-        self._last_ack = await self.bus.publish(self.subjects.ack(self.name), ack)
+        self._last_ack = await self.bus.publish(self._ack_subject, ack)
 
     async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
         """Apply everything published up to ``prev_step``, in deterministic order."""
@@ -211,42 +214,46 @@ class ServiceRuntime:
             missing = await self.inbox.wait_for(prev_step, expect, DELIVERY_TIMEOUT_S)
             if missing:
                 log.error("messages never arrived", extra={"step": prev_step, "missing": missing})
-        for msg in self.inbox.take(prev_step):
-            self.core.apply(msg, self.outbox)
+        if self.inbox:
+            for msg in self.inbox.take(prev_step):
+                self.core.apply(msg, self.outbox)
 
     async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
-        """Publish what the step wrote (plus telemetry); return counts per subject."""
+        """Publish what the step wrote, then truth telemetry; return counts per subject
+        (telemetry not counted: it feeds no inbox, nothing waits for it)."""
         items = self.outbox.drain()
-        interval = max(float(getattr(self.core, "telemetry_interval_s", lambda: 0.0)()),
-                       self.config.tm_interval_s)
-        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in self.core.faults
+        core = self.core
+        interval = max(core.telemetry_interval_s(), self.config.tm_interval_s)
+        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in core.faults
         # Metrics are scraped about once a wall second: refreshing them on every
         # step (thousands a second) is waste, except when something happened.
         now = time.monotonic()  # wall time gates metric refreshes only
-        metrics_due = (now - self._metrics_wall >= METRICS_REFRESH_S or self.core.phase !=
-                       self._metrics_phase or any(i.kind == "evt" for i in items))
-        if tm_due or metrics_due:
-            summary = self.core.summary()
-            if summary.central_body:  # the downlink's figures ride in telemetry too
-                merge_downlink_values(self.core, summary.values)
-            if metrics_due:
-                self.update_metrics(summary, t)
-                self._metrics_wall, self._metrics_phase = now, self.core.phase
-            if tm_due:
-                items.append(Outgoing("tm", self.name, telemetry_body(summary), t))
-                self._last_tm_t = t
-                self._feed_watchers(summary, step, t)
+        metrics_due = (now - self._metrics_wall >= METRICS_REFRESH_S
+                       or core.phase != self._metrics_phase
+                       or any(i.kind == "evt" for i in items))
         counts: dict[str, int] = {}
-        self.last_prompt = any(item.prompt for item in items)
+        self.last_prompt = False
         for item in items:
             subject = self._subject_for(item)
             env = self.bus.envelope(ENVELOPE_KIND[item.kind], item.body, item.t, step)
             await self.bus.publish(subject, env, durable=item.kind == "evt")
-            if item.kind != "tm":  # truth telemetry feeds no inbox: nothing waits for it
-                counts[subject] = counts.get(subject, 0) + 1
+            counts[subject] = counts.get(subject, 0) + 1
+            self.last_prompt = self.last_prompt or item.prompt
             if item.kind == "evt":
                 self.metrics.child("events", str(item.body["name"])).inc()
                 log.info("event", extra={"event": item.body["name"], "t_s": item.t})
+        if tm_due or metrics_due:
+            summary = core.summary()
+            if summary.central_body:  # the downlink's figures ride in telemetry too
+                merge_downlink_values(core, summary.values)
+            if metrics_due:
+                self.update_metrics(summary, t)
+                self._metrics_wall, self._metrics_phase = now, core.phase
+            if tm_due:
+                tm = self.bus.envelope("telemetry", telemetry_body(summary), t, step)
+                await self.bus.publish(self._tm_subject, tm)
+                self._last_tm_t = t
+                self._feed_watchers(summary, step, t)
         return counts
 
     def _subject_for(self, item: Outgoing) -> str:
@@ -257,8 +264,6 @@ class ServiceRuntime:
         return subject
 
     def _make_subject(self, item: Outgoing) -> str:
-        if item.kind == "tm":
-            return self.subjects.telemetry(item.target)
         if item.kind == "evt":
             return self.subjects.event(item.target)
         if item.kind == "cmd":

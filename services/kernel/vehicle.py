@@ -71,8 +71,8 @@ PROMPT_STEP_S = 1.0
 
 @dataclass
 class Outgoing:
-    kind: str  # subject kind: "tm", "evt", "cmd", "xfer"
-    target: str  # service part of the subject (own name for tm/evt)
+    kind: str  # subject kind: "evt", "cmd", "xfer", "dl"
+    target: str  # service part of the subject (own name for evt)
     body: dict[str, Any]
     t: float
 
@@ -177,6 +177,10 @@ class VehicleCore:
             from services.kernel.downlink import run_downlink  # heavy imports, lazily
 
             run_downlink(self, t_from, t_to, out)
+
+    def telemetry_interval_s(self) -> float:
+        """Mission seconds between telemetry frames (0: one every step)."""
+        return 0.0
 
     def link_blocked(self) -> bool:
         """True while the vehicle cannot transmit at all (e.g. entry plasma blackout)."""
