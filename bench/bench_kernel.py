@@ -401,6 +401,58 @@ def print_lockstep(floor: dict[str, Any], runs: dict[str, ProcessRun],
           "asked means the clock stopped early.")
 
 
+def _rate(r: dict[str, Any] | None) -> float:
+    return float((r or {}).get("steps_per_s", math.nan))
+
+
+def _floor_rate(floor: dict[str, Any]) -> float:
+    return _rate(floor.get("uvloop", {}).get("observed"))
+
+
+def _median_pair(pairs: list[tuple[dict[str, Any], ProcessRun | None]]
+                 ) -> tuple[dict[str, Any], ProcessRun | None]:
+    """The round whose kernel rate is the median (the floor's, without a kernel run)."""
+    if not pairs:
+        return {}, None
+    def key(p: tuple[dict[str, Any], ProcessRun | None]) -> float:
+        rate = _rate(p[1].observed) if p[1] is not None else _floor_rate(p[0])
+        return rate if math.isfinite(rate) else -1.0
+    ranked = sorted(pairs, key=key)
+    return ranked[len(ranked) // 2]
+
+
+def print_rounds(pairs: list[tuple[dict[str, Any], ProcessRun | None]]) -> None:
+    """Each round's floor (uvloop) and idle kernel, run back to back, and their ratio.
+
+    The machine's speed drifts by tens of per cent within minutes; a ratio taken
+    within one round is steadier than either rate alone.
+    """
+    if len(pairs) < 2:
+        return
+    print(f"\nPaired rounds: floor (uvloop) then kernel (idle cores), {len(pairs)} rounds")
+    print("| round | floor steps/s | kernel steps/s | kernel / floor | kernel p99 ms |")
+    print("|-------|---------------|----------------|----------------|---------------|")
+    ratios, kernels = [], []
+    for i, (floor, idle) in enumerate(pairs, 1):
+        f = _floor_rate(floor)
+        k = _rate(idle.observed) if idle is not None else math.nan
+        p99 = idle.observed.get("rtt", {}).get("p99_s", math.nan) if idle else math.nan
+        ratio = k / f if f > 0 else math.nan
+        if math.isfinite(ratio):
+            ratios.append(ratio)
+        if math.isfinite(k):
+            kernels.append(k)
+        print(f"| {i:>5} | {f:>13,.0f} | {k:>14,.0f} | {ratio:>14.0%} | {_ms(p99):>13} |")
+    if ratios:
+        ratios.sort()
+        kernels.sort()
+        print(f"kernel / floor: median {ratios[len(ratios) // 2]:.0%} (range "
+              f"{ratios[0]:.0%}-{ratios[-1]:.0%}); kernel steps/s: median "
+              f"{kernels[len(kernels) // 2]:,.0f}, best {kernels[-1]:,.0f} (target >= "
+              f"{TARGET_STEPS_PER_S:,.0f}, i.e. 75% of the issue's ~2,000 floor)")
+    print("The tables below are of the median round.")
+
+
 def _verdict(r: dict[str, Any], floor: dict[str, Any]) -> str:
     if not r.get("steps"):
         return ""
@@ -511,21 +563,37 @@ async def amain(args: argparse.Namespace) -> None:
             plan = write_coast_plan(work / "plan.json", args.plan_days)
             tp = {lp: await _attempt(bench_throughput(url, lp, work)) for lp in loops} \
                 if "throughput" in sections else {}
-            floor = {lp: await _attempt(bench_floor(url, lp, args, work)) for lp in loops} \
-                if "floor" in sections else {}
-            for key, title, bench, logs in (
-                    ("idle", IDLE_TITLE, bench_idle_processes, "idle"),
-                    ("procs", SERVICES_TITLE, bench_processes, "twin/logs")):
-                if key in sections:
-                    result = await _attempt(bench(url, plan, args, work))
+            # Floor (uvloop) and idle kernel alternate, round after round, so each
+            # kernel window has a floor window beside it under the same load.
+            pairs: list[tuple[dict[str, Any], ProcessRun | None]] = []
+            floor: dict[str, Any] = {}
+            for i in range(args.rounds):
+                if "floor" in sections:
+                    for lp in loops if i == 0 else ("uvloop",):
+                        floor[lp] = await _attempt(bench_floor(url, lp, args, work))
+                idle = None
+                if "idle" in sections:
+                    result = await _attempt(bench_idle_processes(url, plan, args, work))
                     if isinstance(result, ProcessRun):
-                        runs[title] = result
+                        idle = result
                     else:
-                        print(f"\n{title}: failed: {result['error']}")
-                        _print_logs(work / logs)
+                        print(f"\n{IDLE_TITLE}: failed: {result['error']}")
+                        _print_logs(work / "idle")
+                pairs.append((dict(floor), idle))
+            floor, idle = _median_pair(pairs)
+            if idle is not None:
+                runs[IDLE_TITLE] = idle
+            if "procs" in sections:
+                result = await _attempt(bench_processes(url, plan, args, work))
+                if isinstance(result, ProcessRun):
+                    runs[SERVICES_TITLE] = result
+                else:
+                    print(f"\n{SERVICES_TITLE}: failed: {result['error']}")
+                    _print_logs(work / "twin/logs")
             inproc = await _attempt(bench_inproc(url, plan, args, work)) \
                 if "inproc" in sections else None
         print_throughput(tp)
+        print_rounds(pairs)
         print_lockstep(floor, runs, inproc)
         print_cpu(floor, runs)
         for title, run in runs.items():
@@ -553,11 +621,15 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (service logs, py-spy output)")
     parser.add_argument("--log-level", default="INFO", help="the services' TWIN_LOG_LEVEL")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="alternating floor/kernel rounds (default 3, 1 with --quick)")
     parser.add_argument("--only", default="throughput,floor,idle,procs,inproc",
                         help="comma separated sections to run")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 3.0
+    if args.rounds <= 0:
+        args.rounds = 1 if args.quick else 3
     asyncio.run(amain(args))
 
 
