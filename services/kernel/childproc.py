@@ -108,6 +108,10 @@ class ChildServer:
     def _cleanup(self) -> None:
         """After the process has exited."""
 
+    def _environment(self) -> dict[str, str] | None:
+        """The child's environment (None: this process's own)."""
+        return None
+
     # --- state ---------------------------------------------------------------
     @property
     def pid(self) -> int | None:
@@ -131,7 +135,7 @@ class ChildServer:
         with self._log_file.open("ab") as log:
             self._proc = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT, env=self._environment(),
                 process_group=0,  # Ctrl-C in the terminal must not reach it directly
                 preexec_fn=die_with_parent(),
             )

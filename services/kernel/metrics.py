@@ -17,7 +17,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 _BASE = ("mission", "service")
-_STEP_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
+#: Step and ack latency buckets: fine around the lock-step's 0.2-2 ms, so a p99
+#: read from them is within a quarter millisecond of the truth there.
+_STEP_BUCKETS = (0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0.003, 0.005,
+                 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
 class HotCounter:

@@ -105,3 +105,23 @@ def test_server_dies_with_a_killed_parent(tmp_path: Path) -> None:
     os.kill(parent.pid, signal.SIGKILL)  # no chance to clean up
     parent.wait()
     assert _wait_gone(child_pid), f"nats-server {child_pid} outlived its killed parent"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_embedded_server_runs_one_go_scheduler_thread_unless_told(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOMAXPROCS", raising=False)
+    with NatsServer(tmp_path / "a") as server:
+        assert server.pid is not None
+        assert _environ(server.pid)["GOMAXPROCS"] == "1"
+    with NatsServer(tmp_path / "b", gomaxprocs=None) as server:
+        assert server.pid is not None
+        assert "GOMAXPROCS" not in _environ(server.pid)
+    monkeypatch.setenv("GOMAXPROCS", "2")  # the operator's own setting wins
+    with NatsServer(tmp_path / "c") as server:
+        assert server.pid is not None
+        assert _environ(server.pid)["GOMAXPROCS"] == "2"
