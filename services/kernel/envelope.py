@@ -70,7 +70,7 @@ def decode(data: bytes, *, mission: str) -> Envelope:
         # orjson gives exact types: ``type(x) is int`` also keeps bools out, and
         # ``t - t == 0.0`` is false for inf and nan.
         if (v == SCHEMA_VERSION and type(v) is int and get("mission") == mission
-                and src in _SOURCES and type(seq) is int and seq >= 0
+                and type(src) is str and src in _SOURCES and type(seq) is int and seq >= 0
                 and ((type(t) is float and t - t == 0.0) or type(t) is int)
                 and type(step) is int and step >= 0 and type(kind) is str and kind
                 and type(body) is dict):
@@ -91,7 +91,7 @@ def _reject(raw: Any, mission: str) -> None:
         raise EnvelopeError("foreign_mission", repr(raw.get("mission")))
     src, seq, t, step = raw.get("src"), raw.get("seq"), raw.get("t"), raw.get("step")
     kind, body = raw.get("kind"), raw.get("body")
-    if src not in _SOURCES:
+    if type(src) is not str or src not in _SOURCES:  # an unhashable src must not raise
         raise EnvelopeError("unknown_source", repr(src))
     if type(seq) is not int or seq < 0:
         raise EnvelopeError("bad_seq", repr(seq))

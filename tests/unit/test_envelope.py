@@ -49,6 +49,8 @@ GOOD = orjson.loads(encode(_env()))
         (orjson.dumps({k: v for k, v in GOOD.items() if k != "v"}), "bad_version"),
         (orjson.dumps({**GOOD, "mission": "other"}), "foreign_mission"),
         (orjson.dumps({**GOOD, "src": "mallory"}), "unknown_source"),
+        (orjson.dumps({**GOOD, "src": {"a": 1}}), "unknown_source"),  # unhashable
+        (orjson.dumps({**GOOD, "mission": ["ce6"]}), "foreign_mission"),
         (orjson.dumps({**GOOD, "seq": -1}), "bad_seq"),
         (orjson.dumps({**GOOD, "seq": True}), "bad_seq"),
         (orjson.dumps({**GOOD, "t": "noon"}), "bad_time"),
