@@ -90,8 +90,7 @@ class Bus:
 
     def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
         seq = (self.control_seq if kind in CONTROL_KINDS else self.seq).next()
-        return Envelope(mission=self.mission, src=self.source, seq=seq, t=t,
-                        step=step, kind=kind, body=body)
+        return Envelope(self.mission, self.source, seq, t, step, kind, body)
 
     async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> bytes:
         """Publish one envelope; return its encoded bytes (for re-sending)."""

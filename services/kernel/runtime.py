@@ -199,7 +199,8 @@ class ServiceRuntime:
             return
         t_from, t_to = float(body["t_from"]), float(body["t_to"])
         expect = body.get("expect")
-        await self.deliver_inbox(step - 1, self.expected_for_me(expect) if expect else {})
+        if expect or self.inbox:  # most steps of a coast bring nothing to apply
+            await self.deliver_inbox(step - 1, self.expected_for_me(expect) if expect else {})
         max_dt = step_after(core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
@@ -230,7 +231,7 @@ class ServiceRuntime:
         now = time.monotonic()  # wall time gates metric refreshes only
         metrics_due = (now - self._metrics_wall >= METRICS_REFRESH_S
                        or core.phase != self._metrics_phase
-                       or any(i.kind == "evt" for i in items))
+                       or (items and any(i.kind == "evt" for i in items)))
         counts: dict[str, int] = {}
         self.last_prompt = False
         for item in items:
@@ -253,7 +254,8 @@ class ServiceRuntime:
                 tm = self.bus.envelope("telemetry", telemetry_body(summary), t, step)
                 await self.bus.publish(self._tm_subject, tm)
                 self._last_tm_t = t
-                self._feed_watchers(summary, step, t)
+                if self.watchers:
+                    self._feed_watchers(summary, step, t)
         return counts
 
     def _subject_for(self, item: Outgoing) -> str:
@@ -354,8 +356,8 @@ def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> fl
 
 
 def telemetry_body(s: Any) -> dict[str, Any]:
-    return {"phase": s.phase, "frame": s.frame, "body": s.central_body, "r_m": list(s.r_m),
-            "v_m_s": list(s.v_m_s), "alt_m": s.altitude_m, "speed_m_s": s.speed_m_s,
+    return {"phase": s.phase, "frame": s.frame, "body": s.central_body, "r_m": s.r_m,
+            "v_m_s": s.v_m_s, "alt_m": s.altitude_m, "speed_m_s": s.speed_m_s,
             "mass_kg": s.mass_kg, "propellant_kg": s.propellant_kg,
             "sample_mass_g": s.sample_mass_g, "values": s.values}
 
