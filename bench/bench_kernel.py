@@ -18,15 +18,19 @@ One private nats-server on loopback carries every measurement in turn:
 
 Sections 3 to 5 fly a flight plan with no commands (a coast of
 ``--plan-days``: every vehicle keeps its own longest step), start paused and
-are resumed once the observer listens.
+are resumed over gRPC. Sections 2 and 3 alternate for ``--rounds`` rounds, so
+every kernel window has a floor window beside it under the same machine load.
 
-Timing method: a separate observer process (``_bus_observer.py``) subscribes
-to the clock's subjects and stamps every tick and ack as it arrives; a step's
-round trip is its tick to the last of the five acks, the period is tick to
-next tick (what steps/s is made of). The floor's clock also times itself, so
-the floor rows show how far the observer's numbers sit from the publisher's.
-CPU per step comes from /proc/<pid>/stat of every process (nats-server too),
-RSS from /proc/<pid>/status after the window.
+Timing method: throughput is each clock's own count with nobody else on the
+bus: the floor's clock times itself, the kernel's steps come from ground's
+``GetTime`` at both ends of the window, its p50/p99 from ground's step
+histogram (the share of steps <= 2 ms is exact, a bucket bound). Then, unless
+``--no-observe``, a second window runs with an observer process
+(``_bus_observer.py``) stamping every tick and ack for exact percentiles; the
+observer costs the lock-step about a quarter of its rate on 2 cores, which is
+why it is kept out of the throughput window. CPU per step comes from
+/proc/<pid>/stat of every process (nats-server too), RSS from
+/proc/<pid>/status after the window.
 """
 
 from __future__ import annotations
