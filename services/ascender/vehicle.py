@@ -238,7 +238,6 @@ class AscenderCore(VehicleCore):
 
     # --- time ---------------------------------------------------------------------
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
-        self._note_faults(out)
         self.t_s = t_to
         if self.phase == "ascent":
             self._ascend(t_to, out)
@@ -337,13 +336,6 @@ class AscenderCore(VehicleCore):
         # Terrain unmodelled: the surface is taken at the landing site's height.
         return 0.0 if self.pad_fixed_m is None else float(
             np.linalg.norm(self.pad_fixed_m)) - R_MOON_M
-
-    def _note_faults(self, out: Outbox) -> None:
-        for kind, fault in sorted(self.faults.items()):
-            if not fault.get("noted"):
-                fault["noted"] = True
-                out.event(self.name, "fault_injected", self.t_s, kind=kind,
-                          magnitude=fault.get("magnitude"))
 
     # --- reporting ------------------------------------------------------------------
     def _pad_state(self, t: float) -> tuple[Any, Any]:

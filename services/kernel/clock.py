@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.kernel.envelope import Envelope
-from services.kernel.runtime import ServiceRuntime
+from services.kernel.runtime import ServiceRuntime, step_after
 from services.kernel.vehicle import PROMPT_STEP_S
 
 log = logging.getLogger("twin.clock")
@@ -250,7 +250,7 @@ class ClockAuthority:
                 max_dt = dt
             prompt = prompt or bool(ack.get("prompt"))
         await rt.deliver_inbox(step, rt.expected_for_me(pub) if pub else pub)
-        ground_dt = rt.core.advance(t_from, t_to, rt.outbox)
+        ground_dt = step_after(rt.core, t_from, t_to, rt.outbox)
         rt.step, rt.t_s = step, t_to
         own = await rt.flush_outbox(step, t_to)
         for subject, n in own.items():

@@ -154,11 +154,8 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
     @instrumented
     async def ClearFault(self, request: control_pb2.ClearFaultRequest,
                          context: grpc.aio.ServicerContext) -> control_pb2.ClearFaultResponse:
-        core = self.rt.core
-        for kind, fault in list(core.faults.items()):
-            if fault["fault_id"] == request.fault_id:
-                del core.faults[kind]
-                return control_pb2.ClearFaultResponse(cleared=True)
+        if self.rt.core.clear_fault(request.fault_id):
+            return control_pb2.ClearFaultResponse(cleared=True)
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no active fault {request.fault_id!r}")
         raise AssertionError("unreachable")
 

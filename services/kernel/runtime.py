@@ -344,8 +344,10 @@ _VALUE_GAUGES = (
 
 
 def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> float:
-    """One step of a core as every driver runs it: advance, run the time-tagged
-    commands now due, on-board comms; the next step stops on the next tag."""
+    """One step of a core as every driver runs it: fault events, advance, run the
+    time-tagged commands now due, on-board comms; the next step stops on the next
+    tag or fault end."""
+    core.note_faults(t_from, out)
     max_dt = core.advance(t_from, t_to, out)
     core.run_timed(t_to, out)
     core.after_step(t_from, t_to, out)

@@ -99,7 +99,7 @@ class SimLoop:
             self._route()
             out = Outbox()
             self._deliver("ground", g, out)
-            dts.append(g.advance(t_from, t_to, out))
+            dts.append(step_after(g, t_from, t_to, out))
             self._publish("ground", out, self.step)
             self._route()
             self.t_s = t_to

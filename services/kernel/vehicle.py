@@ -127,7 +127,8 @@ class VehicleCore:
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(self.name.encode()))
         self.t_s = 0.0
         self.phase = "prelaunch"
-        self.faults: dict[str, dict[str, Any]] = {}
+        self.faults: dict[str, dict[str, Any]] = {}  # kind -> fault (set by InjectFault)
+        self.cleared_faults: list[dict[str, Any]] = []  # ended, not yet announced
         self.timed: list[dict[str, Any]] = []  # time-tagged commands, soonest first
 
     # --- hooks -------------------------------------------------------------
@@ -159,8 +160,38 @@ class VehicleCore:
             self.receive_command(command, out)
 
     def next_timed_s(self) -> float | None:
-        """Mission time of the next time-tagged command, if any (the clock stops on it)."""
-        return float(execute_at_s(self.timed[0]) or 0.0) if self.timed else None
+        """Mission time of the next time-tagged command or fault end, if any (the
+        clock stops on it)."""
+        ends = [end for f in self.faults.values() if (end := _fault_end_s(f)) is not None]
+        if self.timed:
+            ends.append(float(execute_at_s(self.timed[0]) or 0.0))
+        return min(ends) if ends else None
+
+    # --- injected faults -------------------------------------------------------
+    def clear_fault(self, fault_id: str) -> bool:
+        """End a fault now (ClearFault); False if no active fault has that id."""
+        for kind, fault in list(self.faults.items()):
+            if fault["fault_id"] == fault_id:
+                self.cleared_faults.append({**self.faults.pop(kind), "reason": "cleared"})
+                return True
+        return False
+
+    def note_faults(self, t: float, out: Outbox) -> None:
+        """At the start of each step: end the faults whose ``duration_s`` has run
+        out, and announce every fault injected or ended since the last step."""
+        for kind, fault in list(self.faults.items()):
+            end = _fault_end_s(fault)
+            if end is not None and end <= t + 1e-6:
+                self.cleared_faults.append({**self.faults.pop(kind), "reason": "expired"})
+        for kind, fault in sorted(self.faults.items()):
+            if not fault.get("noted"):
+                fault["noted"] = True
+                out.event(self.name, "fault_injected", t, kind=kind,
+                          fault_id=fault["fault_id"], magnitude=fault.get("magnitude"))
+        for fault in self.cleared_faults:
+            out.event(self.name, "fault_cleared", t, kind=fault["kind"],
+                      fault_id=fault["fault_id"], reason=fault["reason"])
+        self.cleared_faults = []
 
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
         """Advance the state to ``t_to``; return the largest next step (s)."""
@@ -228,6 +259,7 @@ class VehicleCore:
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
         snap: dict[str, Any] = {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
+                                "cleared_faults": self.cleared_faults,
                                 "rng": _rng_state(self.rng), "timed": self.timed}
         downlink = self.__dict__.get("_downlink")
         if downlink is not None:
@@ -238,12 +270,19 @@ class VehicleCore:
         self.t_s = float(snap["t_s"])
         self.phase = str(snap["phase"])
         self.faults = dict(snap["faults"])
+        self.cleared_faults = list(snap.get("cleared_faults", []))
         self.timed = list(snap.get("timed", []))
         self.rng.setstate(_rng_from(snap["rng"]))
         if "downlink" in snap:
             from services.kernel.downlink import Downlink
 
             self.__dict__["_downlink"] = Downlink.from_snapshot(snap["downlink"])
+
+
+def _fault_end_s(fault: dict[str, Any]) -> float | None:
+    """When a fault ends by itself (``duration_s`` > 0); None: until cleared."""
+    duration = float(fault.get("duration_s") or 0.0)
+    return float(fault["since"]) + duration if duration > 0 else None
 
 
 def _rng_state(rng: random.Random) -> list[Any]:

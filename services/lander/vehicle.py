@@ -243,7 +243,6 @@ class LanderCore(VehicleCore):
 
     # --- time ---------------------------------------------------------------------
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
-        self._note_faults(out)
         self.t_s = t_to
         if self.phase == "lunar_orbit":
             self._orbit(t_to, out)
@@ -396,13 +395,6 @@ class LanderCore(VehicleCore):
             out.event(self.name, "payload_off", t, payload=name, reason="sunset")
         self.phase = "dormant"
         out.event(self.name, "lander_dormant", t, **self._here())
-
-    def _note_faults(self, out: Outbox) -> None:
-        for kind, fault in sorted(self.faults.items()):
-            if not fault.get("noted"):
-                fault["noted"] = True
-                out.event(self.name, "fault_injected", self.t_s, kind=kind,
-                          magnitude=fault.get("magnitude"))
 
     # --- reporting ------------------------------------------------------------------
     def _surface_state(self, t: float) -> tuple[Any, Any]:
