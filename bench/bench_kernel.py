@@ -195,7 +195,6 @@ class ProcessRun:
     own: dict[str, Any] = field(default_factory=dict)  # unobserved window, ground's counters
     observed: dict[str, Any] = field(default_factory=dict)  # the observer's latency window
     ground_steps: int = 0
-    ground_rate: float = 0.0
     ground_mean_step_s: float = math.nan
     rss_mb: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -346,7 +345,6 @@ async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grp
     run.cpu_s = {n: cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}
     hist = _histogram_stats(hist_before, await asyncio.to_thread(_ground_histogram, metrics_port))
     run.ground_steps = state.step - step_before
-    run.ground_rate = state.steps_per_second
     run.ground_mean_step_s = hist.get("mean_s", math.nan)
     run.own = {"steps": run.ground_steps, "window_s": window_s,
                "steps_per_s": run.ground_steps / window_s,
@@ -507,7 +505,8 @@ def _verdict(r: dict[str, Any], floor: dict[str, Any]) -> str:
     ok = r["steps_per_s"] >= TARGET_STEPS_PER_S and p99_ok
     base = floor.get("uvloop", {}).get("own", {}).get("steps_per_s", 0.0)
     of_floor = f"{100 * r['steps_per_s'] / base:.0f}% of uvloop floor" if base else ""
-    return f"{'meets' if ok else 'BELOW'} target, {of_floor}, {r['window_s']:.0f} s"
+    parts = ["meets target" if ok else "BELOW target", of_floor, f"{r['window_s']:.0f} s"]
+    return ", ".join(p for p in parts if p)
 
 
 def print_cpu(floor: dict[str, Any], runs: dict[str, ProcessRun]) -> None:

@@ -302,8 +302,7 @@ class ServiceRuntime:
                 g[gauge].set(values[key] * scale)
 
     def _feed_watchers(self, s: Any, step: int, t: float) -> None:
-        if not self.watchers:
-            return
+        """One frame to every WatchTelemetry stream (the caller checks there is one)."""
         from services.kernel.control import frame_from_summary
 
         frame = frame_from_summary(self.name, s, step, t)
