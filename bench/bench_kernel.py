@@ -56,6 +56,7 @@ import orjson
 from services.cli.supervisor import RunConfig, Supervisor, pick_free_ports
 from services.kernel.config import SERVICE_NAMES, VEHICLES
 from services.kernel.natsd import NatsServer, die_with_parent
+from services.kernel.subjects import Subjects
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -353,7 +354,7 @@ async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grp
     if profiling is not None:
         run.profiles = await profiling
     if args.observe:
-        obs = await start_observer(nats_url, f"twin.{mission}.clock", args, work)
+        obs = await start_observer(nats_url, Subjects(mission).clock_root, args, work)
         try:
             run.observed = await obs.report(args.warmup_s + args.seconds + CHILD_GRACE_S)
         finally:

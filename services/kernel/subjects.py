@@ -63,6 +63,11 @@ class Subjects:
         return self._s(kind, "*")
 
     @property
+    def clock_root(self) -> str:
+        """Root of the clock protocol's subjects (tick, ack, hello, roll)."""
+        return self._s("clock")
+
+    @property
     def everything(self) -> str:
         return f"{PREFIX}.{self.mission}.>"
 

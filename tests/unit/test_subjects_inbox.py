@@ -61,3 +61,10 @@ async def test_inbox_waits_for_messages_still_on_their_way() -> None:
     await task
     assert missing == {}
     assert await box.wait_for(3, {"twin.m.xfer.x": 2}, timeout_s=0.05) == {"twin.m.xfer.x": 1}
+
+
+def test_every_clock_subject_is_under_the_clock_root() -> None:
+    s = Subjects("ce6")
+    assert s.clock_root == "twin.ce6.clock"
+    for subject in (s.tick, s.roll, s.ack("orbiter"), s.hello("relay")):
+        assert subject.startswith(s.clock_root + ".")
