@@ -48,6 +48,7 @@ __all__ = [
     "MissionLogError",
     "TelemetryRecorder",
     "read_telemetry",
+    "telemetry_frames",
     "telemetry_path",
     "telemetry_record",
     "write_telemetry",
@@ -104,11 +105,21 @@ class Downsampler:
         return changed or new_bucket or self.fine(body)
 
 
-def telemetry_record(env: Envelope) -> dict[str, Any]:
+def telemetry_frames(env: Envelope) -> list[dict[str, Any]]:
+    """The frames of one ``tm`` message (one per step, oldest first); anything in
+    ``frames`` that is not a frame with a mission time and step is left out."""
+    frames = env.body.get("frames")
+    if not isinstance(frames, list):
+        return []
+    return [f for f in frames if isinstance(f, dict) and isinstance(f.get("t"), int | float)
+            and isinstance(f.get("step"), int)]
+
+
+def telemetry_record(vehicle: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """One kept frame: time and vehicle first, then the telemetry body."""
-    body = env.body
     values = body.get("values") or {}
-    return {"t_s": env.t, "vehicle": env.src, "step": env.step, "phase": body.get("phase", ""),
+    return {"t_s": float(body["t"]), "vehicle": vehicle, "step": body["step"],
+            "phase": body.get("phase", ""),
             "frame": body.get("frame", ""), "body": body.get("body", ""),
             "r_m": body.get("r_m"), "v_m_s": body.get("v_m_s"), "alt_m": body.get("alt_m"),
             "speed_m_s": body.get("speed_m_s"), "mass_kg": body.get("mass_kg"),
@@ -290,9 +301,10 @@ class TelemetryRecorder:
         env = self._decode(msg)
         if env is None or env.src == "ground":  # ground flies nothing
             return
-        self.frames_seen += 1
-        if self.sampler.keep(env.src, env.t, env.body):
-            self.records.append(telemetry_record(env))
+        for frame in telemetry_frames(env):
+            self.frames_seen += 1
+            if self.sampler.keep(env.src, frame["t"], frame):
+                self.records.append(telemetry_record(env.src, frame))
 
     async def _on_evt(self, msg: Msg) -> None:
         env = self._decode(msg)

@@ -44,10 +44,12 @@ class Bus:
         self.mission, self.source = mission, source
         self.subjects = Subjects(mission)
         self.metrics = metrics
-        # Mission data (tm, evt, cmd, xfer) and clock control (tick, ack, hello,
-        # roll) count separately: how often a roll call repeats depends on wall
-        # time, and must not shift the sequence numbers of the mission's data.
+        # Mission data (evt, cmd, xfer, dl), truth telemetry (tm) and clock
+        # control (tick, ack, hello, roll) count separately: how often a roll
+        # call repeats, and how many telemetry frames share a message, depend on
+        # wall time, and must not shift the sequence numbers of the mission's data.
         self.seq = Sequencer()
+        self.tm_seq = Sequencer()
         self.control_seq = Sequencer()
         self.nc: Client | None = None
         self.closing = False
@@ -89,7 +91,10 @@ class Bus:
             await self.js.update_stream(cfg)
 
     def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
-        seq = (self.control_seq if kind in CONTROL_KINDS else self.seq).next()
+        if kind in CONTROL_KINDS:
+            seq = self.control_seq.next()
+        else:
+            seq = (self.tm_seq if kind == "telemetry" else self.seq).next()
         return Envelope(self.mission, self.source, seq, t, step, kind, body)
 
     async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> bytes:

@@ -44,6 +44,8 @@ class ServiceConfig:
     expect: tuple[str, ...] = field(default=SERVICE_NAMES[1:])
     js_replicas: int = 1
     tm_interval_s: float = 0.0  # least mission time between truth-telemetry frames
+    tm_batch: int = 32  # most truth-telemetry frames per tm message
+    tm_delay_s: float = 0.05  # most wall seconds a frame waits for others to share its message
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -77,6 +79,13 @@ class ServiceConfig:
         if not (math.isfinite(self.tm_interval_s) and self.tm_interval_s >= 0):
             raise ConfigError("TWIN_TM_INTERVAL_S", str(self.tm_interval_s), "must be >= 0",
                               "give mission seconds between telemetry frames, 0 = every step")
+        if self.tm_batch < 1:
+            raise ConfigError("TWIN_TM_BATCH", str(self.tm_batch), "must be >= 1",
+                              "give the most telemetry frames per message, 1 = one message "
+                              "per frame")
+        if not (math.isfinite(self.tm_delay_s) and self.tm_delay_s > 0):
+            raise ConfigError("TWIN_TM_DELAY_S", str(self.tm_delay_s), "must be > 0",
+                              "give wall seconds a telemetry frame may wait, e.g. 0.05")
         if self.js_replicas not in (1, 3, 5):
             raise ConfigError("TWIN_JS_REPLICAS", str(self.js_replicas), "unsupported",
                               "use 1, or 3/5 on a NATS cluster of at least that many servers")
@@ -115,6 +124,8 @@ class ServiceConfig:
             if expect_raw else VEHICLES,
             js_replicas=_int(env, "TWIN_JS_REPLICAS", 1),
             tm_interval_s=_float(env, "TWIN_TM_INTERVAL_S", 0.0),
+            tm_batch=_int(env, "TWIN_TM_BATCH", 32),
+            tm_delay_s=_float(env, "TWIN_TM_DELAY_S", 0.05),
         )
 
 

@@ -102,6 +102,7 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
     async def GetStatus(self, request: control_pb2.GetStatusRequest,
                         context: grpc.aio.ServicerContext) -> control_pb2.GetStatusResponse:
         rt, core = self.rt, self.rt.core
+        await rt.settle_telemetry()  # telemetry up to this status is on the bus first
         s = core.summary()
         return control_pb2.GetStatusResponse(
             service=rt.name, mission_id=rt.config.mission_id, phase=core.phase,

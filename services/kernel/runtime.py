@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import orjson
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -72,6 +74,12 @@ class ServiceRuntime:
         self._inbound: list[str] = []
         self._mine: dict[str, bool] = {}  # subject -> is it one of my inbound subjects
         self._last_tm_t = -1e30
+        # Truth telemetry not yet published: frames encoded when made (the core's
+        # state moves on), with the step and time of the last one.
+        self._tm_frames: list[orjson.Fragment] = []
+        self._tm_last = (0, 0.0)
+        self._tm_timer: asyncio.TimerHandle | None = None
+        self._tm_tasks: set[asyncio.Task[None]] = set()
         self._last_ack: bytes | None = None
         self.last_prompt = False  # did the last step publish a message to act on at once?
         self._gauges: dict[str, Any] | None = None
@@ -160,6 +168,10 @@ class ServiceRuntime:
             q.put_nowait(None)
         if self._server is not None:
             await self._server.stop(GRACE_S)
+        try:
+            await self.publish_telemetry()  # the last frames, before the connection goes
+        except Exception:
+            log.warning("last telemetry frames not published", exc_info=True)
         await self.bus.drain()
         log.info("service stopped", extra={"step": self.step, "t_s": self.t_s})
 
@@ -220,8 +232,9 @@ class ServiceRuntime:
                 self.core.apply(msg, self.outbox)
 
     async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
-        """Publish what the step wrote, then truth telemetry; return counts per subject
-        (telemetry not counted: it feeds no inbox, nothing waits for it)."""
+        """Publish what the step wrote and add the step's truth-telemetry frame to
+        the next ``tm`` message; return counts per subject (telemetry not counted:
+        it feeds no inbox, nothing waits for it)."""
         items = self.outbox.drain()
         core = self.core
         interval = max(core.telemetry_interval_s(), self.config.tm_interval_s)
@@ -251,12 +264,56 @@ class ServiceRuntime:
                 self.update_metrics(summary, t)
                 self._metrics_wall, self._metrics_phase = now, core.phase
             if tm_due:
-                tm = self.bus.envelope("telemetry", telemetry_body(summary), t, step)
-                await self.bus.publish(self._tm_subject, tm)
-                self._last_tm_t = t
+                frames = self._tm_frames
+                frames.append(orjson.Fragment(orjson.dumps(telemetry_frame(summary, step, t),
+                                                           option=orjson.OPT_SERIALIZE_NUMPY)))
+                self._tm_last, self._last_tm_t = (step, t), t
+                if len(frames) >= self.config.tm_batch:
+                    await self.publish_telemetry()
+                elif self._tm_timer is None:  # the first frame waiting: send by the deadline
+                    self._tm_timer = asyncio.get_running_loop().call_later(
+                        self.config.tm_delay_s, self._telemetry_waited)
                 if self.watchers:
                     self._feed_watchers(summary, step, t)
         return counts
+
+    async def publish_telemetry(self) -> bool:
+        """Publish the pending truth-telemetry frames as one ``tm`` message (its
+        envelope stamped with the last frame's time and step); False if none."""
+        if self._tm_timer is not None:
+            self._tm_timer.cancel()
+            self._tm_timer = None
+        frames = self._tm_frames
+        if not frames or self.bus.nc is None or self.bus.nc.is_closed:
+            return False
+        self._tm_frames = []
+        step, t = self._tm_last
+        env = self.bus.envelope("telemetry", {"frames": frames}, t, step)
+        await self.bus.publish(self._tm_subject, env)
+        return True
+
+    async def settle_telemetry(self, timeout_s: float = 2.0) -> None:
+        """Publish the pending frames and wait until nats-server holds them: whoever
+        reads the status next, then the telemetry, finds every frame up to it."""
+        if await self.publish_telemetry():
+            assert self.bus.nc is not None
+            try:
+                await self.bus.nc.flush(timeout=max(1, math.ceil(timeout_s)))
+            except Exception as exc:  # a status answer must not fail on a slow bus
+                log.warning("telemetry flush failed", extra={"error": repr(exc)})
+
+    def _telemetry_waited(self) -> None:
+        """The oldest pending frame has waited ``tm_delay_s``: send what there is."""
+        self._tm_timer = None
+        task = asyncio.ensure_future(self._publish_telemetry_logged())
+        self._tm_tasks.add(task)
+        task.add_done_callback(self._tm_tasks.discard)
+
+    async def _publish_telemetry_logged(self) -> None:
+        try:
+            await self.publish_telemetry()
+        except Exception:
+            log.warning("telemetry frames not published", exc_info=True)
 
     def _subject_for(self, item: Outgoing) -> str:
         key = (item.kind, item.target)
@@ -313,7 +370,8 @@ class ServiceRuntime:
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to resume this service: its core plus its protocol position."""
         return {"service": self.name, "mission": self.config.mission_id, "step": self.step,
-                "t_s": self.t_s, "seq": self.bus.seq.last, "core": self.core.snapshot()}
+                "t_s": self.t_s, "seq": self.bus.seq.last, "tm_seq": self.bus.tm_seq.last,
+                "core": self.core.snapshot()}
 
     def restore(self, snap: dict[str, Any]) -> None:
         if snap["service"] != self.name or snap["mission"] != self.config.mission_id:
@@ -321,6 +379,7 @@ class ServiceRuntime:
                              f"{self.name}/{self.config.mission_id}")
         self.step, self.t_s = int(snap["step"]), float(snap["t_s"])
         self.bus.seq.last = int(snap["seq"])
+        self.bus.tm_seq.last = int(snap.get("tm_seq", 0))  # absent before tm had its own
         self.core.restore(snap["core"])
 
     def local_command(self, command: dict[str, Any]) -> None:
@@ -356,9 +415,10 @@ def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> fl
     return max_dt
 
 
-def telemetry_body(s: Any) -> dict[str, Any]:
-    return {"phase": s.phase, "frame": s.frame, "body": s.central_body, "r_m": s.r_m,
-            "v_m_s": s.v_m_s, "alt_m": s.altitude_m, "speed_m_s": s.speed_m_s,
+def telemetry_frame(s: Any, step: int, t: float) -> dict[str, Any]:
+    """One truth-telemetry frame: the state at the end of ``step`` (mission time ``t``)."""
+    return {"step": step, "t": t, "phase": s.phase, "frame": s.frame, "body": s.central_body,
+            "r_m": s.r_m, "v_m_s": s.v_m_s, "alt_m": s.altitude_m, "speed_m_s": s.speed_m_s,
             "mass_kg": s.mass_kg, "propellant_kg": s.propellant_kg,
             "sample_mass_g": s.sample_mass_g, "values": s.values}
 

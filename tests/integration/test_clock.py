@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import nats
+import orjson
 import pytest
 
 from services.kernel.dynamics.timescale import mission_s_from_utc
@@ -32,31 +33,54 @@ async def _record(nats_url: str, subject: str) -> tuple[Any, list[tuple[str, byt
     return nc, got
 
 
-async def _mission_data(nats_url: str, mission: str, seed: int) -> list[tuple[Any, ...]]:
-    """Every telemetry frame, event and transfer of one run, in publish order per source."""
+def _frames(data: bytes, mission: str) -> list[dict[str, Any]]:
+    frames = decode(data, mission=mission).body["frames"]
+    assert isinstance(frames, list)
+    return frames
+
+
+async def _mission_data(nats_url: str, mission: str, seed: int,
+                        **overrides: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """One run's events, commands and transfers (envelopes, in publish order per
+    source) and its telemetry frames (per source, in step order)."""
     nc, got = await _record(nats_url, f"twin.{mission}.>")
     cores = {v: chatty(v) for v in VEHICLES}
-    async with LocalTwin(nats_url, mission, plan(hours=3.0), seed=seed, cores=cores) as twin:
+    async with LocalTwin(nats_url, mission, plan(hours=3.0), seed=seed, cores=cores,
+                         **overrides) as twin:
         await twin.wait_finished(60)
         digests = {v: rt.core.summary().info["digest"] for v, rt in twin.vehicles.items()}
     await nc.drain()
-    rows = []
+    data_rows, frames = [], []
     for subject, data in got:
         kind = subject.split(".")[2]
-        if kind in ("tm", "evt", "xfer", "cmd"):
+        if kind in ("evt", "xfer", "cmd"):
             e = decode(data, mission=mission)
-            rows.append((subject.replace(mission, "M"), e.src, e.seq, e.t, e.step, e.body))
-    rows.sort(key=lambda r: (r[1], r[2]))
-    return [*rows, ("digests", digests)]
+            data_rows.append((subject.replace(mission, "M"), e.src, e.seq, e.t, e.step, e.body))
+        elif kind == "tm":
+            src = subject.split(".")[3]
+            frames += [(src, f["step"], orjson.dumps(f)) for f in _frames(data, mission)]
+    data_rows.sort(key=lambda r: (r[1], r[2]))
+    frames.sort()
+    return {"data": data_rows, "telemetry": frames, "digests": [tuple(sorted(digests.items()))]}
 
 
 async def test_same_plan_and_seed_give_identical_events_and_telemetry(nats_url: str) -> None:
     first = await _mission_data(nats_url, "det-a", seed=11)
     second = await _mission_data(nats_url, "det-b", seed=11)
     other = await _mission_data(nats_url, "det-c", seed=12)
-    assert len(first) > 300
+    assert len(first["data"]) > 300 and len(first["telemetry"]) > 300
     assert first == second
-    assert first != other  # the seed matters: the comparison can fail
+    assert first["data"] != other["data"]  # the seed matters: the comparison can fail
+    assert first["telemetry"] != other["telemetry"]
+
+
+async def test_telemetry_grouping_changes_no_frame_and_no_data_sequence(nats_url: str) -> None:
+    """One frame per message or 7 per message: the same frames, and the same
+    events, commands and transfers with the same sequence numbers."""
+    alone = await _mission_data(nats_url, "grp-a", seed=5, tm_batch=1)
+    grouped = await _mission_data(nats_url, "grp-b", seed=5, tm_batch=7)
+    assert alone == grouped
+    assert len(alone["telemetry"]) > 300
 
 
 async def test_steps_adapt_and_stop_exactly_on_plan_events(nats_url: str,
@@ -179,9 +203,9 @@ async def test_truth_telemetry_rate_can_be_capped(nats_url: str, mission_id: str
         steps = twin.ground.step
     await nc.drain()
     times: dict[str, list[float]] = {}
-    for _, data in frames:
-        e = decode(data, mission=mission_id)
-        times.setdefault(e.src, []).append(e.t)
+    for subject, data in frames:
+        src = subject.split(".")[3]
+        times.setdefault(src, []).extend(f["t"] for f in _frames(data, mission_id))
     assert set(VEHICLES) <= set(times)
     for ts in times.values():
         assert all(b - a >= 1800.0 for a, b in itertools.pairwise(ts))

@@ -43,6 +43,9 @@ def test_values_are_read_from_the_environment() -> None:
         ({"TWIN_FLIGHT_PLAN": "/no/such/plan.json"}, "TWIN_FLIGHT_PLAN"),
         ({"TWIN_ACK_TIMEOUT_S": "0"}, "TWIN_ACK_TIMEOUT_S"),
         ({"TWIN_TM_INTERVAL_S": "-1"}, "TWIN_TM_INTERVAL_S"),
+        ({"TWIN_TM_BATCH": "0"}, "TWIN_TM_BATCH"),
+        ({"TWIN_TM_BATCH": "many"}, "TWIN_TM_BATCH"),
+        ({"TWIN_TM_DELAY_S": "0"}, "TWIN_TM_DELAY_S"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
