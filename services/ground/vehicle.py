@@ -61,15 +61,19 @@ class GroundCore(VehicleCore):
             return None
         return max(self.seen[item.after] + item.offset_s, item.not_before_s)
 
-    def next_stop_after(self, t_s: float) -> float:
-        # The due times change only when an item is issued or an event is first
-        # seen; the clock asks every step, so keep them until then.
+    def _due_times(self) -> list[float]:
+        """Due times of the items not yet issued whose time is known, sorted. They
+        change only when an item is issued or an event is first seen; the clock
+        asks every step, so they are kept until then."""
         key = (len(self.issued), len(self.seen))
         if self._due_key != key:
             self._due = sorted(d for it in self.plan.items if it.id not in self.issued
                                if (d := self.due_s(it)) is not None)
             self._due_key = key
-        return next((d for d in self._due if d > t_s + 1e-9), math.inf)
+        return self._due
+
+    def next_stop_after(self, t_s: float) -> float:
+        return next((d for d in self._due_times() if d > t_s + 1e-9), math.inf)
 
     def has_seen(self, event: str) -> bool:
         return event in self.seen
@@ -95,7 +99,8 @@ class GroundCore(VehicleCore):
         self.t_s = t_to
         self.links.deliver(t_to)
         self.links.release(t_to, out)
-        for item in self.plan.items:
+        due_times = self._due_times()
+        for item in self.plan.items if due_times and due_times[0] <= t_to + 1e-9 else ():
             if item.id in self.issued:
                 continue
             due = self.due_s(item)
