@@ -5,6 +5,7 @@
     python bench/_baseline_node.py node  --nats URL --root R --name N [--loop uvloop]
     python bench/_baseline_node.py clock --nats URL --root R --nodes 5 \\
                                          --warmup-s 1 --seconds 10 [--loop uvloop]
+    python bench/_baseline_node.py gated --nats URL --root R --nodes 5 [--loop uvloop]
 
 The message pattern of the kernel's clock, stripped: the clock publishes a
 tick (an orjson object) on ``R.tick``; every node decodes it and publishes an
@@ -16,6 +17,12 @@ and the clock tells the nodes to leave on ``R.stop``.
 The clock measures itself (perf_counter from publishing a tick to the last
 ack) and prints one JSON line: steps, window, steps/s, round-trip stats,
 its CPU seconds. Each node prints the ticks it answered and its CPU seconds.
+
+``gated`` is the same clock kept waiting between windows: after the roll call
+it prints ``ready`` and runs one window per request on ``R.go`` (body
+``{"seconds": s}``), answering with that window's steps, wall seconds and its
+own CPU seconds, until ``R.stop``. The bench uses it to interleave short floor
+and kernel windows on processes that stay up.
 """
 
 from __future__ import annotations
@@ -134,6 +141,36 @@ async def run_clock(url: str, root: str, nodes: int, warmup_s: float, seconds: f
                  "cpu_s": time.process_time()})
 
 
+async def run_gated_clock(url: str, root: str, nodes: int) -> None:
+    nc = await nats.connect(url, name="bench-clock")
+    clock = Clock(root, nodes)
+    stop = asyncio.Event()
+    await nc.subscribe(f"{root}.ack.*", cb=clock.on_ack)
+    await nc.subscribe(f"{root}.hello.*", cb=clock.on_hello)
+    await roll_call(nc, clock)
+
+    async def on_go(msg: Msg) -> None:  # its own subscription task: acks keep flowing
+        seconds = float(orjson.loads(msg.data)["seconds"])
+        cpu0, steps, start = time.process_time(), 0, time.perf_counter()
+        while (now := time.perf_counter()) - start < seconds:
+            await one_step(nc, clock, clock.step * 600.0)
+            steps += 1
+        await msg.respond(orjson.dumps({"steps": steps, "window_s": now - start,
+                                        "cpu_s": time.process_time() - cpu0}))
+
+    async def on_stop(msg: Msg) -> None:
+        stop.set()
+
+    await nc.subscribe(f"{root}.go", cb=on_go)
+    await nc.subscribe(f"{root}.stop", cb=on_stop)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await nc.flush()
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    await stop.wait()
+    await nc.close()
+
+
 def _print_json(report: dict[str, Any]) -> None:
     sys.stdout.write(orjson.dumps(report).decode() + "\n")
     sys.stdout.flush()
@@ -141,7 +178,7 @@ def _print_json(report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=("node", "clock"))
+    parser.add_argument("role", choices=("node", "clock", "gated"))
     parser.add_argument("--nats", required=True)
     parser.add_argument("--root", required=True, help="subject root, e.g. bench.x.clock")
     parser.add_argument("--name", default="n")
@@ -152,6 +189,8 @@ def main() -> None:
     a = parser.parse_args()
     if a.role == "node":
         run_on(a.loop, lambda: run_node(a.nats, a.root, a.name))
+    elif a.role == "gated":
+        run_on(a.loop, lambda: run_gated_clock(a.nats, a.root, a.nodes))
     else:
         run_on(a.loop, lambda: run_clock(a.nats, a.root, a.nodes, a.warmup_s, a.seconds))
 

@@ -20,6 +20,10 @@ Sections 3 to 5 fly a flight plan with no commands (a coast of
 ``--plan-days``: every vehicle keeps its own longest step), start paused and
 are resumed over gRPC. Sections 2 and 3 alternate for ``--rounds`` rounds, so
 every kernel window has a floor window beside it under the same machine load.
+Before them, the "interleaved" section keeps the uvloop floor and the idle
+kernel up together and runs them by turns in short windows (``--pairs`` of
+``--pair-window-s``): the ratio of neighbouring windows is the steadiest
+comparison this machine allows.
 
 Timing method: throughput is each clock's own count with nobody else on the
 bus: the floor's clock times itself, the kernel's steps come from ground's
@@ -45,12 +49,14 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import _pyspy  # run as a script: bench/ is first on sys.path
 import grpc
+import nats
 import orjson
 
 from services.cli.supervisor import RunConfig, Supervisor, pick_free_ports
@@ -272,15 +278,30 @@ async def bench_processes(nats_url: str, plan_path: Path, args: argparse.Namespa
     return run
 
 
-async def bench_idle_processes(nats_url: str, plan_path: Path, args: argparse.Namespace,
-                               work: Path) -> ProcessRun:
+@dataclass
+class IdleKernel:
+    """Ground and five idle vehicles as processes, ground paused with all present."""
+
+    mission: str
+    grpc_port: int  # ground's
+    metrics_port: int  # ground's
+    procs: dict[str, asyncio.subprocess.Process]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.procs.items()}
+
+
+@contextlib.asynccontextmanager
+async def idle_kernel(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                      log_dir: Path) -> AsyncIterator[IdleKernel]:
     """Real ground, five ``_kernel_idle_service.py`` vehicles: the kernel alone, as processes."""
     mission = f"bench-{uuid.uuid4().hex[:8]}"
-    config = RunConfig(state_dir=work / "idle", nats_url=nats_url, mission_id=mission,
+    config = RunConfig(state_dir=log_dir, nats_url=nats_url, mission_id=mission,
                        flight_plan=plan_path, warp="max", start_paused=True,
                        log_level=args.log_level)
     ports = pick_free_ports(2 * len(SERVICE_NAMES))
-    (work / "idle").mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
     procs: dict[str, asyncio.subprocess.Process] = {}
     try:
         for i, name in enumerate(SERVICE_NAMES):
@@ -288,16 +309,104 @@ async def bench_idle_processes(nats_url: str, plan_path: Path, args: argparse.Na
                    **config.service_env(name, ports[2 * i], ports[2 * i + 1])}
             cmd = ["-m", "services.ground"] if name == "ground" else [
                 str(BENCH_DIR / "_kernel_idle_service.py")]
-            with (work / "idle" / f"{name}.log").open("wb") as log:
+            with (log_dir / f"{name}.log").open("wb") as log:
                 procs[name] = await asyncio.create_subprocess_exec(
                     sys.executable, *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
                     stdout=log, stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent())
         await _wait_paused(ports[0], procs)
-        return await measure_running(nats_url, mission, {n: p.pid for n, p in procs.items()},
-                                     ports[0], ports[1], args, work)
+        yield IdleKernel(mission, ports[0], ports[1], procs)
     finally:
         for proc in procs.values():
             await _terminate(proc)
+
+
+async def bench_idle_processes(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                               work: Path) -> ProcessRun:
+    async with idle_kernel(nats_url, plan_path, args, work / "idle") as k:
+        return await measure_running(nats_url, k.mission, k.pids, k.grpc_port,
+                                     k.metrics_port, args, work)
+
+
+# --- 3b. floor and kernel interleaved ---------------------------------------------------
+@dataclass
+class Window:
+    steps: int
+    window_s: float
+    cpu_s: dict[str, float]  # CPU seconds by role: clock, answerers (all five), nats-server
+
+    @property
+    def rate(self) -> float:
+        return self.steps / self.window_s if self.window_s > 0 else math.nan
+
+    @property
+    def cpu_us(self) -> float:
+        return self.part_us(*self.cpu_s)
+
+    def part_us(self, *roles: str) -> float:
+        """CPU microseconds per step of these roles together."""
+        return sum(self.cpu_s[r] for r in roles) / self.steps * 1e6 if self.steps else math.nan
+
+
+async def bench_interleaved(nats_url: str, plan_path: Path, args: argparse.Namespace,
+                            work: Path) -> list[tuple[Window, Window]]:
+    """The floor (uvloop) and the idle kernel both up all along, run by turns in
+    short windows: each kernel window has a floor window right before it.
+
+    The machine's speed drifts by tens of per cent within minutes, often within
+    a ten-second section; windows of a second or two, side by side, compare the
+    two under nearly the same conditions. The first pair warms up and is dropped.
+    """
+    root = f"bench.{uuid.uuid4().hex[:8]}.clock"
+    common = ["--nats", nats_url, "--root", root, "--loop", "uvloop"]
+    floor = [await Child.spawn("_baseline_node.py", "node", *common, "--name", name,
+                               log_dir=work) for name in VEHICLES]
+    nc = None
+    try:
+        floor.append(await Child.spawn("_baseline_node.py", "gated", *common,
+                                       "--nodes", str(len(VEHICLES)), log_dir=work))
+        if await floor[-1].wait_line(30.0) != "ready":
+            raise RuntimeError("gated floor clock did not get ready")
+        floor_pids = {"clock": [floor[-1].proc.pid],
+                      "answerers": [c.proc.pid for c in floor[:-1]],
+                      "nats-server": [args.nats_pid]}
+        nc = await nats.connect(nats_url, name="bench-interleave")
+        async with idle_kernel(nats_url, plan_path, args, work / "interleaved") as k:
+            kernel_pids = {"clock": [k.pids["ground"]],
+                           "answerers": [k.pids[v] for v in VEHICLES],
+                           "nats-server": [args.nats_pid]}
+            pairs: list[tuple[Window, Window]] = []
+            w = args.pair_window_s
+            for _ in range(args.pairs + 1):
+                cpu0 = _cpu_sum(floor_pids)
+                reply = orjson.loads((await nc.request(f"{root}.go",
+                                                       orjson.dumps({"seconds": w}),
+                                                       timeout=w + CHILD_GRACE_S)).data)
+                f = Window(reply["steps"], reply["window_s"], _cpu_delta(floor_pids, cpu0))
+                await _clock_call(k.grpc_port, "Resume")
+                await asyncio.sleep(0.1)  # past the first steps after a pause
+                step0, cpu0, t0 = ((await _clock_call(k.grpc_port, "GetTime")).step,
+                                   _cpu_sum(kernel_pids), time.perf_counter())
+                await asyncio.sleep(w)
+                state = await _clock_call(k.grpc_port, "GetTime")
+                kw = Window(state.step - step0, time.perf_counter() - t0,
+                            _cpu_delta(kernel_pids, cpu0))
+                await _clock_call(k.grpc_port, "Pause")
+                pairs.append((f, kw))
+            return pairs[1:]
+    finally:
+        if nc is not None:
+            await nc.publish(f"{root}.stop", b"{}")
+            await nc.close()
+        for child in floor:
+            await child.stop()
+
+
+def _cpu_sum(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(cpu_s(pid) for pid in group) for role, group in pids.items()}
+
+
+def _cpu_delta(pids: dict[str, list[int]], before: dict[str, float]) -> dict[str, float]:
+    return {role: cpu - before[role] for role, cpu in _cpu_sum(pids).items()}
 
 
 async def _wait_paused(grpc_port: int, procs: dict[str, asyncio.subprocess.Process],
@@ -498,6 +607,45 @@ def print_rounds(pairs: list[tuple[dict[str, Any], ProcessRun | None]]) -> None:
     print("The tables below are of the median round.")
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(x for x in xs if math.isfinite(x))
+    if not xs:
+        return math.nan
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
+
+
+def print_interleaved(pairs: list[tuple[Window, Window]] | dict[str, Any]) -> None:
+    """Floor and kernel windows taken by turns on processes that stay up."""
+    if isinstance(pairs, dict):
+        print(f"\nInterleaved windows: failed: {pairs.get('error')}")
+        return
+    if not pairs:
+        return
+    print(f"\nInterleaved windows: floor (uvloop) and kernel (idle cores) both up, "
+          f"{len(pairs)} pairs of {pairs[0][0].window_s:.1f} s windows; CPU = every process "
+          "of the side and nats-server, per step")
+    print("| pair | floor steps/s | kernel steps/s | kernel / floor | floor CPU us | "
+          "kernel CPU us | CPU ratio |")
+    print("|------|---------------|----------------|----------------|--------------|"
+          "---------------|-----------|")
+    for i, (f, k) in enumerate(pairs, 1):
+        print(f"| {i:>4} | {f.rate:>13,.0f} | {k.rate:>14,.0f} | {k.rate / f.rate:>14.0%} | "
+              f"{f.cpu_us:>12,.0f} | {k.cpu_us:>13,.0f} | {k.cpu_us / f.cpu_us:>8.2f}x |")
+    ratios = [k.rate / f.rate for f, k in pairs]
+    kernel = [k.rate for _, k in pairs]
+    cpu = [k.cpu_us / f.cpu_us for f, k in pairs]
+    print(f"median: kernel / floor {_median(ratios):.0%} (range {min(ratios):.0%}-"
+          f"{max(ratios):.0%}; target >= 75%), kernel {_median(kernel):,.0f} steps/s "
+          f"(target >= {TARGET_STEPS_PER_S:,.0f}), floor {_median([f.rate for f, _ in pairs]):,.0f}"
+          f" steps/s, kernel CPU per step {_median(cpu):.2f}x the floor's")
+    for side, i in (("floor ", 0), ("kernel", 1)):
+        parts = {role: _median([p[i].part_us(role) for p in pairs])
+                 for role in ("clock", "answerers", "nats-server")}
+        print(f"  {side} median CPU us per step: clock {parts['clock']:.0f}, each answerer "
+              f"{parts['answerers'] / len(VEHICLES):.0f}, nats-server {parts['nats-server']:.0f}")
+
+
 def _verdict(r: dict[str, Any], floor: dict[str, Any]) -> str:
     if not r.get("steps"):
         return ""
@@ -611,11 +759,13 @@ async def amain(args: argparse.Namespace) -> None:
             plan = write_coast_plan(work / "plan.json", args.plan_days)
             tp = {lp: await _attempt(bench_throughput(url, lp, work)) for lp in loops} \
                 if "throughput" in sections else {}
+            interleaved = await _attempt(bench_interleaved(url, plan, args, work)) \
+                if "interleaved" in sections else []
             # Floor (uvloop) and idle kernel alternate, round after round, so each
             # kernel window has a floor window beside it under the same load.
             pairs: list[tuple[dict[str, Any], ProcessRun | None]] = []
             floor: dict[str, Any] = {}
-            for i in range(args.rounds):
+            for i in range(args.rounds if sections & {"floor", "idle"} else 0):
                 if "floor" in sections:
                     for lp in loops if i == 0 else ("uvloop",):
                         floor[lp] = await _attempt(bench_floor(url, lp, args, work))
@@ -641,9 +791,11 @@ async def amain(args: argparse.Namespace) -> None:
             inproc = await _attempt(bench_inproc(url, plan, args, work)) \
                 if "inproc" in sections else None
         print_throughput(tp)
+        print_interleaved(interleaved)
         print_rounds(pairs)
-        print_lockstep(floor, runs, inproc)
-        print_cpu(floor, runs)
+        if floor or runs or inproc is not None:
+            print_lockstep(floor, runs, inproc)
+            print_cpu(floor, runs)
         for title, run in runs.items():
             print_services(title, run)
         for title, run in runs.items():
@@ -673,13 +825,19 @@ def main() -> None:
                         help="alternating floor/kernel rounds (default 3, 1 with --quick)")
     parser.add_argument("--no-observe", dest="observe", action="store_false",
                         help="skip the observed latency window after each kernel window")
-    parser.add_argument("--only", default="throughput,floor,idle,procs,inproc",
+    parser.add_argument("--pairs", type=int, default=0,
+                        help="interleaved floor/kernel window pairs (default 10, 4 with --quick)")
+    parser.add_argument("--pair-window-s", type=float, default=1.5,
+                        help="wall seconds of each interleaved window")
+    parser.add_argument("--only", default="throughput,interleaved,floor,idle,procs,inproc",
                         help="comma separated sections to run")
     args = parser.parse_args()
     if args.quick:
         args.seconds = 3.0
     if args.rounds <= 0:
         args.rounds = 1 if args.quick else 3
+    if args.pairs <= 0:
+        args.pairs = 4 if args.quick else 10
     asyncio.run(amain(args))
 
 
