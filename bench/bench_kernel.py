@@ -814,8 +814,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window, wall s")
     parser.add_argument("--warmup-s", type=float, default=1.0)
     parser.add_argument("--quick", action="store_true", help="3 s windows")
-    parser.add_argument("--plan-days", type=float, default=365.0,
-                        help="mission days the coast plan spans (600 s steps: 144 per day)")
+    parser.add_argument("--plan-days", type=float, default=3650.0,
+                        help="mission days the coast plan spans (idle cores take 600 s steps, "
+                             "the real services 3600 s before launch: 24 a day)")
     parser.add_argument("--profile", action="store_true",
                         help="sample ground and the orbiter with py-spy during the window")
     parser.add_argument("--keep", action="store_true",
