@@ -228,12 +228,12 @@ class ClockAuthority:
 
     async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
         rt = self.rt
-        tick = rt.bus.envelope("tick", {"step": step, "t_from": t_from, "t_to": t_to,
-                                        "expect": self._expect_next}, t_from, step - 1)
         self._acks, self._ack_step = {}, step
         self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
-        data = await rt.bus.publish(rt.subjects.tick, tick)
+        data = await rt.bus.send(rt.subjects.tick, "tick",
+                                 {"step": step, "t_from": t_from, "t_to": t_to,
+                                  "expect": self._expect_next}, t_from, step - 1)
         await self._collect_acks(step, data)
         rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
         # One pass over the acks: what each published (for the next tick's

@@ -9,6 +9,7 @@ message was published.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, NamedTuple
 
 import orjson
@@ -42,12 +43,21 @@ class Envelope(NamedTuple):
 
 
 _loads = orjson.loads
+_fields = operator.itemgetter("v", "mission", "src", "seq", "t", "step", "kind", "body")
+_make = Envelope._make
 
 
 def encode(env: Envelope) -> bytes:
+    return encode_fields(env.mission, env.src, env.seq, env.t, env.step, env.kind, env.body,
+                         env.v)
+
+
+def encode_fields(mission: str, src: str, seq: int, t: float, step: int, kind: str,
+                  body: dict[str, Any], v: int = SCHEMA_VERSION) -> bytes:
+    """:func:`encode` without building the :class:`Envelope` first (the hot path)."""
     return orjson.dumps(
-        {"v": env.v, "mission": env.mission, "src": env.src, "seq": env.seq,
-         "t": env.t, "step": env.step, "kind": env.kind, "body": env.body},
+        {"v": v, "mission": mission, "src": src, "seq": seq, "t": t, "step": step,
+         "kind": kind, "body": body},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
@@ -63,18 +73,19 @@ def decode(data: bytes, *, mission: str) -> Envelope:
         raw = _loads(data)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError("not_json", str(exc)) from exc
-    if type(raw) is dict:
-        get = raw.get
-        v, seq, t, step = get("v"), get("seq"), get("t"), get("step")
-        src, kind, body = get("src"), get("kind"), get("body")
-        # orjson gives exact types: ``type(x) is int`` also keeps bools out, and
-        # ``t - t == 0.0`` is false for inf and nan.
-        if (v == SCHEMA_VERSION and type(v) is int and get("mission") == mission
-                and type(src) is str and src in _SOURCES and type(seq) is int and seq >= 0
-                and ((type(t) is float and t - t == 0.0) or type(t) is int)
-                and type(step) is int and step >= 0 and type(kind) is str and kind
-                and type(body) is dict):
-            return Envelope(mission, src, seq, float(t), step, kind, body)
+    try:  # every field in one C call; a list, a string or a missing key raises
+        v, m, src, seq, t, step, kind, body = _fields(raw)
+    except (KeyError, TypeError):
+        _reject(raw, mission)
+        raise  # pragma: no cover  (_reject raises)
+    # orjson gives exact types: ``type(x) is int`` also keeps bools out, and
+    # ``t - t == 0.0`` is false for inf and nan.
+    if (type(v) is int and v == SCHEMA_VERSION and m == mission
+            and type(src) is str and src in _SOURCES and type(seq) is int and seq >= 0
+            and ((type(t) is float and t - t == 0.0) or type(t) is int)
+            and type(step) is int and step >= 0 and type(kind) is str and kind
+            and type(body) is dict):
+        return _make((mission, src, seq, float(t), step, kind, body, v))
     _reject(raw, mission)
     raise AssertionError("unreachable: _reject raises")  # pragma: no cover
 

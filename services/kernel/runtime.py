@@ -216,10 +216,10 @@ class ServiceRuntime:
         max_dt = step_after(core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
-        ack = self.bus.envelope("ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
-                                        "phase": core.phase,
-                                        "prompt": self.last_prompt}, t_to, step)
-        self._last_ack = await self.bus.publish(self._ack_subject, ack)
+        self._last_ack = await self.bus.send(
+            self._ack_subject, "ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
+                                       "phase": core.phase, "prompt": self.last_prompt},
+            t_to, step)
 
     async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
         """Apply everything published up to ``prev_step``, in deterministic order."""
@@ -249,8 +249,8 @@ class ServiceRuntime:
         self.last_prompt = False
         for item in items:
             subject = self._subject_for(item)
-            env = self.bus.envelope(ENVELOPE_KIND[item.kind], item.body, item.t, step)
-            await self.bus.publish(subject, env, durable=item.kind == "evt")
+            await self.bus.send(subject, ENVELOPE_KIND[item.kind], item.body, item.t, step,
+                                durable=item.kind == "evt")
             counts[subject] = counts.get(subject, 0) + 1
             self.last_prompt = self.last_prompt or item.prompt
             if item.kind == "evt":
@@ -288,8 +288,7 @@ class ServiceRuntime:
             return False
         self._tm_frames = []
         step, t = self._tm_last
-        env = self.bus.envelope("telemetry", {"frames": frames}, t, step)
-        await self.bus.publish(self._tm_subject, env)
+        await self.bus.send(self._tm_subject, "telemetry", {"frames": frames}, t, step)
         return True
 
     async def settle_telemetry(self, timeout_s: float = 2.0) -> None:
