@@ -216,10 +216,14 @@ class ServiceRuntime:
         max_dt = step_after(core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
-        self._last_ack = await self.bus.send(
-            self._ack_subject, "ack", {"step": step, "max_dt_s": max_dt, "pub": pub,
-                                       "phase": core.phase, "prompt": self.last_prompt},
-            t_to, step)
+        # The common ack is as small as the floor's; ``pub`` and ``prompt`` only
+        # when there is something to say.
+        ack: dict[str, Any] = {"step": step, "max_dt_s": max_dt}
+        if pub:
+            ack["pub"] = pub
+        if self.last_prompt:
+            ack["prompt"] = True
+        self._last_ack = await self.bus.send(self._ack_subject, "ack", ack, t_to, step)
 
     async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
         """Apply everything published up to ``prev_step``, in deterministic order."""
