@@ -40,6 +40,25 @@ class _Telemetry:
     def steps(self, src: str) -> list[int]:
         return [f["step"] for e in self.messages.get(src, []) for f in e.body["frames"]]
 
+    async def wait_steps(self, sources: tuple[str, ...], steps: list[int],
+                         timeout_s: float) -> bool:
+        """Until every source's frames cover exactly ``steps`` (False at the timeout)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while any(self.steps(s) != steps for s in sources):
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+
+async def _single_steps(twin: LocalTwin, n: int) -> None:
+    """From the paused start, ``n`` single steps; back when the clock is paused again."""
+    clock = twin.ground.clock
+    await clock.wait_until(lambda: clock.status.mode == "paused")
+    clock.request_steps(n)
+    await clock.wait_until(lambda: twin.ground.step >= n and clock.paused)
+
 
 async def test_every_step_has_one_frame_and_messages_hold_at_most_a_batch(
         nats_url: str, mission_id: str) -> None:
@@ -73,15 +92,8 @@ async def test_a_paused_clock_leaves_no_frame_waiting(nats_url: str, mission_id:
     await tm.start(nats_url, mission_id)
     async with LocalTwin(nats_url, mission_id, plan(hours=3.0), start_paused=True,
                          tm_batch=1000, tm_delay_s=0.1) as twin:
-        clock = twin.ground.clock
-        await clock.wait_until(lambda: clock.status.mode == "paused")
-        clock.request_steps(3)
-        await clock.wait_until(lambda: twin.ground.step >= 3 and clock.paused)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 5.0
-        while loop.time() < deadline and any(tm.steps(v) != [1, 2, 3] for v in VEHICLES):
-            await asyncio.sleep(0.02)
-        assert all(tm.steps(v) == [1, 2, 3] for v in VEHICLES)
+        await _single_steps(twin, 3)
+        assert await tm.wait_steps(VEHICLES, [1, 2, 3], 5.0)
         assert all(len(tm.messages[v]) == 1 for v in VEHICLES)  # one message of three
         await tm.nc.drain()
 
@@ -93,10 +105,7 @@ async def test_status_answers_after_the_telemetry_up_to_it(nats_url: str,
     await tm.start(nats_url, mission_id)
     async with LocalTwin(nats_url, mission_id, plan(hours=3.0), start_paused=True,
                          tm_batch=1000, tm_delay_s=3600.0) as twin:
-        clock = twin.ground.clock
-        await clock.wait_until(lambda: clock.status.mode == "paused")
-        clock.request_steps(4)
-        await clock.wait_until(lambda: twin.ground.step >= 4 and clock.paused)
+        await _single_steps(twin, 4)
         await asyncio.sleep(0.2)
         assert tm.steps("lander") == []  # still waiting for company
         async with grpc.aio.insecure_channel(
@@ -105,14 +114,8 @@ async def test_status_answers_after_the_telemetry_up_to_it(nats_url: str,
                 control_pb2.GetStatusRequest())
         assert status.step == 4
         await tm.nc.flush()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 2.0
-        while loop.time() < deadline and tm.steps("lander") != [1, 2, 3, 4]:
-            await asyncio.sleep(0.01)
-        assert tm.steps("lander") == [1, 2, 3, 4]
+        assert await tm.wait_steps(("lander",), [1, 2, 3, 4], 2.0)
         assert tm.steps("orbiter") == []  # asked nobody else
     # Stopping sends what is left.
-    await tm.nc.flush()
-    await asyncio.sleep(0.1)
-    assert tm.steps("orbiter") == [1, 2, 3, 4]
+    assert await tm.wait_steps(("orbiter",), [1, 2, 3, 4], 2.0)
     await tm.nc.drain()
