@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import math
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -598,21 +599,16 @@ def print_rounds(pairs: list[tuple[dict[str, Any], ProcessRun | None]]) -> None:
             kernels.append(k)
         print(f"| {i:>5} | {f:>13,.0f} | {k:>14,.0f} | {ratio:>14.0%} | {_ms(p99):>13} |")
     if ratios:
-        ratios.sort()
-        kernels.sort()
-        print(f"kernel / floor: median {ratios[len(ratios) // 2]:.0%} (range "
-              f"{ratios[0]:.0%}-{ratios[-1]:.0%}); kernel steps/s: median "
-              f"{kernels[len(kernels) // 2]:,.0f}, best {kernels[-1]:,.0f} (target >= "
+        print(f"kernel / floor: median {_median(ratios):.0%} (range "
+              f"{min(ratios):.0%}-{max(ratios):.0%}); kernel steps/s: median "
+              f"{_median(kernels):,.0f}, best {max(kernels):,.0f} (target >= "
               f"{TARGET_STEPS_PER_S:,.0f}, i.e. 75% of the issue's ~2,000 floor)")
     print("The tables below are of the median round.")
 
 
 def _median(xs: list[float]) -> float:
-    xs = sorted(x for x in xs if math.isfinite(x))
-    if not xs:
-        return math.nan
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2.0
+    finite = [x for x in xs if math.isfinite(x)]
+    return statistics.median(finite) if finite else math.nan
 
 
 def print_interleaved(pairs: list[tuple[Window, Window]] | dict[str, Any]) -> None:

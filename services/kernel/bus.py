@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from services.kernel.envelope import Envelope, Sequencer, decode, encode, encode_fields
+from services.kernel.envelope import Envelope, Sequencer, decode, encode_fields
 from services.kernel.errors import EnvelopeError
 from services.kernel.metrics import Metrics
 from services.kernel.subjects import Subjects
@@ -100,27 +100,18 @@ class Bus:
 
     async def send(self, subject: str, kind: str, body: dict[str, Any], t: float, step: int,
                    *, durable: bool = False) -> bytes:
-        """Number, encode and publish one message (``envelope`` + ``publish`` in one
-        go, the path of every tick, ack and data message); return its bytes."""
+        """Number, encode and publish one message (mission data with ``durable``
+        to the JetStream mission log); return its bytes (for sending again)."""
         data = encode_fields(self.mission, self.source, self.next_seq(kind), t, step, kind, body)
-        await self._publish(subject, data, durable)
-        self.metrics.bus_out.inc(kind)
-        return data
-
-    async def publish(self, subject: str, env: Envelope, *, durable: bool = False) -> bytes:
-        """Publish one envelope; return its encoded bytes (for re-sending)."""
-        data = encode(env)
-        await self._publish(subject, data, durable)
-        self.metrics.bus_out.inc(env.kind)
-        return data
-
-    async def _publish(self, subject: str, data: bytes, durable: bool) -> None:
         if durable:
             assert self.js is not None
             await self.js.publish(subject, data)
         else:
             assert self.nc is not None
             await self.nc.publish(subject, data)
+        self.metrics.bus_out.inc(kind)
+        return data
+
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None

@@ -184,8 +184,7 @@ class ClockAuthority:
             if self.rt.stopping.is_set():
                 return
             self.status.waiting_for = [s for s in self.expect if s not in self.present]
-            env = self.rt.bus.envelope("roll", {}, self.rt.t_s, self.rt.step)
-            await self.rt.bus.publish(self.rt.subjects.roll, env)
+            await self.rt.bus.send(self.rt.subjects.roll, "roll", {}, self.rt.t_s, self.rt.step)
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), ROLL_CALL_PERIOD_S)

@@ -34,7 +34,7 @@ from services.kernel.inbox import Inbox
 from services.kernel.logs import setup_logging
 from services.kernel.metrics import Metrics, serve_metrics
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
-from services.kernel.vehicle import Outbox, Outgoing, VehicleCore
+from services.kernel.vehicle import Outbox, VehicleCore
 
 log = logging.getLogger("twin.runtime")
 
@@ -83,7 +83,6 @@ class ServiceRuntime:
         self._last_ack: bytes | None = None
         self.last_prompt = False  # did the last step publish a message to act on at once?
         self._gauges: dict[str, Any] | None = None
-        self._subject_cache: dict[tuple[str, str], str] = {}
         self._metrics_wall = -1e9
         self._metrics_phase = ""
         self._link_metrics = LinkMetrics()
@@ -177,9 +176,9 @@ class ServiceRuntime:
 
     # --- the clock protocol, participant side -------------------------------
     async def say_hello(self) -> None:
-        env = self.bus.envelope("hello", {"step": self.step, "t": self.t_s,
-                                          "grpc_port": self.grpc_port}, self.t_s, self.step)
-        await self.bus.publish(self.subjects.hello(self.name), env)
+        await self.bus.send(self.subjects.hello(self.name), "hello",
+                            {"step": self.step, "t": self.t_s, "grpc_port": self.grpc_port},
+                            self.t_s, self.step)
 
     async def _on_roll(self, env: Envelope, subject: str) -> None:
         await self.say_hello()
@@ -252,7 +251,7 @@ class ServiceRuntime:
         counts: dict[str, int] = {}
         self.last_prompt = False
         for item in items:
-            subject = self._subject_for(item)
+            subject = self.subjects.of(item.kind, item.target)
             await self.bus.send(subject, ENVELOPE_KIND[item.kind], item.body, item.t, step,
                                 durable=item.kind == "evt")
             counts[subject] = counts.get(subject, 0) + 1
@@ -317,22 +316,6 @@ class ServiceRuntime:
             await self.publish_telemetry()
         except Exception:
             log.warning("telemetry frames not published", exc_info=True)
-
-    def _subject_for(self, item: Outgoing) -> str:
-        key = (item.kind, item.target)
-        subject = self._subject_cache.get(key)
-        if subject is None:
-            subject = self._subject_cache[key] = self._make_subject(item)
-        return subject
-
-    def _make_subject(self, item: Outgoing) -> str:
-        if item.kind == "evt":
-            return self.subjects.event(item.target)
-        if item.kind == "cmd":
-            return self.subjects.command(item.target)
-        if item.kind == "dl":
-            return self.subjects.downlink(item.target)
-        return self.subjects.transfer(item.target)
 
     # --- telemetry, metrics ---------------------------------------------------
     def update_metrics(self, s: Any, t: float) -> None:

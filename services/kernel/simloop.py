@@ -56,9 +56,7 @@ class SimLoop:
     def _publish(self, source: str, out: Outbox, step: int) -> None:
         for item in out.drain():
             self.prompt = self.prompt or item.prompt
-            subject = {"tm": self.subjects.telemetry, "evt": self.subjects.event,
-                       "cmd": self.subjects.command, "xfer": self.subjects.transfer,
-                       "dl": self.subjects.downlink}[item.kind](item.target)
+            subject = self.subjects.of(item.kind, item.target)
             self.seq[source] = self.seq.get(source, 0) + 1
             env = Envelope(MISSION, source, self.seq[source], item.t, step,
                            ENVELOPE_KIND[item.kind], item.body)

@@ -59,6 +59,11 @@ class Subjects:
         """The modelled downlink (frames that crossed a link), unlike ``tm`` (truth)."""
         return self._s(DOWNLINK, service)
 
+    def of(self, kind: str, service: str) -> str:
+        """The subject of one kind (``evt``, ``cmd``, ``xfer``, ``dl``, ``tm``) and
+        service: where an outbox item goes."""
+        return self._s(kind, service)
+
     def all_of(self, kind: str) -> str:
         return self._s(kind, "*")
 

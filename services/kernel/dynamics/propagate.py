@@ -67,7 +67,6 @@ _GM = {"earth": GM_EARTH_M3_S2, "moon": GM_MOON_M3_S2, "sun": GM_SUN_M3_S2}
 _SHAPE = {"earth": (J2_EARTH, R_EARTH_EQ_M), "moon": (J2_MOON, R_MOON_M)}
 
 
-
 def _dop853_table() -> ModuleType:
     """scipy's DOP853 coefficient module, loaded from its file by itself.
 
