@@ -209,7 +209,7 @@ class ProcessRun:
     profiles: dict[str, _pyspy.Profile] = field(default_factory=dict)
 
 
-async def _clock_call(port: int, method: str) -> clock_pb2.ClockState:
+async def clock_call(port: int, method: str) -> clock_pb2.ClockState:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = clock_pb2_grpc.MissionClockStub(channel)
         request = {"Resume": clock_pb2.ResumeRequest, "Pause": clock_pb2.PauseRequest,
@@ -295,8 +295,9 @@ class IdleKernel:
 
 @contextlib.asynccontextmanager
 async def idle_kernel(nats_url: str, plan_path: Path, args: argparse.Namespace,
-                      log_dir: Path) -> AsyncIterator[IdleKernel]:
-    """Real ground, five ``_kernel_idle_service.py`` vehicles: the kernel alone, as processes."""
+                      log_dir: Path, repo: Path = REPO_ROOT) -> AsyncIterator[IdleKernel]:
+    """Real ground, five ``_kernel_idle_service.py`` vehicles: the kernel alone, as
+    processes, run from the code of ``repo`` (a checkout of this repository)."""
     mission = f"bench-{uuid.uuid4().hex[:8]}"
     config = RunConfig(state_dir=log_dir, nats_url=nats_url, mission_id=mission,
                        flight_plan=plan_path, warp="max", start_paused=True,
@@ -306,13 +307,13 @@ async def idle_kernel(nats_url: str, plan_path: Path, args: argparse.Namespace,
     procs: dict[str, asyncio.subprocess.Process] = {}
     try:
         for i, name in enumerate(SERVICE_NAMES):
-            env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+            env = {**os.environ, "PYTHONPATH": str(repo),
                    **config.service_env(name, ports[2 * i], ports[2 * i + 1])}
             cmd = ["-m", "services.ground"] if name == "ground" else [
-                str(BENCH_DIR / "_kernel_idle_service.py")]
+                str(repo / "bench" / "_kernel_idle_service.py")]
             with (log_dir / f"{name}.log").open("wb") as log:
                 procs[name] = await asyncio.create_subprocess_exec(
-                    sys.executable, *cmd, env=env, stdin=asyncio.subprocess.DEVNULL,
+                    sys.executable, *cmd, env=env, cwd=repo, stdin=asyncio.subprocess.DEVNULL,
                     stdout=log, stderr=asyncio.subprocess.STDOUT, preexec_fn=die_with_parent())
         await _wait_paused(ports[0], procs)
         yield IdleKernel(mission, ports[0], ports[1], procs)
@@ -378,21 +379,12 @@ async def bench_interleaved(nats_url: str, plan_path: Path, args: argparse.Names
             pairs: list[tuple[Window, Window]] = []
             w = args.pair_window_s
             for _ in range(args.pairs + 1):
-                cpu0 = _cpu_sum(floor_pids)
+                cpu0 = cpu_sum(floor_pids)
                 reply = orjson.loads((await nc.request(f"{root}.go",
                                                        orjson.dumps({"seconds": w}),
                                                        timeout=w + CHILD_GRACE_S)).data)
-                f = Window(reply["steps"], reply["window_s"], _cpu_delta(floor_pids, cpu0))
-                await _clock_call(k.grpc_port, "Resume")
-                await asyncio.sleep(0.1)  # past the first steps after a pause
-                step0, cpu0, t0 = ((await _clock_call(k.grpc_port, "GetTime")).step,
-                                   _cpu_sum(kernel_pids), time.perf_counter())
-                await asyncio.sleep(w)
-                state = await _clock_call(k.grpc_port, "GetTime")
-                kw = Window(state.step - step0, time.perf_counter() - t0,
-                            _cpu_delta(kernel_pids, cpu0))
-                await _clock_call(k.grpc_port, "Pause")
-                pairs.append((f, kw))
+                f = Window(reply["steps"], reply["window_s"], cpu_delta(floor_pids, cpu0))
+                pairs.append((f, await kernel_window(k.grpc_port, kernel_pids, w)))
             return pairs[1:]
     finally:
         if nc is not None:
@@ -402,12 +394,26 @@ async def bench_interleaved(nats_url: str, plan_path: Path, args: argparse.Names
             await child.stop()
 
 
-def _cpu_sum(pids: dict[str, list[int]]) -> dict[str, float]:
+async def kernel_window(grpc_port: int, pids: dict[str, list[int]], seconds: float) -> Window:
+    """Resume a paused kernel for ``seconds``: its steps (ground's ``GetTime`` at
+    both ends), wall time and CPU by role; paused again at the end."""
+    await clock_call(grpc_port, "Resume")
+    await asyncio.sleep(0.1)  # past the first steps after a pause
+    step0, cpu0, t0 = ((await clock_call(grpc_port, "GetTime")).step, cpu_sum(pids),
+                       time.perf_counter())
+    await asyncio.sleep(seconds)
+    state = await clock_call(grpc_port, "GetTime")
+    window = Window(state.step - step0, time.perf_counter() - t0, cpu_delta(pids, cpu0))
+    await clock_call(grpc_port, "Pause")
+    return window
+
+
+def cpu_sum(pids: dict[str, list[int]]) -> dict[str, float]:
     return {role: sum(cpu_s(pid) for pid in group) for role, group in pids.items()}
 
 
-def _cpu_delta(pids: dict[str, list[int]], before: dict[str, float]) -> dict[str, float]:
-    return {role: cpu - before[role] for role, cpu in _cpu_sum(pids).items()}
+def cpu_delta(pids: dict[str, list[int]], before: dict[str, float]) -> dict[str, float]:
+    return {role: cpu - before[role] for role, cpu in cpu_sum(pids).items()}
 
 
 async def _wait_paused(grpc_port: int, procs: dict[str, asyncio.subprocess.Process],
@@ -419,7 +425,7 @@ async def _wait_paused(grpc_port: int, procs: dict[str, asyncio.subprocess.Proce
         if dead:
             raise RuntimeError(f"exited during start: {', '.join(dead)}")
         with contextlib.suppress(grpc.aio.AioRpcError):
-            if (await _clock_call(grpc_port, "GetTime")).mode == "paused":
+            if (await clock_call(grpc_port, "GetTime")).mode == "paused":
                 return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"ground not paused with all vehicles present after {timeout_s} s")
@@ -444,14 +450,14 @@ async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grp
     under the observer for exact round-trip percentiles; RSS at the end."""
     run = ProcessRun()
     pids = {**pids, "nats-server": args.nats_pid}  # CPU only: where the bus's share goes
-    await _clock_call(grpc_port, "Resume")
+    await clock_call(grpc_port, "Resume")
     await asyncio.sleep(args.warmup_s)
     hist_before = await asyncio.to_thread(_ground_histogram, metrics_port)
     cpu_before = {n: cpu_s(pid) for n, pid in pids.items()}
-    step_before, started = (await _clock_call(grpc_port, "GetTime")).step, time.perf_counter()
+    step_before, started = (await clock_call(grpc_port, "GetTime")).step, time.perf_counter()
     profiling = _start_profiles(pids, args, work) if args.profile else None
     await asyncio.sleep(args.seconds)
-    state = await _clock_call(grpc_port, "GetTime")
+    state = await clock_call(grpc_port, "GetTime")
     window_s = time.perf_counter() - started
     run.cpu_s = {n: cpu_s(pid) - cpu_before[n] for n, pid in pids.items()}
     hist = _histogram_stats(hist_before, await asyncio.to_thread(_ground_histogram, metrics_port))
@@ -471,7 +477,7 @@ async def measure_running(nats_url: str, mission: str, pids: dict[str, int], grp
             await obs.stop()
     run.rss_mb = {n: rss_mb(pid) for n, pid in pids.items() if n != "nats-server"}
     with contextlib.suppress(grpc.aio.AioRpcError):
-        await _clock_call(grpc_port, "Pause")
+        await clock_call(grpc_port, "Pause")
     return run
 
 
