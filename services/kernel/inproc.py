@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -26,7 +26,7 @@ CoreFactory = Callable[[int], VehicleCore]
 
 class LocalTwin:
     def __init__(self, nats_url: str, mission: str, plan: FlightPlan, *, seed: int = 6,
-                 cores: dict[str, CoreFactory] | None = None, warp: float = 0.0,
+                 cores: Mapping[str, CoreFactory] | None = None, warp: float = 0.0,
                  start_paused: bool = False, ack_timeout_s: float = 2.0,
                  vehicles: tuple[str, ...] = VEHICLES, **overrides: Any) -> None:
         base = ServiceConfig(service="ground", mission_id=mission, nats_urls=(nats_url,),
