@@ -112,7 +112,6 @@ class Bus:
         self.metrics.bus_out.inc(kind)
         return data
 
-
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None
         metrics = self.metrics
