@@ -112,6 +112,12 @@ class Bus:
         self.metrics.bus_out.inc(kind)
         return data
 
+    async def resend(self, subject: str, data: bytes) -> None:
+        """Publish bytes :meth:`send` returned once more (a tick or an ack that may
+        have been lost): the same message, same sequence number, not counted again."""
+        assert self.nc is not None
+        await self.nc.publish(subject, data)
+
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None
         metrics = self.metrics

@@ -292,8 +292,7 @@ class ClockAuthority:
             log.warning("waiting for acknowledgement",
                         extra={"step": self._ack_step, "waiting_for": ",".join(missing)})
             self._notify()
-            assert self.rt.bus.nc is not None
-            await self.rt.bus.nc.publish(self.rt.subjects.tick, self._tick_data)
+            await self.rt.bus.resend(self.rt.subjects.tick, self._tick_data)
             self._tick_sent_at = time.perf_counter()  # next report after another timeout
 
     def _after_step(self) -> None:

@@ -205,8 +205,7 @@ class ServiceRuntime:
             return  # fault injection: behave as a service that stopped answering
         if step <= self.step:
             if step == self.step and self._last_ack is not None:
-                assert self.bus.nc is not None
-                await self.bus.nc.publish(self._ack_subject, self._last_ack)
+                await self.bus.resend(self._ack_subject, self._last_ack)
             return
         t_from, t_to = float(body["t_from"]), float(body["t_to"])
         expect = body.get("expect")
@@ -240,16 +239,8 @@ class ServiceRuntime:
         it feeds no inbox, nothing waits for it)."""
         items = self.outbox.drain()
         core = self.core
-        interval = max(core.telemetry_interval_s(), self.config.tm_interval_s)
-        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in core.faults
-        # Metrics are scraped about once a wall second: refreshing them on every
-        # step (thousands a second) is waste, except when something happened.
-        now = time.monotonic()  # wall time gates metric refreshes only
-        metrics_due = (now - self._metrics_wall >= METRICS_REFRESH_S
-                       or core.phase != self._metrics_phase
-                       or (items and any(i.kind == "evt" for i in items)))
         counts: dict[str, int] = {}
-        self.last_prompt = False
+        self.last_prompt = events = False
         for item in items:
             subject = self.subjects.of(item.kind, item.target)
             await self.bus.send(subject, ENVELOPE_KIND[item.kind], item.body, item.t, step,
@@ -257,8 +248,16 @@ class ServiceRuntime:
             counts[subject] = counts.get(subject, 0) + 1
             self.last_prompt = self.last_prompt or item.prompt
             if item.kind == "evt":
+                events = True
                 self.metrics.child("events", str(item.body["name"])).inc()
                 log.info("event", extra={"event": item.body["name"], "t_s": item.t})
+        interval = max(core.telemetry_interval_s(), self.config.tm_interval_s)
+        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in core.faults
+        # Metrics are scraped about once a wall second: refreshing them on every
+        # step (thousands a second) is waste, except when something happened.
+        now = time.monotonic()  # wall time gates metric refreshes only
+        metrics_due = (events or core.phase != self._metrics_phase
+                       or now - self._metrics_wall >= METRICS_REFRESH_S)
         if tm_due or metrics_due:
             summary = core.summary()
             if summary.central_body:  # the downlink's figures ride in telemetry too

@@ -12,13 +12,12 @@ import nats
 import orjson
 import pytest
 
+from services.kernel.config import VEHICLES
 from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import decode
 from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from tests.integration.twin_helpers import PoweredWindowCore, chatty, plan
-
-VEHICLES = ("orbiter", "lander", "ascender", "reentry", "relay")
 
 
 async def _record(nats_url: str, subject: str) -> tuple[Any, list[tuple[str, bytes]]]:

@@ -12,12 +12,11 @@ import grpc
 import nats
 from nats.aio.msg import Msg
 
+from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope, decode
 from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
 from tests.integration.twin_helpers import chatty, plan
-
-VEHICLES = ("orbiter", "lander", "ascender", "reentry", "relay")
 
 
 class _Telemetry:
