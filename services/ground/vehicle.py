@@ -11,6 +11,7 @@ uploaded in an earlier pass and go at once.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from typing import Any
 
 from services.ground.plan import FlightPlan, PlanItem
@@ -73,7 +74,9 @@ class GroundCore(VehicleCore):
         return self._due
 
     def next_stop_after(self, t_s: float) -> float:
-        return next((d for d in self._due_times() if d > t_s + 1e-9), math.inf)
+        due = self._due_times()
+        i = bisect_right(due, t_s + 1e-9)  # the first due time after t_s (sorted)
+        return due[i] if i < len(due) else math.inf
 
     def has_seen(self, event: str) -> bool:
         return event in self.seen

@@ -91,9 +91,10 @@ class Bus:
             await self.js.update_stream(cfg)
 
     def next_seq(self, kind: str) -> int:
-        if kind in CONTROL_KINDS:
-            return self.control_seq.next()
-        return (self.tm_seq if kind == "telemetry" else self.seq).next()
+        seq = (self.control_seq if kind in CONTROL_KINDS
+               else self.tm_seq if kind == "telemetry" else self.seq)
+        seq.last += 1
+        return seq.last
 
     def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
         return Envelope(self.mission, self.source, self.next_seq(kind), t, step, kind, body)

@@ -347,6 +347,8 @@ class GroundLinks:
 
     def deliver(self, t_s: float) -> int:
         """Archive the frames that have reached ground by ``t_s``; return how many."""
+        if not self.in_flight:  # every step of a coast with nothing on its way
+            return 0
         due = [f for f in self.in_flight if float(f["deliver_at_s"]) <= t_s + 1e-9]
         if not due:
             return 0
@@ -382,6 +384,8 @@ class GroundLinks:
 
     def release(self, t_s: float, out: Outbox) -> None:
         """Send held commands whose target has a path again, in the order held."""
+        if not self.held:
+            return
         keep = []
         for h in self.held:
             path = self.path_to(h["target"])

@@ -44,7 +44,9 @@ class Envelope(NamedTuple):
 
 _loads = orjson.loads
 _fields = operator.itemgetter("v", "mission", "src", "seq", "t", "step", "kind", "body")
-_make = Envelope._make
+#: ``Envelope._make`` without its Python frame and length check (the tuple built
+#: below always has every field).
+_new = tuple.__new__
 
 
 def encode(env: Envelope) -> bytes:
@@ -85,7 +87,7 @@ def decode(data: bytes, *, mission: str) -> Envelope:
             and ((type(t) is float and t - t == 0.0) or type(t) is int)
             and type(step) is int and step >= 0 and type(kind) is str and kind
             and type(body) is dict):
-        return _make((mission, src, seq, float(t), step, kind, body, v))
+        return _new(Envelope, (mission, src, seq, float(t), step, kind, body, v))
     _reject(raw, mission)
     raise AssertionError("unreachable: _reject raises")  # pragma: no cover
 

@@ -24,33 +24,35 @@ _STEP_BUCKETS = (0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0
 
 
 class HotCounter:
-    """A labelled counter for the per-message hot path.
+    """A counter for the per-message hot path, with at most one label of its own.
 
-    ``inc`` is one dict update (no lock, no child object); the registry reads
-    the values when it is scraped. The lock-step kernel counts a dozen messages
-    per step at thousands of steps a second, where ``prometheus_client``'s
-    locked values cost about a microsecond each.
+    ``inc`` is one dict update keyed by the label's value (no lock, no child
+    object, no label tuple); the registry reads the values when it is scraped.
+    The lock-step kernel counts a dozen messages per step at thousands of steps
+    a second, where ``prometheus_client``'s locked values cost about a
+    microsecond each.
     """
 
-    def __init__(self, name: str, doc: str, base: tuple[str, str], *labels: str) -> None:
-        self.name, self.doc, self.base, self.labelnames = name, doc, base, labels
-        self.values: dict[tuple[str, ...], float] = {}
+    def __init__(self, name: str, doc: str, base: tuple[str, str], label: str = "") -> None:
+        self.name, self.doc, self.base = name, doc, base
+        self.labelnames = (label,) if label else ()
+        self.values: dict[str, float] = {}  # label value ("" without a label) -> count
 
-    def inc(self, *labels: str) -> None:
+    def inc(self, label: str = "") -> None:
         values = self.values
-        values[labels] = values.get(labels, 0.0) + 1.0
+        values[label] = values.get(label, 0.0) + 1.0
 
-    def touch(self, *labels: str) -> None:
+    def touch(self, label: str = "") -> None:
         """Create the series at zero, so it exists before its first event."""
-        self.values.setdefault(labels, 0.0)
+        self.values.setdefault(label, 0.0)
 
-    def value(self, *labels: str) -> float:
-        return self.values.get(labels, 0.0)
+    def value(self, label: str = "") -> float:
+        return self.values.get(label, 0.0)
 
     def family(self) -> Metric:
         fam = CounterMetricFamily(self.name, self.doc, labels=[*_BASE, *self.labelnames])
-        for labels, value in list(self.values.items()):  # one C call: safe against the loop
-            fam.add_metric([*self.base, *labels], value)
+        for label, value in list(self.values.items()):  # one C call: safe against the loop
+            fam.add_metric([*self.base, label] if self.labelnames else [*self.base], value)
         return fam
 
 

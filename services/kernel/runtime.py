@@ -237,47 +237,56 @@ class ServiceRuntime:
         """Publish what the step wrote and add the step's truth-telemetry frame to
         the next ``tm`` message; return counts per subject (telemetry not counted:
         it feeds no inbox, nothing waits for it)."""
-        items = self.outbox.drain()
-        core = self.core
         counts: dict[str, int] = {}
-        self.last_prompt = events = False
-        for item in items:
-            subject = self.subjects.of(item.kind, item.target)
-            await self.bus.send(subject, ENVELOPE_KIND[item.kind], item.body, item.t, step,
-                                durable=item.kind == "evt")
-            counts[subject] = counts.get(subject, 0) + 1
-            self.last_prompt = self.last_prompt or item.prompt
-            if item.kind == "evt":
-                events = True
-                self.metrics.child("events", str(item.body["name"])).inc()
-                log.info("event", extra={"event": item.body["name"], "t_s": item.t})
-        interval = max(core.telemetry_interval_s(), self.config.tm_interval_s)
-        tm_due = t - self._last_tm_t >= interval and "drop_telemetry" not in core.faults
+        events = self.last_prompt = False
+        if self.outbox.items:  # most steps of a coast write nothing
+            for item in self.outbox.drain():
+                subject = self.subjects.of(item.kind, item.target)
+                await self.bus.send(subject, ENVELOPE_KIND[item.kind], item.body, item.t, step,
+                                    durable=item.kind == "evt")
+                counts[subject] = counts.get(subject, 0) + 1
+                self.last_prompt = self.last_prompt or item.prompt
+                if item.kind == "evt":
+                    events = True
+                    self.metrics.child("events", str(item.body["name"])).inc()
+                    log.info("event", extra={"event": item.body["name"], "t_s": item.t})
+        if self._record_step(step, t, events):
+            await self.publish_telemetry()
+        return counts
+
+    def _record_step(self, step: int, t: float, events: bool) -> bool:
+        """The step's truth-telemetry frame and metric refresh, each when due; True
+        when the frames waiting fill a ``tm`` message."""
+        core = self.core
+        tm_due = (t - self._last_tm_t >= max(core.telemetry_interval_s(), self.config.tm_interval_s)
+                  and "drop_telemetry" not in core.faults)
         # Metrics are scraped about once a wall second: refreshing them on every
         # step (thousands a second) is waste, except when something happened.
         now = time.monotonic()  # wall time gates metric refreshes only
         metrics_due = (events or core.phase != self._metrics_phase
                        or now - self._metrics_wall >= METRICS_REFRESH_S)
-        if tm_due or metrics_due:
-            summary = core.summary()
-            if summary.central_body:  # the downlink's figures ride in telemetry too
-                merge_downlink_values(core, summary.values)
-            if metrics_due:
-                self.update_metrics(summary, t)
-                self._metrics_wall, self._metrics_phase = now, core.phase
-            if tm_due:
-                frames = self._tm_frames
-                frames.append(orjson.Fragment(orjson.dumps(telemetry_frame(summary, step, t),
-                                                           option=orjson.OPT_SERIALIZE_NUMPY)))
-                self._tm_last, self._last_tm_t = (step, t), t
-                if len(frames) >= self.config.tm_batch:
-                    await self.publish_telemetry()
-                elif self._tm_timer is None:  # the first frame waiting: send by the deadline
-                    self._tm_timer = asyncio.get_running_loop().call_later(
-                        self.config.tm_delay_s, self._telemetry_waited)
-                if self.watchers:
-                    self._feed_watchers(summary, step, t)
-        return counts
+        if not (tm_due or metrics_due):
+            return False
+        summary = core.summary()
+        if summary.central_body:  # the downlink's figures ride in telemetry too
+            merge_downlink_values(core, summary.values)
+        if metrics_due:
+            self.update_metrics(summary, t)
+            self._metrics_wall, self._metrics_phase = now, core.phase
+        if not tm_due:
+            return False
+        frames = self._tm_frames
+        frames.append(orjson.Fragment(orjson.dumps(telemetry_frame(summary, step, t),
+                                                   option=orjson.OPT_SERIALIZE_NUMPY)))
+        self._tm_last, self._last_tm_t = (step, t), t
+        if self.watchers:
+            self._feed_watchers(summary, step, t)
+        if len(frames) >= self.config.tm_batch:
+            return True
+        if self._tm_timer is None:  # the first frame waiting: send by the deadline
+            self._tm_timer = asyncio.get_running_loop().call_later(
+                self.config.tm_delay_s, self._telemetry_waited)
+        return False
 
     async def publish_telemetry(self) -> bool:
         """Publish the pending truth-telemetry frames as one ``tm`` message (its

@@ -74,4 +74,4 @@ def test_scrape_while_the_loop_counts() -> None:
     stop.set()
     thread.join()
     assert errors == []
-    assert sum(v for (k,), v in m.bus_out.values.items()) == 20_000
+    assert sum(m.bus_out.values.values()) == 20_000
