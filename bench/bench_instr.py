@@ -106,14 +106,20 @@ async def _case(name: str, passes: int, ticks: int) -> None:
     spend the same on making them."""
     made = WARMUP + ticks
     if name in ("floor-node", "floor-clock"):
-        step = _floor_node(made) if name == "floor-node" else _floor_clock(made)
+        step, done = _floor_node(made) if name == "floor-node" else _floor_clock(made)
     else:
-        step = await _kernel_case(name, made)
+        step, done = await _kernel_case(name, made)
     for k in range(1, WARMUP + passes + 1):
         step(k)
+    if done() != WARMUP + passes:  # a path that went wrong counts nothing worth printing
+        raise SystemExit(f"case {name}: {done()} passes completed of {WARMUP + passes}")
 
 
-def _floor_node(made: int) -> Callable[[int], object]:
+#: One pass of a case, and how many passes have completed (read once at the end).
+Case = tuple[Callable[[int], object], Callable[[], int]]
+
+
+def _floor_node(made: int) -> Case:
     import orjson
 
     nats = _StubNats()
@@ -124,10 +130,16 @@ def _floor_node(made: int) -> Callable[[int], object]:
         await nats.publish("r.ack.orbiter", orjson.dumps({"step": tick["step"],
                                                           "max_dt_s": 600.0}))
 
-    return lambda k: _drive(on_tick(_Msg(ticks[k - 1], "r.tick")))
+    answered = [0]
+
+    def step(k: int) -> None:
+        _drive(on_tick(_Msg(ticks[k - 1], "r.tick")))
+        answered[0] = k
+
+    return step, lambda: answered[0]
 
 
-def _floor_clock(made: int) -> Callable[[int], object]:
+def _floor_clock(made: int) -> Case:
     import orjson
 
     nats = _StubNats()
@@ -160,10 +172,10 @@ def _floor_clock(made: int) -> Callable[[int], object]:
             _drive(on_ack(msg))
         _drive(coro)
 
-    return step
+    return step, lambda: int(state["step"]) if state["done"].done() else -1
 
 
-async def _kernel_case(name: str, made: int) -> Callable[[int], object]:
+async def _kernel_case(name: str, made: int) -> Case:
     """A kernel case from the checkout on ``sys.path`` (this one or ``--base``'s)."""
     from _kernel_inproc import IdleCore
     from bench_kernel import write_coast_plan
@@ -197,7 +209,7 @@ async def _kernel_case(name: str, made: int) -> Callable[[int], object]:
             _drive(coro)
             clock._after_step()
 
-        return ground_step
+        return ground_step, lambda: ground.step
 
     config = ServiceConfig.from_env("orbiter", {"TWIN_MISSION_ID": MISSION})
     rt = ServiceRuntime(IdleCore("orbiter", 1), config, CollectorRegistry())
@@ -207,22 +219,27 @@ async def _kernel_case(name: str, made: int) -> Callable[[int], object]:
                                   _tick_body(k))), rt.subjects.tick) for k in range(1, made + 1)]
     if name == "vehicle":
         on_tick = nats.callbacks[rt.subjects.tick]
-        return lambda k: _drive(on_tick(ticks[k - 1]))
+        return lambda k: _drive(on_tick(ticks[k - 1])), lambda: rt.step
+    last: list[Any] = [None]
     if name == "decode":
-        return lambda k: decode(ticks[k - 1].data, mission=MISSION)
+        def decode_one(k: int) -> None:
+            last[0] = decode(ticks[k - 1].data, mission=MISSION)
+
+        return decode_one, lambda: int(last[0].body["step"])
     if name == "send-ack":
-        return lambda k: _drive(rt.bus.send(rt.subjects.ack("orbiter"), "ack",
-                                            {"step": k, "max_dt_s": STEP_S}, k * STEP_S, k))
+        return (lambda k: _drive(rt.bus.send(rt.subjects.ack("orbiter"), "ack",
+                                             {"step": k, "max_dt_s": STEP_S}, k * STEP_S, k)),
+                lambda: rt.bus.control_seq.last)
 
     import orjson
 
     core = rt.core
 
     def frame(k: int) -> None:
-        orjson.dumps(telemetry_frame(core.summary(), k, k * STEP_S),
-                     option=orjson.OPT_SERIALIZE_NUMPY)
+        last[0] = orjson.dumps(telemetry_frame(core.summary(), k, k * STEP_S),
+                               option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return frame
+    return frame, lambda: int(orjson.loads(last[0])["step"])
 
 
 # --- the driver ----------------------------------------------------------------------------
