@@ -44,17 +44,25 @@ from nats.aio.msg import Msg
 ROLL_PERIOD_S = 0.1
 
 
+class Node:
+    """One trivial answerer: decode the tick, publish an ack."""
+
+    def __init__(self, nc: Client, ack_subject: str) -> None:
+        self.nc, self.ack_subject = nc, ack_subject
+        self.ticks = 0
+
+    async def on_tick(self, msg: Msg) -> None:
+        self.ticks += 1
+        tick = orjson.loads(msg.data)
+        await self.nc.publish(self.ack_subject,
+                              orjson.dumps({"step": tick["step"], "max_dt_s": 600.0}))
+
+
 async def run_node(url: str, root: str, name: str) -> None:
     nc = await nats.connect(url, name=f"bench-node-{name}")
-    ack_subject, hello_subject = f"{root}.ack.{name}", f"{root}.hello.{name}"
+    hello_subject = f"{root}.hello.{name}"
     stop = asyncio.Event()
-    ticks = 0
-
-    async def on_tick(msg: Msg) -> None:
-        nonlocal ticks
-        ticks += 1
-        tick = orjson.loads(msg.data)
-        await nc.publish(ack_subject, orjson.dumps({"step": tick["step"], "max_dt_s": 600.0}))
+    node = Node(nc, f"{root}.ack.{name}")
 
     async def on_roll(msg: Msg) -> None:
         await nc.publish(hello_subject, b"{}")
@@ -62,7 +70,7 @@ async def run_node(url: str, root: str, name: str) -> None:
     async def on_stop(msg: Msg) -> None:
         stop.set()
 
-    await nc.subscribe(f"{root}.tick", cb=on_tick)
+    await nc.subscribe(f"{root}.tick", cb=node.on_tick)
     await nc.subscribe(f"{root}.roll", cb=on_roll)
     await nc.subscribe(f"{root}.stop", cb=on_stop)
     loop = asyncio.get_running_loop()
@@ -70,7 +78,7 @@ async def run_node(url: str, root: str, name: str) -> None:
     await nc.publish(hello_subject, b"{}")
     await stop.wait()
     await nc.close()
-    _print_json({"ticks": ticks, "cpu_s": time.process_time()})
+    _print_json({"ticks": node.ticks, "cpu_s": time.process_time()})
 
 
 class Clock:

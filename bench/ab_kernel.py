@@ -46,8 +46,8 @@ def worktree(ref: str) -> Iterator[tuple[Path, str]]:
         commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
     except (subprocess.CalledProcessError, FileNotFoundError) as exc:
         why = (getattr(exc, "stderr", "") or str(exc)).strip()
-        print(f"ab_kernel: --base {ref!r} is not a commit of this repository ({why}); "
-              "give a branch, tag or commit id", file=sys.stderr)
+        print(f"{Path(sys.argv[0]).stem}: --base {ref!r} is not a commit of this repository "
+              f"({why}); give a branch, tag or commit id", file=sys.stderr)
         raise SystemExit(2) from None
     with tempfile.TemporaryDirectory(prefix="twin-ab-") as tmp:
         path = Path(tmp) / "base"

@@ -49,6 +49,8 @@ SELF = Path(__file__).resolve()
 REPO_ROOT = SELF.parent.parent
 WARMUP = 2_000
 MISSION = "bench-1a2b3c4d"  # as long as bench_kernel.py's mission ids
+#: The five answerers (services.kernel.config.VEHICLES, not imported here: a case
+#: imports ``services`` only once the checkout it counts is first on sys.path).
 VEHICLES = ("orbiter", "lander", "ascender", "reentry", "relay")
 T0_S = 7_234.123456789  # a mission time with every digit, as real steps have
 STEP_S = 600.0
@@ -120,59 +122,32 @@ Case = tuple[Callable[[int], object], Callable[[], int]]
 
 
 def _floor_node(made: int) -> Case:
+    """``_baseline_node.py``'s node answering ticks."""
     import orjson
+    from _baseline_node import Node
 
-    nats = _StubNats()
-    ticks = [orjson.dumps(_tick_body(k)) for k in range(1, made + 1)]
-
-    async def on_tick(msg: Any) -> None:  # bench/_baseline_node.py's node
-        tick = orjson.loads(msg.data)
-        await nats.publish("r.ack.orbiter", orjson.dumps({"step": tick["step"],
-                                                          "max_dt_s": 600.0}))
-
-    answered = [0]
-
-    def step(k: int) -> None:
-        _drive(on_tick(_Msg(ticks[k - 1], "r.tick")))
-        answered[0] = k
-
-    return step, lambda: answered[0]
+    node = Node(_StubNats(), "r.ack.orbiter")  # type: ignore[arg-type]
+    ticks = [_Msg(orjson.dumps(_tick_body(k)), "r.tick") for k in range(1, made + 1)]
+    return lambda k: _drive(node.on_tick(ticks[k - 1])), lambda: node.ticks
 
 
 def _floor_clock(made: int) -> Case:
+    """``_baseline_node.py``'s clock: one step, its five acks fed in."""
     import orjson
+    from _baseline_node import Clock, one_step
 
-    nats = _StubNats()
-    state: dict[str, Any] = {"step": 0, "acked": set(), "done": None}
-    loop = asyncio.get_running_loop()
+    nats, clock = _StubNats(), Clock("r", len(VEHICLES))
     acks = [[_Msg(orjson.dumps({"step": k, "max_dt_s": 600.0}), f"r.ack.{v}") for v in VEHICLES]
             for k in range(1, made + 1)]
 
-    async def on_ack(msg: Any) -> None:  # bench/_baseline_node.py's clock
-        if orjson.loads(msg.data)["step"] != state["step"]:
-            return
-        acked = state["acked"]
-        acked.add(msg.subject.rsplit(".", 1)[1])
-        if len(acked) == len(VEHICLES) and state["done"] is not None:
-            state["done"].set_result(None)
-
-    async def one_step(t_from: float) -> None:
-        state["step"] += 1
-        state["acked"].clear()
-        state["done"] = loop.create_future()
-        tick = orjson.dumps({"step": state["step"], "t_from": t_from, "t_to": t_from + 600.0,
-                             "expect": {}})
-        await nats.publish("r.tick", tick)
-        await state["done"]
-
     def step(k: int) -> None:
-        coro = one_step(k * STEP_S)
-        _drive(coro)
+        coro = one_step(nats, clock, clock.step * STEP_S)  # type: ignore[arg-type]
+        _drive(coro)  # the tick is out; waiting for the acks
         for msg in acks[k - 1]:
-            _drive(on_ack(msg))
+            _drive(clock.on_ack(msg))  # type: ignore[arg-type]
         _drive(coro)
 
-    return step, lambda: int(state["step"]) if state["done"].done() else -1
+    return step, lambda: clock.step if len(clock.acked) == len(VEHICLES) else -1
 
 
 async def _kernel_case(name: str, made: int) -> Case:

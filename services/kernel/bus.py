@@ -91,10 +91,8 @@ class Bus:
             await self.js.update_stream(cfg)
 
     def next_seq(self, kind: str) -> int:
-        seq = (self.control_seq if kind in CONTROL_KINDS
-               else self.tm_seq if kind == "telemetry" else self.seq)
-        seq.last += 1
-        return seq.last
+        return (self.control_seq if kind in CONTROL_KINDS
+                else self.tm_seq if kind == "telemetry" else self.seq).next()
 
     def envelope(self, kind: str, body: dict[str, Any], t: float, step: int) -> Envelope:
         return Envelope(self.mission, self.source, self.next_seq(kind), t, step, kind, body)
