@@ -16,10 +16,12 @@ import math
 import re
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +314,64 @@ def test_promtool_test_rules() -> None:
     assert tests
     done = _promtool("test", "rules", *tests)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+class _FlippingExporter:
+    """A /metrics endpoint whose vehicle alternates, scrape by scrape, between a
+    link gap on the pad and a linked ascent; with ``fixed`` it stays linkless
+    in ascent (the case that must fire)."""
+
+    def __init__(self, vehicle: str, fixed: bool = False) -> None:
+        self.vehicle, self.fixed, self.scrapes = vehicle, fixed, 0
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                exporter.scrapes += 1
+                body = exporter.body().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def body(self) -> str:
+        gap = self.fixed or self.scrapes % 2 == 0
+        ascent = self.fixed or not gap
+        return (f'twin_link_up{{link="{self.vehicle}"}} {0 if gap else 1}\n'
+                f'twin_mission_phase{{phase="on_pad"}} {0 if ascent else 1}\n'
+                f'twin_mission_phase{{phase="ascent"}} {1 if ascent else 0}\n')
+
+
+def test_link_alert_never_pairs_two_scrapes(tmp_path: Path) -> None:
+    """Each scrape of a flipping vehicle is consistent (a gap on the pad, or a
+    linked ascent), so the alert must stay quiet for it. Recorded series from
+    two rule groups, evaluated at their own offsets, paired a gap with the next
+    scrape's ascent: the earlier rule fired here for two to four of these
+    vehicles in ten seconds. The vehicle that really is linkless in ascent
+    must fire."""
+    flipping = [_FlippingExporter(f"flip{i}") for i in range(8)]
+    lost = _FlippingExporter("lost", fixed=True)
+    exporters = [*flipping, lost]
+    targets = [ScrapeTarget(e.vehicle, e.address) for e in exporters]
+    try:
+        with PromServer(tmp_path, targets, mission="m", scrape_interval_s=0.2) as prom:
+            start_s = time.time()
+            time.sleep(10.0)
+            firing = prom.query_range(
+                'ALERTS{alertname="TwinLinkLostInCriticalPhase", alertstate="firing"}',
+                start_s, time.time(), 0.1)
+    finally:
+        for e in exporters:
+            e.server.shutdown()
+    assert min(e.scrapes for e in flipping) >= 20, [e.scrapes for e in exporters]
+    assert sorted({s["metric"]["link"] for s in firing}) == ["lost"]
 
 
 def test_the_config_promserver_writes_passes_promtool(tmp_path: Path) -> None:
