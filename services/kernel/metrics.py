@@ -46,9 +46,6 @@ class HotCounter:
         """Create the series at zero, so it exists before its first event."""
         self.values.setdefault(label, 0.0)
 
-    def value(self, label: str = "") -> float:
-        return self.values.get(label, 0.0)
-
     def family(self) -> Metric:
         fam = CounterMetricFamily(self.name, self.doc, labels=[*_BASE, *self.labelnames])
         for label, value in list(self.values.items()):  # one C call: safe against the loop

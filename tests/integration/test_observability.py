@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import shutil
 import subprocess
 import threading
@@ -41,6 +40,7 @@ from services.kernel.promserver import (
     default_rule_files,
     find_prometheus,
 )
+from tests.promql import series_names
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
@@ -191,24 +191,15 @@ def _has_a_number(result: list[dict[str, Any]]) -> bool:
     return any(not math.isnan(float(v)) for s in result for _t, v in s["values"])
 
 
-def _series_names(expr: str) -> set[str]:
-    bare = re.sub(r"\{[^}]*\}|\"[^\"]*\"|\[[^\]]*\]", "", expr)
-    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
-    bare = re.sub(r"\b[a-z_]+\s*\(", "(", bare)  # function names (label_replace, rate, ...)
-    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare))
-    keywords = {"max", "min", "sum", "and", "or", "unless", "by", "on", "bool"}
-    return {w for w in words if w not in keywords and ("_" in w or w == "up")}
-
-
 def _pending_inputs(expr: str) -> set[str]:
     """The NOT_YET_PRODUCED metrics `expr` reads, through recording rules too."""
     recorded = {r["record"]: r["expr"] for r in _rules("record")}
-    names, seen = _series_names(expr), set[str]()
+    names, seen = series_names(expr), set[str]()
     while names - seen:
         name = (names - seen).pop()
         seen.add(name)
         if name in recorded:
-            names |= _series_names(recorded[name])
+            names |= series_names(recorded[name])
     return names & NOT_YET_PRODUCED
 
 
@@ -262,7 +253,7 @@ def test_every_alert_evaluates_over_series_that_exist(observed: ObservedRun) -> 
     missing = []
     for rule in _rules("alert"):
         observed.series(rule["expr"])  # raises PromQueryError if Prometheus rejects it
-        for name in sorted(_series_names(rule["expr"])):
+        for name in sorted(series_names(rule["expr"])):
             if _pending_inputs(name):
                 continue
             if not observed.series(f'count({name}{{mission="{observed.mission}"}})'):

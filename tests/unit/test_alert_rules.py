@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.promql import series_names
+
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules"
 
 
@@ -25,15 +27,6 @@ def _groups() -> list[dict[str, Any]]:
     for path in sorted(RULES.glob("*.yml")):
         groups += yaml.safe_load(path.read_text())["groups"]
     return groups
-
-
-def _names(expr: str) -> set[str]:
-    """Series names read by a PromQL expression (labels, strings, functions left out)."""
-    bare = re.sub(r"\{[^}]*\}|\"[^\"]*\"|\[[^\]]*\]", "", expr)
-    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
-    bare = re.sub(r"\b[A-Za-z_:][A-Za-z0-9_:]*\s*\(", "(", bare)  # function calls
-    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare))
-    return {w for w in words if w not in {"and", "or", "unless", "bool"}}
 
 
 def _rule(key: str, name: str) -> dict[str, Any]:
@@ -46,13 +39,7 @@ def _rule(key: str, name: str) -> dict[str, Any]:
 def _joining_alerts_at_once() -> list[tuple[str, dict[str, Any]]]:
     """(group, alert) of every alert with no `for` that reads two series or more."""
     return [(g["name"], r) for g in _groups() for r in g["rules"]
-            if "alert" in r and "for" not in r and len(_names(r["expr"])) > 1]
-
-
-def test_names_are_read_through_functions_and_matchers() -> None:
-    expr = ('max by (mission, link) (twin_link_up) == 0 and on (mission, link) '
-            'label_replace(x:y:z{phase=~"a|b"} == 1, "link", "$1", "service", "(.*)")')
-    assert _names(expr) == {"twin_link_up", "x:y:z"}
+            if "alert" in r and "for" not in r and len(series_names(r["expr"])) > 1]
 
 
 def test_the_link_and_propellant_alerts_are_checked_below() -> None:
@@ -67,7 +54,7 @@ def test_an_alert_that_fires_at_once_reads_one_moment(
     """With no `for`, an alert joining several series reads raw series, or
     series recorded before it in its own group (same evaluation instant)."""
     group_name, alert = group_and_rule
-    names = _names(alert["expr"])
+    names = series_names(alert["expr"])
     group = next(g for g in _groups() if g["name"] == group_name)
     earlier = set()
     for rule in group["rules"]:

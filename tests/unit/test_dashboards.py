@@ -19,6 +19,7 @@ import yaml
 
 from services.kernel.config import VEHICLES
 from services.kernel.promserver import default_targets, render_config
+from tests.promql import series_names
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
@@ -36,13 +37,6 @@ GRAFANA_UNITS = frozenset({
 BUILTIN_SERIES = frozenset({
     "up", "ALERTS", "process_cpu_seconds_total", "process_resident_memory_bytes",
 })
-_PROMQL_WORDS = frozenset({
-    "sum", "max", "min", "count", "avg", "by", "without", "rate", "increase", "changes",
-    "histogram_quantile", "or", "and", "unless", "offset", "vector", "on", "ignoring",
-    "group_left", "group_right", "deriv", "avg_over_time", "bool",
-})
-
-
 def _load_generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gen_dashboards", REPO / "scripts" /
                                                   "gen_dashboards.py")
@@ -75,15 +69,6 @@ def _catalog() -> set[str]:
 def _recording_rules() -> set[str]:
     groups = yaml.safe_load((PROM_DIR / "rules" / "twin-recording.yml").read_text())["groups"]
     return {rule["record"] for group in groups for rule in group["rules"]}
-
-
-def _series_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (ignoring labels, strings, functions)."""
-    bare = re.sub(r"\{[^}]*\}", "", re.sub(r'"[^"]*"', "", expr))
-    bare = re.sub(r"\[[^\]]*\]", "", bare)
-    bare = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", bare)
-    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare))
-    return {w for w in words if w not in _PROMQL_WORDS and not w.startswith("__")}
 
 
 def _all_exprs(dashboard: dict[str, Any]) -> list[str]:
@@ -145,7 +130,7 @@ def test_every_query_is_scoped_to_the_mission_variable(dashboard: dict[str, Any]
 def test_every_series_is_in_the_catalog_or_a_recording_rule(dashboard: dict[str, Any]) -> None:
     known = _catalog() | _recording_rules() | BUILTIN_SERIES
     for expr in _all_exprs(dashboard):
-        unknown = _series_names(expr) - known
+        unknown = series_names(expr) - known
         assert not unknown, f"{dashboard['uid']}: {sorted(unknown)} in {expr}"
 
 
@@ -153,7 +138,10 @@ def test_series_name_extraction_sees_through_promql() -> None:
     # The catalog check above is only as good as this parser.
     expr = ('histogram_quantile(0.99, sum by (peer, le) (rate(twin_x_bucket{mission="$m", '
             'a=~"b|c"}[$__rate_interval]))) or vector(0) * on (mission) group_left rec:y:z')
-    assert _series_names(expr) == {"twin_x_bucket", "rec:y:z"}
+    assert series_names(expr) == {"twin_x_bucket", "rec:y:z"}
+    expr = ('max by (mission, link) (twin_link_up) == 0 and on (mission, link) '
+            'label_replace(x:y:z{phase=~"a|b"} == 1, "link", "$1", "service", "(.*)")')
+    assert series_names(expr) == {"twin_link_up", "x:y:z"}
 
 
 @pytest.mark.parametrize("dashboard", _dashboards(), ids=lambda d: d["uid"])
