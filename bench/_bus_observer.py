@@ -43,7 +43,8 @@ SETTLE_STEPS = 5
 
 def _step_of(data: bytes) -> int | None:
     raw: Any = orjson.loads(data)
-    body = raw.get("body", raw) if isinstance(raw, dict) else None  # kernel envelope or bare
+    # the kernel's envelope (an array, body last) or the floor's bare object
+    body = raw[-1] if isinstance(raw, list) and raw else raw
     step = body.get("step") if isinstance(body, dict) else None
     return step if isinstance(step, int) else None
 

@@ -1,15 +1,29 @@
 """The bus envelope: every NATS message of the twin is one, encoded with orjson.
 
-``{"v": 1, "mission": str, "src": str, "seq": int, "t": float, "step": int,
-"kind": str, "body": {...}}`` -- ``seq`` counts per source, ``t`` is mission
-time in seconds since launch, ``step`` is the clock step during which the
-message was published.
+Wire format v2, a JSON array in a fixed order::
+
+    [2, mission, src, seq, t, step, kind, {body}]
+
+``v`` first (2), the mission id, the source service, ``seq`` counting per
+source, ``t`` mission time in seconds since launch, ``step`` the clock step
+during which the message was published, ``kind``, then the body object.
+
+Positional rather than named: the envelope's eight fields are fixed and
+every message has all of them, so their names on the wire would be repeated
+bytes that both ends encode and parse a dozen times a clock step. Encoding
+an array costs a third of the same object with named fields, and decoding it
+half (``bench/bench_instr.py``: 14 % fewer instructions for the whole
+lock-step). The body keeps its named fields: those vary by kind and are
+what readers of the bus look at.
+
+Version 1 was the same fields as an object (``{"v": 1, "mission": ...}``); a
+v1 message is rejected as ``bad_version``, so a service left on the old
+release is named in the drop log instead of failing in other ways.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, NamedTuple
 
 import orjson
@@ -17,7 +31,7 @@ import orjson
 from services.kernel.config import SERVICE_NAMES
 from services.kernel.errors import EnvelopeError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Sources other than the six services that may publish (operators' tools).
 EXTRA_SOURCES = ("cli",)
 _SOURCES = frozenset(SERVICE_NAMES + EXTRA_SOURCES)
@@ -43,7 +57,8 @@ class Envelope(NamedTuple):
 
 
 _loads = orjson.loads
-_fields = operator.itemgetter("v", "mission", "src", "seq", "t", "step", "kind", "body")
+#: Field names in wire order, for error messages and readers of raw bytes.
+WIRE_FIELDS = ("v", "mission", "src", "seq", "t", "step", "kind", "body")
 #: ``Envelope._make`` without its Python frame and length check (the tuple built
 #: below always has every field).
 _new = tuple.__new__
@@ -57,11 +72,8 @@ def encode(env: Envelope) -> bytes:
 def encode_fields(mission: str, src: str, seq: int, t: float, step: int, kind: str,
                   body: dict[str, Any], v: int = SCHEMA_VERSION) -> bytes:
     """:func:`encode` without building the :class:`Envelope` first (the hot path)."""
-    return orjson.dumps(
-        {"v": v, "mission": mission, "src": src, "seq": seq, "t": t, "step": step,
-         "kind": kind, "body": body},
-        option=orjson.OPT_SERIALIZE_NUMPY,
-    )
+    return orjson.dumps([v, mission, src, seq, t, step, kind, body],
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def decode(data: bytes, *, mission: str) -> Envelope:
@@ -75,9 +87,9 @@ def decode(data: bytes, *, mission: str) -> Envelope:
         raw = _loads(data)
     except orjson.JSONDecodeError as exc:
         raise EnvelopeError("not_json", str(exc)) from exc
-    try:  # every field in one C call; a list, a string or a missing key raises
-        v, m, src, seq, t, step, kind, body = _fields(raw)
-    except (KeyError, TypeError):
+    try:  # any other length or a scalar raises; an 8-key object or string fails below
+        v, m, src, seq, t, step, kind, body = raw
+    except (ValueError, TypeError):
         _reject(raw, mission)
         raise  # pragma: no cover  (_reject raises)
     # orjson gives exact types: ``type(x) is int`` also keeps bools out, and
@@ -95,15 +107,18 @@ def decode(data: bytes, *, mission: str) -> Envelope:
 def _reject(raw: Any, mission: str) -> None:
     """Raise the :class:`EnvelopeError` naming what is wrong with ``raw`` (the
     same checks as :func:`decode`'s straight path, one at a time)."""
-    if type(raw) is not dict:
-        raise EnvelopeError("not_object", type(raw).__name__)
-    v = raw.get("v")
+    if type(raw) is dict:  # a version 1 envelope, or some other object
+        raise EnvelopeError("bad_version", f"an object (v={raw.get('v')!r}), not a "
+                                           f"v{SCHEMA_VERSION} array envelope")
+    if type(raw) is not list:
+        raise EnvelopeError("not_array", type(raw).__name__)
+    if len(raw) != len(WIRE_FIELDS):
+        raise EnvelopeError("bad_length", f"{len(raw)} fields, not {len(WIRE_FIELDS)}")
+    v, m, src, seq, t, step, kind, _body = raw
     if v != SCHEMA_VERSION or type(v) is not int:
         raise EnvelopeError("bad_version", repr(v))
-    if raw.get("mission") != mission:
-        raise EnvelopeError("foreign_mission", repr(raw.get("mission")))
-    src, seq, t, step = raw.get("src"), raw.get("seq"), raw.get("t"), raw.get("step")
-    kind, body = raw.get("kind"), raw.get("body")
+    if m != mission:
+        raise EnvelopeError("foreign_mission", repr(m))
     if type(src) is not str or src not in _SOURCES:  # an unhashable src must not raise
         raise EnvelopeError("unknown_source", repr(src))
     if type(seq) is not int or seq < 0:
@@ -114,7 +129,7 @@ def _reject(raw: Any, mission: str) -> None:
         raise EnvelopeError("bad_step", repr(step))
     if type(kind) is not str or not kind:
         raise EnvelopeError("bad_kind", repr(kind))
-    raise EnvelopeError("bad_body", type(body).__name__)
+    raise EnvelopeError("bad_body", type(_body).__name__)
 
 
 class Sequencer:

@@ -178,8 +178,7 @@ async def test_malformed_messages_are_counted_and_dropped(nats_url: str, mission
         for subject in ("clock.tick", "cmd.orbiter", "xfer.lander", "clock.ack.relay"):
             await nc.publish(f"twin.{mission_id}.{subject}", b"{not json")
         await nc.publish(f"twin.{mission_id}.cmd.orbiter",
-                         b'{"v":1,"mission":"someone-else","src":"ground","seq":1,"t":0,'
-                         b'"step":0,"kind":"command","body":{}}')
+                         b'[2,"someone-else","ground",1,0,0,"command",{}]')
         await nc.flush()
         await asyncio.sleep(0.3)
         twin.ground.clock.resume()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.kernel.envelope import Envelope, Sequencer, decode, encode
+from services.kernel.envelope import WIRE_FIELDS, Envelope, Sequencer, decode, encode
 from services.kernel.errors import EnvelopeError
 
 
@@ -35,34 +35,52 @@ def test_sequencer_counts_from_one() -> None:
     assert [seq.next(), seq.next(), seq.next()] == [1, 2, 3]
 
 
-GOOD = orjson.loads(encode(_env()))
+GOOD: list[object] = orjson.loads(encode(_env()))
+
+
+def _with(**fields: object) -> bytes:
+    """GOOD on the wire with some fields replaced, by name."""
+    raw = list(GOOD)
+    for name, value in fields.items():
+        raw[WIRE_FIELDS.index(name)] = value
+    return orjson.dumps(raw)
+
+
+def test_wire_format_is_a_positional_array() -> None:
+    assert GOOD == [2, "ce6", "orbiter", 7, 12.5, 3, "telemetry", {"alt_m": 200e3}]
+    assert len(WIRE_FIELDS) == len(GOOD)
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"\xff\xfe not json", "not_json"),
-        (b"[1, 2]", "not_object"),
-        (orjson.dumps({**GOOD, "v": 2}), "bad_version"),
-        (orjson.dumps({**GOOD, "v": True}), "bad_version"),
-        (orjson.dumps({**GOOD, "v": 1.0}), "bad_version"),
-        (orjson.dumps({k: v for k, v in GOOD.items() if k != "v"}), "bad_version"),
-        (orjson.dumps({**GOOD, "mission": "other"}), "foreign_mission"),
-        (orjson.dumps({**GOOD, "src": "mallory"}), "unknown_source"),
-        (orjson.dumps({**GOOD, "src": {"a": 1}}), "unknown_source"),  # unhashable
-        (orjson.dumps({**GOOD, "mission": ["ce6"]}), "foreign_mission"),
-        (orjson.dumps({**GOOD, "seq": -1}), "bad_seq"),
-        (orjson.dumps({**GOOD, "seq": True}), "bad_seq"),
-        (orjson.dumps({**GOOD, "t": "noon"}), "bad_time"),
-        (orjson.dumps({**GOOD, "t": False}), "bad_time"),
-        (orjson.dumps({k: v for k, v in GOOD.items() if k != "t"}), "bad_time"),
-        (orjson.dumps({**GOOD, "step": -2}), "bad_step"),
-        (orjson.dumps({**GOOD, "step": 1.5}), "bad_step"),
-        (orjson.dumps({**GOOD, "kind": ""}), "bad_kind"),
-        (orjson.dumps({**GOOD, "body": [1]}), "bad_body"),
-        (orjson.dumps({**GOOD, "body": None}), "bad_body"),
-        (orjson.dumps({**GOOD, "kind": 3}), "bad_kind"),
-        (b'{"v": 1, "mission": "ce6", "src": "orbiter", "seq": 1, "t": 1e999}', "not_json"),
+        (b'"eight ch"', "not_array"),  # a string of eight would unpack
+        (b"3", "not_array"),
+        (b"[2, 2]", "bad_length"),
+        (orjson.dumps([*GOOD, 0]), "bad_length"),
+        # the version 1 envelope: the same fields as an object
+        (orjson.dumps(dict(zip(WIRE_FIELDS, [1, *GOOD[1:]], strict=True))), "bad_version"),
+        (orjson.dumps({k: 0 for k in "abcdefgh"}), "bad_version"),  # unpacks into its keys
+        (_with(v=1), "bad_version"),
+        (_with(v=True), "bad_version"),
+        (_with(v=2.0), "bad_version"),
+        (_with(mission="other"), "foreign_mission"),
+        (_with(src="mallory"), "unknown_source"),
+        (_with(src={"a": 1}), "unknown_source"),  # unhashable
+        (_with(mission=["ce6"]), "foreign_mission"),
+        (_with(seq=-1), "bad_seq"),
+        (_with(seq=True), "bad_seq"),
+        (_with(t="noon"), "bad_time"),
+        (_with(t=False), "bad_time"),
+        (_with(t=None), "bad_time"),
+        (_with(step=-2), "bad_step"),
+        (_with(step=1.5), "bad_step"),
+        (_with(kind=""), "bad_kind"),
+        (_with(body=[1]), "bad_body"),
+        (_with(body=None), "bad_body"),
+        (_with(kind=3), "bad_kind"),
+        (b'[2, "ce6", "orbiter", 1, 1e999, 0, "x", {}]', "not_json"),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(data: bytes, reason: str) -> None:
@@ -76,25 +94,26 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allo
                     st.just({}), st.just([1]))
 
 
-def _valid(raw: dict[str, object]) -> bool:
+def _valid(raw: list[object]) -> bool:
     """The envelope rules written out plainly: the reference for decode's fast path."""
-    v, seq, t, step, kind = raw["v"], raw["seq"], raw["t"], raw["step"], raw["kind"]
-    return (type(v) is int and v == 1 and raw["mission"] == "ce6"
-            and raw["src"] in ("ground", "orbiter", "lander", "ascender", "reentry", "relay",
-                               "cli")
+    v, mission, src, seq, t, step, kind, body = raw
+    return (type(v) is int and v == 2 and mission == "ce6"
+            and src in ("ground", "orbiter", "lander", "ascender", "reentry", "relay", "cli")
             and type(seq) is int and seq >= 0
             and (type(t) is int or (type(t) is float and math.isfinite(t)))
             and type(step) is int and step >= 0
-            and type(kind) is str and kind != "" and type(raw["body"]) is dict)
+            and type(kind) is str and kind != "" and type(body) is dict)
 
 
-@given(st.fixed_dictionaries({k: st.one_of(st.just(GOOD[k]), _VALUES) for k in GOOD}))
-def test_decode_accepts_exactly_the_valid_envelopes(raw: dict[str, object]) -> None:
+@given(st.tuples(*(st.one_of(st.just(value), _VALUES) for value in GOOD)))
+def test_decode_accepts_exactly_the_valid_envelopes(fields: tuple[object, ...]) -> None:
+    raw = list(fields)
     data = orjson.dumps(raw)
     if _valid(raw):
         env = decode(data, mission="ce6")
-        assert orjson.loads(encode(env)) == {**raw, "t": float(raw["t"])}  # type: ignore[arg-type]
+        t = WIRE_FIELDS.index("t")
+        assert orjson.loads(encode(env)) == [*raw[:t], float(raw[t]), *raw[t + 1:]]  # type: ignore[arg-type]
     else:
         with pytest.raises(EnvelopeError) as info:
             decode(data, mission="ce6")
-        assert info.value.reason != "bad_body" or type(raw["body"]) is not dict
+        assert info.value.reason != "bad_body" or type(raw[-1]) is not dict
