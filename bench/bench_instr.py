@@ -214,7 +214,11 @@ async def _kernel_case(name: str, made: int) -> Case:
         last[0] = orjson.dumps(telemetry_frame(core.summary(), k, k * STEP_S),
                                option=orjson.OPT_SERIALIZE_NUMPY)
 
-    return frame, lambda: int(orjson.loads(last[0])["step"])
+    def frame_step() -> int:  # a positional frame, or a named one (before 2026-11)
+        raw = orjson.loads(last[0])
+        return int(raw[0] if isinstance(raw, list) else raw["step"])
+
+    return frame, frame_step
 
 
 # --- the driver ----------------------------------------------------------------------------

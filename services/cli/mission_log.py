@@ -106,13 +106,17 @@ class Downsampler:
 
 
 def telemetry_frames(env: Envelope) -> list[dict[str, Any]]:
-    """The frames of one ``tm`` message (one per step, oldest first); anything in
-    ``frames`` that is not a frame with a mission time and step is left out."""
-    frames = env.body.get("frames")
-    if not isinstance(frames, list):
+    """The frames of one ``tm`` message (one per step, oldest first) as objects
+    named by the message's ``fields``; a frame that does not fit them, or has no
+    mission time and step, is left out."""
+    fields, frames = env.body.get("fields"), env.body.get("frames")
+    if not (isinstance(fields, list) and isinstance(frames, list)
+            and all(isinstance(f, str) for f in fields)):
         return []
-    return [f for f in frames if isinstance(f, dict) and isinstance(f.get("t"), int | float)
-            and isinstance(f.get("step"), int)]
+    named = (dict(zip(fields, f, strict=True)) for f in frames
+             if isinstance(f, list) and len(f) == len(fields))
+    return [f for f in named
+            if isinstance(f.get("t"), int | float) and isinstance(f.get("step"), int)]
 
 
 def telemetry_record(vehicle: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import nats
 import orjson
 import pytest
 
+from services.cli.mission_log import telemetry_frames
 from services.kernel.config import VEHICLES
 from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import decode
@@ -33,8 +34,9 @@ async def _record(nats_url: str, subject: str) -> tuple[Any, list[tuple[str, byt
 
 
 def _frames(data: bytes, mission: str) -> list[dict[str, Any]]:
-    frames = decode(data, mission=mission).body["frames"]
-    assert isinstance(frames, list)
+    env = decode(data, mission=mission)
+    frames = telemetry_frames(env)
+    assert len(frames) == len(env.body["frames"]) > 0
     return frames
 
 

@@ -12,6 +12,7 @@ import grpc
 import nats
 from nats.aio.msg import Msg
 
+from services.cli.mission_log import telemetry_frames
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope, decode
 from services.kernel.inproc import LocalTwin
@@ -37,7 +38,7 @@ class _Telemetry:
         await self.nc.flush()
 
     def steps(self, src: str) -> list[int]:
-        return [f["step"] for e in self.messages.get(src, []) for f in e.body["frames"]]
+        return [f["step"] for e in self.messages.get(src, []) for f in telemetry_frames(e)]
 
     async def wait_steps(self, sources: tuple[str, ...], steps: list[int],
                          timeout_s: float) -> bool:
@@ -73,15 +74,15 @@ async def test_every_step_has_one_frame_and_messages_hold_at_most_a_batch(
     for src in VEHICLES:  # ground sends one frame an hour (GroundCore.telemetry_interval_s)
         assert tm.steps(src) == list(range(1, steps + 1)), src  # none lost, none twice
         envs = tm.messages[src]
-        assert sum(len(e.body["frames"]) == 5 for e in envs) >= steps // 5 - 2  # they fill
+        assert sum(len(telemetry_frames(e)) == 5 for e in envs) >= steps // 5 - 2  # they fill
     for envs in tm.messages.values():
-        assert all(1 <= len(e.body["frames"]) <= 5 for e in envs)
+        assert all(1 <= len(telemetry_frames(e)) == len(e.body["frames"]) <= 5 for e in envs)
         # telemetry counts its own sequence: 1, 2, 3, ... whatever else was sent
         assert [e.seq for e in envs] == list(range(1, len(envs) + 1))
         for e in envs:  # the envelope is stamped with its last frame
-            last = e.body["frames"][-1]
+            last = telemetry_frames(e)[-1]
             assert (e.step, e.t) == (last["step"], last["t"])
-        frames = [f for e in envs for f in e.body["frames"]]
+        frames = [f for e in envs for f in telemetry_frames(e)]
         assert all(a["t"] < b["t"] for a, b in itertools.pairwise(frames))
 
 

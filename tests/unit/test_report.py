@@ -14,6 +14,7 @@ from services.cli.grpc_client import ServiceUnreachable
 from services.cli.mission_log import (
     Downsampler,
     read_telemetry,
+    telemetry_frames,
     telemetry_path,
     write_telemetry,
 )
@@ -32,7 +33,10 @@ from services.cli.report import (
 )
 from services.kernel.dynamics.constants import SAMPLE_MASS_G
 from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.kernel.envelope import Envelope, decode, encode
+from services.kernel.runtime import TM_FIELDS, telemetry_frame
 from services.kernel.twin_pb import clock_pb2, common_pb2, control_pb2
+from services.kernel.vehicle import Summary
 
 REPO = Path(__file__).resolve().parents[2]
 TIMELINE_CSV = Path("/work/shared/reference/change6-timeline.csv")
@@ -203,6 +207,24 @@ def test_downsampler_keeps_grid_phase_changes_and_fast_flight() -> None:
         d.keep("lander", 66.0, {"phase": "descent", "body": ""}),  # no state: dropped
     ]
     assert kept == [True, False, True, True, True, True, True, False]
+
+
+def test_tm_frames_are_positional_on_the_wire_and_named_when_read() -> None:
+    s = Summary(phase="coast", frame="MCI", central_body="moon", r_m=(1.0, 2.0, 3.0),
+                altitude_m=200e3, values={"power_w": 1500.0})
+    good = [telemetry_frame(s, 7, 4200.0), telemetry_frame(s, 8, 4800.0)]
+    odd = [[1, 2], "frame", [*good[0][:1], None, *good[0][2:]]]  # short, no list, no t
+    body = {"fields": orjson.Fragment(orjson.dumps(TM_FIELDS)), "frames": [*good, *odd]}
+    env = decode(encode(Envelope("m", "orbiter", 1, 4800.0, 8, "telemetry", body)),
+                 mission="m")
+    frames = telemetry_frames(env)
+    assert [f["step"] for f in frames] == [7, 8]
+    assert frames[0] == {"step": 7, "t": 4200.0, "phase": "coast", "frame": "MCI",
+                         "body": "moon", "r_m": [1.0, 2.0, 3.0], "v_m_s": [0.0, 0.0, 0.0],
+                         "alt_m": 200e3, "speed_m_s": 0.0, "mass_kg": 0.0, "propellant_kg": 0.0,
+                         "sample_mass_g": 0.0, "values": {"power_w": 1500.0}}
+    nameless = env._replace(body={"frames": env.body["frames"]})
+    assert telemetry_frames(nameless) == []
 
 
 def test_telemetry_round_trip_in_time_order(tmp_path: Path) -> None:
