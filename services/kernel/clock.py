@@ -81,7 +81,10 @@ class ClockAuthority:
         self._tick_data = b""
         m = rt.metrics  # histogram series bound once: they are fed every step
         self._ack_cells = {peer: m.ack_latency.cell(peer) for peer in expect}
+        self._observe_ack = m.ack_latency.observe
         self._step_cell = m.step_duration.cell()
+        self._n_expect = len(expect)
+        self._tick_subject = rt.subjects.tick
 
     # --- subscriptions -------------------------------------------------------
     async def attach(self) -> None:
@@ -103,9 +106,9 @@ class ClockAuthority:
         if env.body.get("step") != self._ack_step or cell is None or src in acks:
             return
         acks[src] = env.body
-        self.rt.metrics.ack_latency.observe(cell, time.perf_counter() - self._tick_sent_at)
+        self._observe_ack(cell, time.perf_counter() - self._tick_sent_at)
         done = self._all_acked
-        if len(acks) == len(self.expect) and done is not None and not done.done():
+        if len(acks) == self._n_expect and done is not None and not done.done():
             done.set_result(None)
 
     # --- control (gRPC) --------------------------------------------------------
@@ -231,7 +234,7 @@ class ClockAuthority:
         self._acks, self._ack_step = {}, step
         self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
-        data = await rt.bus.send(rt.subjects.tick, "tick",
+        data = await rt.bus.send(self._tick_subject, "tick",
                                  {"step": step, "t_from": t_from, "t_to": t_to,
                                   "expect": self._expect_next}, t_from, step - 1)
         self._tick_data = data  # for the watchdog to send again
@@ -292,7 +295,7 @@ class ClockAuthority:
             log.warning("waiting for acknowledgement",
                         extra={"step": self._ack_step, "waiting_for": ",".join(missing)})
             self._notify()
-            await self.rt.bus.resend(self.rt.subjects.tick, self._tick_data)
+            await self.rt.bus.resend(self._tick_subject, self._tick_data)
             self._tick_sent_at = time.perf_counter()  # next report after another timeout
 
     def _after_step(self) -> None:

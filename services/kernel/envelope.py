@@ -35,6 +35,10 @@ SCHEMA_VERSION = 2
 #: Sources other than the six services that may publish (operators' tools).
 EXTRA_SOURCES = ("cli",)
 _SOURCES = frozenset(SERVICE_NAMES + EXTRA_SOURCES)
+#: Every kind of message the twin sends: clock control, truth telemetry, and
+#: mission data (docs/contract.md). Any other kind is dropped as ``bad_kind``.
+KINDS = frozenset({"tick", "ack", "hello", "roll", "telemetry",
+                   "event", "command", "transfer", "downlink"})
 
 
 class Envelope(NamedTuple):
@@ -93,13 +97,17 @@ def decode(data: bytes, *, mission: str) -> Envelope:
         _reject(raw, mission)
         raise  # pragma: no cover  (_reject raises)
     # orjson gives exact types: ``type(x) is int`` also keeps bools out, and
-    # ``t - t == 0.0`` is false for inf and nan.
-    if (type(v) is int and v == SCHEMA_VERSION and m == mission
-            and type(src) is str and src in _SOURCES and type(seq) is int and seq >= 0
-            and ((type(t) is float and t - t == 0.0) or type(t) is int)
-            and type(step) is int and step >= 0 and type(kind) is str and kind
-            and type(body) is dict):
-        return _new(Envelope, (mission, src, seq, float(t), step, kind, body, v))
+    # ``t - t == 0.0`` is false for inf and nan. ``src`` and ``kind`` are
+    # checked by membership only (both sets hold strings; an unhashable value
+    # raises TypeError).
+    try:
+        if (type(v) is int and v == SCHEMA_VERSION and m == mission and src in _SOURCES
+                and type(seq) is int and seq >= 0
+                and ((type(t) is float and t - t == 0.0) or type(t) is int)
+                and type(step) is int and step >= 0 and kind in KINDS and type(body) is dict):
+            return _new(Envelope, (mission, src, seq, float(t), step, kind, body, v))
+    except TypeError:
+        pass
     _reject(raw, mission)
     raise AssertionError("unreachable: _reject raises")  # pragma: no cover
 
@@ -127,7 +135,7 @@ def _reject(raw: Any, mission: str) -> None:
         raise EnvelopeError("bad_time", repr(t))
     if type(step) is not int or step < 0:
         raise EnvelopeError("bad_step", repr(step))
-    if type(kind) is not str or not kind:
+    if type(kind) is not str or kind not in KINDS:
         raise EnvelopeError("bad_kind", repr(kind))
     raise EnvelopeError("bad_body", type(_body).__name__)
 

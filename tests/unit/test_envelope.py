@@ -77,6 +77,8 @@ def test_wire_format_is_a_positional_array() -> None:
         (_with(step=-2), "bad_step"),
         (_with(step=1.5), "bad_step"),
         (_with(kind=""), "bad_kind"),
+        (_with(kind="gossip"), "bad_kind"),  # not one of KINDS
+        (_with(kind=["tick"]), "bad_kind"),  # unhashable
         (_with(body=[1]), "bad_body"),
         (_with(body=None), "bad_body"),
         (_with(kind=3), "bad_kind"),
@@ -90,7 +92,7 @@ def test_malformed_messages_are_rejected_with_a_reason(data: bytes, reason: str)
 
 
 _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False),
-                    st.sampled_from(["", "ce6", "orbiter", "cli", "x"]),
+                    st.sampled_from(["", "ce6", "orbiter", "cli", "x", "ack", "event"]),
                     st.just({}), st.just([1]))
 
 
@@ -98,11 +100,15 @@ def _valid(raw: list[object]) -> bool:
     """The envelope rules written out plainly: the reference for decode's fast path."""
     v, mission, src, seq, t, step, kind, body = raw
     return (type(v) is int and v == 2 and mission == "ce6"
+            and type(src) is str
             and src in ("ground", "orbiter", "lander", "ascender", "reentry", "relay", "cli")
             and type(seq) is int and seq >= 0
             and (type(t) is int or (type(t) is float and math.isfinite(t)))
             and type(step) is int and step >= 0
-            and type(kind) is str and kind != "" and type(body) is dict)
+            and type(kind) is str
+            and kind in ("tick", "ack", "hello", "roll", "telemetry", "event", "command",
+                         "transfer", "downlink")
+            and type(body) is dict)
 
 
 @given(st.tuples(*(st.one_of(st.just(value), _VALUES) for value in GOOD)))
