@@ -20,18 +20,20 @@ from services.kernel.envelope import Envelope
 
 class Inbox:
     def __init__(self) -> None:
-        self._held: list[Envelope] = []
+        #: Messages held, in arrival order (read-only outside: ``if inbox.held``
+        #: is the per-step test, cheaper than ``len(inbox)``).
+        self.held: list[Envelope] = []
         self._counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._changed = asyncio.Event()
 
     def add(self, env: Envelope, subject: str) -> None:
-        self._held.append(env)
+        self.held.append(env)
         self._counts[env.step][subject] += 1
         self._changed.set()
 
     def add_local(self, env: Envelope) -> None:
         """A message produced in-process (e.g. a gRPC command): no count to match."""
-        self._held.append(env)
+        self.held.append(env)
 
     def missing(self, step: int, expect: dict[str, int]) -> dict[str, int]:
         have = self._counts.get(step, {})
@@ -54,14 +56,14 @@ class Inbox:
 
     def take(self, up_to_step: int) -> list[Envelope]:
         """Remove and return the messages of steps <= ``up_to_step``, in apply order."""
-        ready = [e for e in self._held if e.step <= up_to_step]
+        ready = [e for e in self.held if e.step <= up_to_step]
         if not ready:
             return []
-        self._held = [e for e in self._held if e.step > up_to_step]
+        self.held = [e for e in self.held if e.step > up_to_step]
         for step in [s for s in self._counts if s <= up_to_step]:
             del self._counts[step]
         ready.sort(key=lambda e: e.order_key)
         return ready
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self.held)

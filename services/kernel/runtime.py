@@ -209,7 +209,7 @@ class ServiceRuntime:
             return
         t_from, t_to = float(body["t_from"]), float(body["t_to"])
         expect = body.get("expect")
-        if expect or self.inbox:  # most steps of a coast bring nothing to apply
+        if expect or self.inbox.held:  # most steps of a coast bring nothing to apply
             await self.deliver_inbox(step - 1, self.expected_for_me(expect) if expect else {})
         max_dt = step_after(core, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
@@ -229,7 +229,7 @@ class ServiceRuntime:
             missing = await self.inbox.wait_for(prev_step, expect, DELIVERY_TIMEOUT_S)
             if missing:
                 log.error("messages never arrived", extra={"step": prev_step, "missing": missing})
-        if self.inbox:
+        if self.inbox.held:
             for msg in self.inbox.take(prev_step):
                 self.core.apply(msg, self.outbox)
 
@@ -399,14 +399,21 @@ _VALUE_GAUGES = (
 def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> float:
     """One step of a core as every driver runs it: fault events, advance, run the
     time-tagged commands now due, on-board comms; the next step stops on the next
-    tag or fault end."""
-    core.note_faults(t_from, out)
+    tag or fault end.
+
+    Nearly every step has no fault and no time-tagged command: the hooks that
+    would find nothing to do are not called then (each call is a few per cent
+    of the lock-step's instructions; the hooks keep their own checks)."""
+    if core.faults or core.cleared_faults:
+        core.note_faults(t_from, out)
     max_dt = core.advance(t_from, t_to, out)
-    core.run_timed(t_to, out)
+    if core.timed:
+        core.run_timed(t_to, out)
     core.after_step(t_from, t_to, out)
-    nxt = core.next_timed_s()
-    if nxt is not None and nxt > t_to:
-        max_dt = min(max_dt, nxt - t_to)
+    if core.faults or core.timed:
+        nxt = core.next_timed_s()
+        if nxt is not None and nxt > t_to:
+            max_dt = min(max_dt, nxt - t_to)
     return max_dt
 
 

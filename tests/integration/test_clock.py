@@ -211,3 +211,20 @@ async def test_truth_telemetry_rate_can_be_capped(nats_url: str, mission_id: str
         assert all(b - a >= 1800.0 for a, b in itertools.pairwise(ts))
         assert len(ts) <= 1 + 3 * 3600 / 1800  # not one per step
     assert steps > 100
+
+
+async def test_every_ack_is_timed_in_its_peers_histogram(nats_url: str, mission_id: str) -> None:
+    async with LocalTwin(nats_url, mission_id, plan(hours=3.0)) as twin:
+        await twin.wait_finished(60)
+        steps, reg = twin.ground.step, twin.ground.registry
+        ground = {"mission": mission_id, "service": "ground"}
+        assert reg.get_sample_value("twin_clock_step_duration_seconds_count", ground) == steps
+        for peer in VEHICLES:
+            labels = {**ground, "peer": peer}
+            assert reg.get_sample_value("twin_clock_ack_latency_seconds_count", labels) == steps
+            first, every = (reg.get_sample_value("twin_clock_ack_latency_seconds_bucket",
+                                                 {**labels, "le": le}) or 0.0
+                            for le in ("0.0001", "+Inf"))
+            assert first <= every == steps
+            total_s = reg.get_sample_value("twin_clock_ack_latency_seconds_sum", labels) or 0.0
+            assert 0 < total_s < steps  # each ack well under a wall second
