@@ -58,6 +58,12 @@ class ClockStatus:
     run_until_event: str = ""
 
 
+def _is_pub(pub: Any) -> bool:
+    """An ack's ``pub``: messages published per subject, {str: int >= 0}."""
+    return type(pub) is dict and all(type(s) is str and type(n) is int and n >= 0
+                                     for s, n in pub.items())
+
+
 class ClockAuthority:
     def __init__(self, rt: ServiceRuntime, plan: PlanCore, expect: tuple[str, ...],
                  warp: float, start_paused: bool, ack_timeout_s: float) -> None:
@@ -68,7 +74,13 @@ class ClockAuthority:
         self.present: dict[str, dict[str, Any]] = {}
         self._paused = start_paused
         self._step_budget: int | None = None
-        self._acks: dict[str, dict[str, Any]] = {}
+        self._acks: set[str] = set()  # who has acknowledged the current step
+        # What the current step's acks said, gathered as they come: the smallest
+        # of their largest steps, what they published (for the next tick's
+        # expect), and whether one must act on a message at once.
+        self._ack_max_dt = math.inf
+        self._ack_pub: dict[str, int] = {}
+        self._ack_prompt = False
         self._ack_step = -1
         self._all_acked: asyncio.Future[None] | None = None
         self._changed = asyncio.Event()
@@ -102,11 +114,27 @@ class ClockAuthority:
             self._changed.set()
 
     def _on_ack(self, env: Envelope, subject: str) -> None:
-        src, acks = env.src, self._acks
+        src, acks, body = env.src, self._acks, env.body
         cell = self._ack_cells.get(src)
-        if env.body.get("step") != self._ack_step or cell is None or src in acks:
+        if body.get("step") != self._ack_step or cell is None or src in acks:
             return
-        acks[src] = env.body
+        dt, pub = body.get("max_dt_s", FIRST_STEP_S), body.get("pub")
+        if (type(dt) is not float and type(dt) is not int) or (pub and not _is_pub(pub)):
+            # A well-formed envelope whose body the clock cannot use: dropped
+            # like a malformed message, and the peer's real ack still counts.
+            self.rt.metrics.child("decode_errors", "bad_ack").inc()
+            log.warning("dropped malformed acknowledgement",
+                        extra={"peer": src, "step": self._ack_step, "body": repr(body)[:200]})
+            return
+        acks.add(src)
+        if 0.0 < dt < self._ack_max_dt:  # also false for nan; inf is no limit
+            self._ack_max_dt = dt
+        if pub:
+            sums = self._ack_pub
+            for s, n in pub.items():
+                sums[s] = sums.get(s, 0) + n
+        if body.get("prompt"):
+            self._ack_prompt = True
         # HotHistogram.observe in place (five acks a step): the bucket, then the sum.
         latency = time.perf_counter() - self._tick_sent_at
         cell[bisect_left(self._bounds, latency)] += 1.0
@@ -235,7 +263,8 @@ class ClockAuthority:
 
     async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
         rt = self.rt
-        self._acks, self._ack_step = {}, step
+        self._acks, self._ack_step = set(), step
+        self._ack_max_dt, self._ack_pub, self._ack_prompt = math.inf, {}, False
         self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
         data = await rt.bus.send(self._tick_subject, "tick",
@@ -247,19 +276,7 @@ class ClockAuthority:
         if self.status.waiting_for:
             self._acks_complete_again(step)
         rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
-        # One pass over the acks: what each published (for the next tick's
-        # expect), the largest step each accepts, and whether one must act at once.
-        pub: dict[str, int] = {}
-        max_dt, prompt = math.inf, False
-        for ack in self._acks.values():
-            sent = ack.get("pub")
-            if sent:
-                for subject, n in sent.items():
-                    pub[subject] = pub.get(subject, 0) + int(n)
-            dt = float(ack.get("max_dt_s", FIRST_STEP_S))
-            if 0.0 < dt < max_dt:
-                max_dt = dt
-            prompt = prompt or bool(ack.get("prompt"))
+        pub, max_dt = self._ack_pub, self._ack_max_dt
         if pub or rt.inbox.held:  # most steps of a coast bring ground nothing to apply
             await rt.deliver_inbox(step, rt.expected_for_me(pub) if pub else pub)
         ground_dt = step_after(rt.core, t_from, t_to, rt.outbox)
@@ -268,7 +285,7 @@ class ClockAuthority:
         for subject, n in own.items():
             pub[subject] = pub.get(subject, 0) + n
         self._expect_next = pub
-        if rt.last_prompt or prompt:
+        if rt.last_prompt or self._ack_prompt:
             max_dt = min(max_dt, PROMPT_STEP_S)  # someone must act on a message: PROMPT_TYPES
         self._max_dt = max(min(ground_dt, max_dt), MIN_STEP_S)
 

@@ -15,7 +15,7 @@ import pytest
 from services.cli.mission_log import telemetry_frames
 from services.kernel.config import VEHICLES
 from services.kernel.dynamics.timescale import mission_s_from_utc
-from services.kernel.envelope import decode
+from services.kernel.envelope import Envelope, decode, encode
 from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from tests.integration.twin_helpers import PoweredWindowCore, chatty, plan
@@ -228,3 +228,37 @@ async def test_every_ack_is_timed_in_its_peers_histogram(nats_url: str, mission_
             assert first <= every == steps
             total_s = reg.get_sample_value("twin_clock_ack_latency_seconds_sum", labels) or 0.0
             assert 0 < total_s < steps  # each ack well under a wall second
+
+
+async def test_an_ack_whose_body_the_clock_cannot_use_is_counted_and_dropped(
+        nats_url: str, mission_id: str) -> None:
+    """Forged acks for the step the clock waits on, from the silent relay: a
+    non-number step limit and non-integer publication counts. Neither counts as
+    the relay's ack or stops the clock; the relay's own ack still does."""
+    nc = await nats.connect(nats_url)
+    async with LocalTwin(nats_url, mission_id, plan(hours=6.0), ack_timeout_s=0.2) as twin:
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{twin.vehicles['relay'].grpc_port}")
+        control = control_pb2_grpc.VehicleControlStub(ch)
+        fault = (await control.InjectFault(
+            control_pb2.InjectFaultRequest(kind="stall_clock"))).fault
+        clock = twin.ground.clock
+        await clock.wait_until(lambda: clock.status.waiting_for == ["relay"])
+        step = twin.ground.step + 1  # the step whose acks the clock waits for
+        for seq, body in enumerate(({"step": step, "max_dt_s": "soon"},
+                                    {"step": step, "max_dt_s": 60.0, "pub": {"x": "many"}}),
+                                   start=1_000_000):
+            await nc.publish(f"twin.{mission_id}.clock.ack.relay",
+                             encode(Envelope(mission_id, "relay", seq, 0.0, step, "ack", body)))
+        await nc.flush()
+        labels = {"mission": mission_id, "service": "ground", "reason": "bad_ack"}
+        for _ in range(100):
+            if twin.ground.registry.get_sample_value("twin_bus_decode_errors_total", labels) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert twin.ground.registry.get_sample_value("twin_bus_decode_errors_total", labels) == 2
+        assert twin.ground.step == step - 1 and clock.status.waiting_for == ["relay"]
+        await control.ClearFault(control_pb2.ClearFaultRequest(fault_id=fault.fault_id))
+        await twin.wait_finished(60)
+        assert clock.status.mode == "finished"
+        await ch.close()
+    await nc.drain()
