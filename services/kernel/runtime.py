@@ -76,7 +76,7 @@ class ServiceRuntime:
         self._last_tm_t = -1e30
         # Truth telemetry not yet published: frames encoded when made (the core's
         # state moves on), with the step and time of the last one.
-        self._tm_frames: list[orjson.Fragment] = []
+        self._tm_frames: list[bytes] = []
         self._tm_last = (0, 0.0)
         self._tm_timer: asyncio.TimerHandle | None = None
         self._tm_tasks: set[asyncio.Task[None]] = set()
@@ -276,8 +276,8 @@ class ServiceRuntime:
         if not tm_due:
             return False
         frames = self._tm_frames
-        frames.append(orjson.Fragment(orjson.dumps(telemetry_frame(summary, step, t),
-                                                   option=orjson.OPT_SERIALIZE_NUMPY)))
+        frames.append(orjson.dumps(telemetry_frame(summary, step, t),
+                                   option=orjson.OPT_SERIALIZE_NUMPY))
         self._tm_last, self._last_tm_t = (step, t), t
         if self.watchers:
             self._feed_watchers(summary, step, t)
@@ -300,7 +300,9 @@ class ServiceRuntime:
         self._tm_frames = []
         step, t = self._tm_last
         await self.bus.send(self._tm_subject, "telemetry",
-                            {"fields": _TM_FIELDS_JSON, "frames": frames}, t, step)
+                            {"fields": _TM_FIELDS_JSON,
+                             "frames": orjson.Fragment(b"[" + b",".join(frames) + b"]")},
+                            t, step)
         return True
 
     async def settle_telemetry(self, timeout_s: float = 2.0) -> None:
