@@ -19,7 +19,6 @@ import contextlib
 import logging
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -94,9 +93,7 @@ class ClockAuthority:
         self._tick_data = b""
         m = rt.metrics  # histogram series bound once: they are fed every step
         self._ack_cells = {peer: m.ack_latency.cell(peer) for peer in expect}
-        self._bounds = m.ack_latency.bounds
         self._step_cell = m.step_duration.cell()
-        self._n_expect = len(expect)
         self._tick_subject = rt.subjects.tick
 
     # --- subscriptions -------------------------------------------------------
@@ -135,12 +132,9 @@ class ClockAuthority:
                 sums[s] = sums.get(s, 0) + n
         if body.get("prompt"):
             self._ack_prompt = True
-        # HotHistogram.observe in place (five acks a step): the bucket, then the sum.
-        latency = time.perf_counter() - self._tick_sent_at
-        cell[bisect_left(self._bounds, latency)] += 1.0
-        cell[-1] += latency
+        self.rt.metrics.ack_latency.observe(cell, time.perf_counter() - self._tick_sent_at)
         done = self._all_acked
-        if len(acks) == self._n_expect and done is not None and not done.done():
+        if len(acks) == len(self.expect) and done is not None and not done.done():
             done.set_result(None)
 
     # --- control (gRPC) --------------------------------------------------------

@@ -21,7 +21,7 @@ from services.kernel.envelope import Envelope
 class Inbox:
     def __init__(self) -> None:
         #: Messages held, in arrival order (read-only outside: ``if inbox.held``
-        #: is the per-step test, cheaper than ``len(inbox)``).
+        #: is the per-step test, a list's truth without a call to ``__len__``).
         self.held: list[Envelope] = []
         self._counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._changed = asyncio.Event()

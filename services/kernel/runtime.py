@@ -404,8 +404,8 @@ def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> fl
     tag or fault end.
 
     Nearly every step has no fault and no time-tagged command: the hooks that
-    would find nothing to do are not called then (each call is a few per cent
-    of the lock-step's instructions; the hooks keep their own checks)."""
+    would find nothing to do are not called then (this is where that is
+    checked; each call is about a per cent of the lock-step's instructions)."""
     if core.faults or core.cleared_faults:
         core.note_faults(t_from, out)
     max_dt = core.advance(t_from, t_to, out)

@@ -162,8 +162,6 @@ class VehicleCore:
     def next_timed_s(self) -> float | None:
         """Mission time of the next time-tagged command or fault end, if any (the
         clock stops on it)."""
-        if not self.faults and not self.timed:
-            return None  # nearly every step
         ends = [end for f in self.faults.values() if (end := _fault_end_s(f)) is not None]
         if self.timed:
             ends.append(float(execute_at_s(self.timed[0]) or 0.0))
@@ -181,8 +179,6 @@ class VehicleCore:
     def note_faults(self, t: float, out: Outbox) -> None:
         """At the start of each step: end the faults whose ``duration_s`` has run
         out, and announce every fault injected or ended since the last step."""
-        if not self.faults and not self.cleared_faults:
-            return  # nearly every step
         for kind, fault in list(self.faults.items()):
             end = _fault_end_s(fault)
             if end is not None and end <= t + 1e-6:
