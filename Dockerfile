@@ -16,15 +16,16 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so that editing the code does
-# not rebuild numpy/scipy/grpcio wheels: a stub package stands in for services/.
+# Dependencies first, from the lock alone, so that editing the code does not
+# rebuild numpy/scipy/grpcio wheels. requirements/runtime.lock pins every
+# runtime dependency and the build tools with hashes (`./task lock` writes it):
+# the image gets exactly the versions CI tested, never a fresh resolution.
+COPY requirements/runtime.lock ./requirements/runtime.lock
+RUN pip install --require-hashes -r requirements/runtime.lock \
+ && pip wheel --require-hashes --wheel-dir /wheels -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
-RUN mkdir services && touch services/__init__.py \
- && pip wheel --wheel-dir /wheels . \
- && rm -f /wheels/change6_twin-*.whl \
- && rm -rf services build ./*.egg-info
 COPY services ./services
-RUN pip wheel --no-deps --wheel-dir /wheels .
+RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="change6-twin" \
