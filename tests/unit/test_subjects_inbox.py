@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -47,6 +48,17 @@ async def test_inbox_orders_by_time_source_sequence_and_keeps_later_steps() -> N
     taken = box.take(1)
     assert [(e.src, e.seq) for e in taken] == [("lander", 3), ("lander", 4), ("relay", 2)]
     assert len(box) == 1
+
+
+async def test_inbox_orders_same_time_same_source_by_sequence_whatever_the_arrival() -> None:
+    # Two commands from ground at one mission time (e.g. a plan item and a
+    # time-tagged command due together): only seq says which ground sent first.
+    sent = [_e("ground", seq, 5.0, 1) for seq in (7, 8, 9)]
+    for arrival in itertools.permutations(sent):
+        box = Inbox()
+        for env in arrival:
+            box.add(env, "twin.m.cmd.lander")
+        assert [e.seq for e in box.take(1)] == [7, 8, 9], arrival
 
 
 async def test_inbox_waits_for_messages_still_on_their_way() -> None:
