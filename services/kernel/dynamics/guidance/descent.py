@@ -12,10 +12,12 @@ Guidance. Braking flies a constant deceleration along the arc to a gate
 (downrange a = (v_f^2 - v^2) / 2d, which also fixes t_go = 2d / (v + v_f)),
 with the vertical and crossrange channels on zero-effort-miss /
 zero-effort-velocity E-guidance (the energy-optimal linear-acceleration
-law of Apollo-era explicit guidance, a = 6 ZEM / t_go^2 - 2 ZEV / t_go).
+law of Apollo-era explicit guidance, a = 6 ZEM / t_go^2 - 2 ZEV / t_go)
+applied to the kinematics, the engine cancelling at each cycle gravity less
+the centrifugal relief of the horizontal speed: the height falls as a cubic
+in time from the perilune to the gate, never climbing (issue 22).
 Braking runs in curvilinear coordinates (arc to the site, crossrange,
-height above the site's reference radius) with gravity less the
-centrifugal relief of the falling horizontal speed. The ignition point
+height above the site's reference radius). The ignition point
 sets the throttle (~90 %), so the variable-thrust engine absorbs range
 errors. The approach is pure E-guidance in the flat site-local frame (east,
 north, up) to a hover point 100 m above the site, its t_go picked at the
@@ -330,7 +332,7 @@ def _local(state: DescentState, cfg: DescentConfig, enu: Vec, site_f: Vec) -> _L
 def _braking_accel_fixed(
     loc: _Local, cfg: DescentConfig, site_f: Vec, mass_kg: float
 ) -> tuple[float, Vec]:
-    """E-guidance to the gate in curvilinear (downrange, crossrange, up) axes."""
+    """Braking to the gate in curvilinear (downrange, crossrange, up) axes."""
     r = float(np.linalg.norm(loc.r_f))
     up = loc.r_f / r
     s_hat = site_f / np.linalg.norm(site_f)
@@ -343,22 +345,49 @@ def _braking_accel_fixed(
     vel = np.array([float(loc.v_f @ e_d) * scale, float(loc.v_f @ e_c), float(loc.v_f @ up)])
     pos = np.array([-cfg.site_radius_m * arc, 0.0, r - cfg.site_radius_m])
     v_down_f, v_up_f = cfg.gate_velocity_m_s
-    grav = ArcGravity(
-        np.array([0.0, 0.0, -GM_MOON_M3_S2 / (r * r)]),
-        vh_now=float(math.hypot(vel[0] / scale, vel[1])),
-        vh_end=v_down_f,
-        inv_r=1.0 / r,
-    )
     pos_f = np.array([-cfg.gate_uprange_m, 0.0, cfg.gate_height_m])
     vel_f = np.array([v_down_f, 0.0, v_up_f])
     # Downrange: constant deceleration that reaches the gate speed at the gate.
     dist = max(pos_f[0] - pos[0], 1.0)
     a_down = (v_down_f**2 - vel[0] ** 2) / (2.0 * dist)
     tgo = 2.0 * dist / max(vel[0] + v_down_f, 1.0)
-    # Up and crossrange: E-guidance over the same time-to-go.
-    a = zem_zev_accel(pos, vel, grav, pos_f, vel_f, tgo)
-    result: Vec = a_down * e_d + a[1] * e_c + a[2] * up
+    v_h = float(math.hypot(vel[0] / scale, vel[1]))
+    a_cross, a_up = _braking_cross_up(pos, vel, pos_f, vel_f, tgo, _net_up_gravity_m_s2(r, v_h))
+    result: Vec = a_down * e_d + a_cross * e_c + a_up * up
     return tgo, result
+
+
+_NO_GRAVITY = ArcGravity(np.zeros(3))
+
+
+def _net_up_gravity_m_s2(r_m: float, v_h_m_s: float) -> float:
+    """Radial acceleration of a coasting body in polar coordinates: gravity
+    less the centrifugal relief of its horizontal speed (r'' = -mu/r^2 + v_h^2/r)."""
+    return -GM_MOON_M3_S2 / (r_m * r_m) + v_h_m_s * v_h_m_s / r_m
+
+
+def _braking_cross_up(
+    pos: Vec, vel: Vec, pos_f: Vec, vel_f: Vec, tgo: float, g_up_m_s2: float
+) -> tuple[float, float]:
+    """Crossrange and up thrust accelerations of the braking phase.
+
+    The *kinematic* E-guidance profile over the downrange t_go: the total
+    acceleration is linear in time, so the height is a cubic from the
+    perilune's zero sink rate to the gate's -40 m/s and falls all the way;
+    the engine cancels the net vertical gravity of this instant. Predicting
+    that gravity over t_go instead (E-guidance on the thrust, which is then
+    linear in time) fits a line to a centrifugal relief that falls as the
+    square of the braking speed: the engine pushed up ~0.1 m/s^2 too much in
+    the first minutes and the lander climbed 1.7 km above its 15 km perilune
+    before it descended (issue 22).
+
+    The engine never pushes toward the ground: in the first ~30 s, while the
+    lander is still faster than circular at the perilune, holding the height
+    would need the engine 3 deg below the horizon; thrusting horizontally
+    instead lets it rise ~20 m, which the cubic takes back.
+    """
+    a = zem_zev_accel(pos, vel, _NO_GRAVITY, pos_f, vel_f, tgo)
+    return float(a[1]), max(float(a[2]) - g_up_m_s2, 0.0)
 
 
 def _gravity_enu(loc: _Local, state: DescentState) -> Vec:
