@@ -6,8 +6,9 @@ time-tagged, on board; ``guidance.ascent.step`` in 1 s clock steps, target
 plane the orbiter's) -> ``lunar_orbit`` -> ``phasing`` (four burns of
 :mod:`services.ascender.phasing`) -> ``rendezvous`` (at the aim point; sends
 ``target_state`` to the orbiter every step) -> ``docked`` (follows the OR
-stack) -> ``free`` (after ``undocked``) -> ``deorbit`` -> ``impacted``.
-Messages and events follow docs/mission.md.
+stack) -> ``free`` (after ``undocked``) -> ``deorbit`` -> ``impacted`` (the
+wreck turns with the Moon; no radio, so no link of its own, see
+``link_blocked``). Messages and events follow docs/mission.md.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class AscenderCore(VehicleCore):
         self.t_aim_s: float | None = None
         self.t_impact_s: float | None = None
         self.impact: dict[str, float] = {}
+        self.impact_fixed_m: list[float] | None = None
         self.thrust_n = 0.0
         self._pad = FixedPointState()
 
@@ -330,12 +332,31 @@ class AscenderCore(VehicleCore):
         c = self.coast
         self.impact = event_values(c.r_mci_m, c.v_mci_m_s, self.t_impact_s, self.mass_kg)
         out.event(self.name, "ascender_impact", self.t_impact_s, **self.impact)
+        # The wreck turns with the Moon from now on (not frozen in MCI).
+        self.impact_fixed_m = as_list(frames.moon_fixed_from_mci(c.r_mci_m, self.t_impact_s))
         self.phase, self.t_impact_s = "impacted", None
 
     def _pad_height_m(self) -> float:
         # Terrain unmodelled: the surface is taken at the landing site's height.
         return 0.0 if self.pad_fixed_m is None else float(
             np.linalg.norm(self.pad_fixed_m)) - R_MOON_M
+
+    # --- the radio ------------------------------------------------------------------
+    def link_blocked(self) -> bool:
+        """An impacted ascender has no radio: no path of its own from the impact on.
+
+        Its summary keeps the impact point (status shows where it hit), which
+        `links.link_for` would otherwise treat as a live surface user in view of
+        Queqiao-2 and the stations for the rest of the mission (issue 22)."""
+        return self.phase == "impacted"
+
+    def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
+        """The downlink runs in the impact step (a blocked path: ``link_lost``
+        if it had one) and never after: a destroyed recorder records nothing."""
+        downlink = self.__dict__.get("_downlink")
+        if self.phase == "impacted" and (downlink is None or not downlink.link.up):
+            return
+        super().after_step(t_from, t_to, out)
 
     # --- reporting ------------------------------------------------------------------
     def _pad_state(self, t: float) -> tuple[Any, Any]:
@@ -346,6 +367,8 @@ class AscenderCore(VehicleCore):
     def _state(self) -> tuple[Any, Any] | None:
         if self.phase in ("stowed",):
             return None
+        if self.impact_fixed_m is not None:
+            return self._pad.at(self.impact_fixed_m, self.t_s)
         if self.ascent is not None:
             return self.ascent.r_mci_m, self.ascent.v_mci_m_s
         if self.coast is not None:
@@ -388,6 +411,7 @@ class AscenderCore(VehicleCore):
                     "cutoff_s": a.cutoff_s},
                 "target_normal": self.target_normal, "burns": [b.to_json() for b in self.burns],
                 "t_aim_s": self.t_aim_s, "t_impact_s": self.t_impact_s, "impact": self.impact,
+                "impact_fixed_m": self.impact_fixed_m,
                 "thrust_n": self.thrust_n, "timed": self.timed}
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -405,6 +429,7 @@ class AscenderCore(VehicleCore):
         self.burns = [PlannedBurn.from_json(b) for b in snap["burns"]]
         self.t_aim_s, self.t_impact_s = snap["t_aim_s"], snap["t_impact_s"]
         self.impact, self.thrust_n = dict(snap["impact"]), float(snap["thrust_n"])
+        self.impact_fixed_m = snap.get("impact_fixed_m")
         self.timed = list(snap["timed"])
 
 
