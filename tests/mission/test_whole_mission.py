@@ -47,6 +47,18 @@ LANDING_ZONE_RADIUS_M = 50_000.0
 EARTH_MEAN_RADIUS_M = 6_371_008.8
 SAMPLE_TOLERANCE_G = 1e-6
 WINDOWS_MIN = {"lunar_touchdown": 10.0, "docking": 120.0, "earth_landing": 30.0}
+#: Issue 22. Main braking starts at the ~15 km perilune (reference timeline
+#: row 13) and flies down to the rapid attitude change at ~2.5 km (CE-5,
+#: China Daily 2020-12-02, reference "Cross-check"): it never climbs. The
+#: lander may rise while it is still faster than circular at the perilune,
+#: by metres (~20 m); 1.7 km was the fault.
+BRAKING_RISE_M = 50.0
+GATE_HEIGHT_BAND_M = (2_000.0, 3_000.0)  # above the site, around CE-5's 2.5 km
+SITE_HEIGHT_M = -5_256.0  # LROC, reference timeline row 14
+#: A vehicle has a link of its own only while it flies its own body: from its
+#: hand-over (before it, the carrier flies it) to its end (impact).
+OWN_BODY_FROM = {"lander": "la_or_separation", "ascender": "handover_accepted",
+                 "reentry": "returner_separation"}
 
 #: Every event docs/mission.md requires of a nominal mission (faults excluded).
 REQUIRED_EVENTS = (
@@ -134,6 +146,38 @@ def test_key_events_within_their_windows_of_the_real_times(runs: Any, event: str
     assert row["twin_utc"] is not None, f"{event} never happened"
     assert abs(row["diff_min"]) <= WINDOWS_MIN[event], (
         f"{event} at {row['twin_utc']}, real {row['real_utc']}: {row['diff_min']:+.1f} min")
+
+
+def test_main_braking_descends_without_climbing(runs: Any) -> None:
+    report_path, report, _ = runs
+    (pdi,) = _events(report, "powered_descent_start")
+    gate = next(e for e in _events(report, "descent_phase") if e["phase"] == "approach_start")
+    braking = [r for r in read_telemetry(telemetry_path(report_path))
+               if r["vehicle"] == "lander" and pdi["t_s"] <= r["t_s"] <= gate["t_s"]]
+    assert len(braking) > 300, "1 s telemetry through the ~11 min of braking"
+    lowest, rise = math.inf, 0.0
+    for r in sorted(braking, key=lambda r: r["t_s"]):
+        lowest = min(lowest, r["alt_m"])
+        rise = max(rise, r["alt_m"] - lowest)
+    assert rise <= BRAKING_RISE_M, f"climbed {rise:.0f} m during main braking"
+    gate_height_m = braking[-1]["alt_m"] - SITE_HEIGHT_M
+    assert GATE_HEIGHT_BAND_M[0] <= gate_height_m <= GATE_HEIGHT_BAND_M[1]
+
+
+def test_no_vehicle_has_a_link_while_stowed_or_after_impact(runs: Any) -> None:
+    _, report, _ = runs
+    for vehicle, start_event in OWN_BODY_FROM.items():
+        start = min(e["t_s"] for e in report["events"]
+                    if e["name"] == start_event and e["vehicle"] in (vehicle, "orbiter"))
+        links = [e for e in report["events"]
+                 if e["vehicle"] == vehicle and e["name"] in ("link_acquired", "link_lost")]
+        assert links and min(e["t_s"] for e in links) >= start, f"{vehicle} linked while stowed"
+    (impact,) = _events(report, "ascender_impact")
+    ascender = [e for e in report["events"] if e["vehicle"] == "ascender"
+                and e["name"] in ("link_acquired", "link_lost")]
+    after = [e for e in ascender if e["t_s"] > impact["t_s"]]
+    assert after == [], f"the impacted ascender linked again: {after[:2]}"
+    assert ascender[-1]["name"] == "link_lost", "the ascender's link outlived its impact"
 
 
 def test_same_seed_gives_the_identical_report(runs: Any) -> None:
