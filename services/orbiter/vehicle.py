@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics.burns import finite_burn, steer_velocity
+from services.kernel.dynamics.burns import (
+    finite_burn,
+    inertial_from_rtn,
+    steer_inertial,
+    steer_rtn,
+    steer_velocity,
+)
 from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_EARTH_EQ_M
 from services.kernel.dynamics.guidance.loi import (
     PARKING_HEIGHT_M,
@@ -66,7 +72,17 @@ _OPS = {
     "prepare_return": _PHASES_IN_ORBIT,
     "trans_earth_injection": _PHASES_IN_ORBIT,
     "separate_returner": ("moon_earth_transfer",),
+    # Operator burns (gRPC SendCommand impulsive_burn / finite_burn): an
+    # impulse in any free flight; a finite burn only about the Moon, where the
+    # powered integrator's gravity model (burns.finite_burn) applies.
+    "burn": ("lunar_orbit", "earth_moon_transfer", "moon_earth_transfer"),
+    "finite_burn": _PHASES_IN_ORBIT,
 }
+#: Frames an operator's burn may be given in. MCI and ECI share the ICRF axes,
+#: so a delta-v vector reads the same in both; RTN is the local orbital frame.
+BURN_FRAMES = ("RTN", "MCI", "ECI")
+#: Longest operator finite burn: LOI, the longest planned, takes ~15 min.
+MAX_COMMANDED_BURN_S = 3_600.0
 
 
 class OrbiterCore(VehicleCore):
@@ -135,10 +151,29 @@ class OrbiterCore(VehicleCore):
             stage = command.get("stage")
             if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= 4:
                 raise InvalidCommand("orbit_adjust needs an integer 'stage' in 1..4")
+        if op == "burn":
+            _burn_vector(command, "delta_v_m_s", "the delta-v")
+        if op == "finite_burn":
+            self._validate_finite(command)
         if op == "trajectory_correction" and command.get("target") not in (
                 None, "perilune", "entry_interface"):
             raise InvalidCommand("trajectory_correction 'target' is perilune or entry_interface")
         self._validate_state(op)
+
+    def _validate_finite(self, command: dict[str, Any]) -> None:
+        _burn_vector(command, "direction", "the thrust direction")
+        thrust = _number(command, "thrust_n")
+        max_n = design.MAIN_ENGINE.max_thrust_n
+        if not 0.0 < thrust <= max_n:
+            raise InvalidCommand(f"finite_burn thrust_n must be in (0, {max_n:g}] N "
+                                 f"(the main engine), got {thrust:g}")
+        duration = _number(command, "duration_s")
+        if not 0.0 < duration <= MAX_COMMANDED_BURN_S:
+            raise InvalidCommand(f"finite_burn duration_s must be in (0, "
+                                 f"{MAX_COMMANDED_BURN_S:g}] s, got {duration:g}")
+        if self.finite is not None:
+            raise InvalidCommand(f"a finite burn ({self.finite['label']}) is already planned "
+                                 "or under way")
 
     def _validate_state(self, op: str) -> None:
         if op == "release_icubeq" and not self.carrying["icubeq"]:
@@ -164,6 +199,35 @@ class OrbiterCore(VehicleCore):
         if self.flight is not None:
             self.flight.coast_to(t)  # commands act at the start of a step: already there
         getattr(self, f"_do_{op}")(command, t, out)
+
+    def _do_burn(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        f = self._fly()
+        frame, dv = _burn_vector(command, "delta_v_m_s", "the delta-v")
+        dv_inertial = inertial_from_rtn(f.r_m, f.v_m_s, dv) if frame == "RTN" else dv
+        label = f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
+        got = self._impulse(dv_inertial, label, t, out)
+        self._event(out, "commanded_burn", t, burn=label, frame=frame,
+                    dv_m_s=got, **self._orbit_values(f))
+
+    def _do_finite_burn(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        frame, direction = _burn_vector(command, "direction", "the thrust direction")
+        duration = _number(command, "duration_s")
+        throttle = _number(command, "thrust_n") / design.MAIN_ENGINE.max_thrust_n
+        label = f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
+        engine, m0 = design.MAIN_ENGINE, self.mass_kg()
+        burnt_kg = duration * engine.mass_flow_kg_s(throttle * engine.max_thrust_n)
+        planned_dv = engine.v_e_m_s * math.log(m0 / max(m0 - burnt_kg, self._dry_for_burn_kg()))
+        self.finite = {"label": label, "t_start": t, "t_end": t + duration,
+                       "planned_dv_m_s": planned_dv, "m0": 0.0, "started": False, "late_s": 0.0,
+                       "steer": {"frame": frame, "direction": direction.tolist()},
+                       "throttle": throttle}
+
+    def _orbit_values(self, f: Flight) -> dict[str, float]:
+        if f.central != "moon":
+            el = f.elements()
+            return {"perigee_alt_m": el.a_m * (1.0 - el.e) - R_EARTH_EQ_M}
+        peri, apo = apsides_km(f.elements())
+        return {"perilune_km": peri, "apolune_km": apo}
 
     def _do_probe_separation(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         sol = legs.tli_solution()
@@ -542,24 +606,45 @@ class OrbiterCore(VehicleCore):
             "v_m_s": f.v_m_s.tolist(), "mass_kg": self.mass_kg()})
 
     def _burn_finite(self, t_from: float, t_to: float, out: Outbox) -> None:
-        """Fly the LOI burn from t_from to t_to (retrograde, 1 s guidance cycle)."""
+        """Fly the finite burn from t_from to t_to (1 s guidance cycle): LOI
+        retrograde at full thrust, an operator's burn as commanded."""
         burn = self.finite
         assert burn is not None
         f = self._fly()
+        steer = burn.get("steer")
+        steering = steer_velocity(-1.0)
+        if steer is not None:
+            steering = (steer_rtn(steer["direction"]) if steer["frame"] == "RTN"
+                        else steer_inertial(steer["direction"]))
+        throttle = float(burn.get("throttle", 1.0)) * self._thrust_scale()
         if not burn["started"]:
             burn.update(started=True, m0=self.mass_kg())
             out.event(self.name, "burn_start", t_from, burn=burn["label"],
                       dv_m_s=burn["planned_dv_m_s"], propellant_kg=0.0)
         m = self.mass_kg()
         res = finite_burn(f.r_m, f.v_m_s, m, t_from, t_to - t_from, design.MAIN_ENGINE,
-                          steer_velocity(-1.0), dry_mass_kg=self._dry_for_burn_kg(),
-                          throttle=max(1e-6, self._thrust_scale()),
-                          substep_s=design.BURN_SUBSTEP_S)
+                          steering, dry_mass_kg=self._dry_for_burn_kg(),
+                          throttle=max(1e-6, throttle), substep_s=design.BURN_SUBSTEP_S)
         self.tank = self.tank.draw(m - res.mass_kg, use_reserve=True)
         f.r_m, f.v_m_s, f.t_s = res.r_mci_m, res.v_mci_m_s, t_to
-        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * self._thrust_scale()
+        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * throttle
         if t_to >= burn["t_end"] - _EPS_S:
-            self._end_loi(t_to, out)
+            if steer is None:
+                self._end_loi(t_to, out)
+            else:
+                self._end_commanded_finite(t_to, out)
+
+    def _end_commanded_finite(self, t: float, out: Outbox) -> None:
+        burn = self.finite
+        assert burn is not None
+        used = burn["m0"] - self.mass_kg()
+        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn["m0"] / self.mass_kg())
+        self.finite = None
+        self.counts["burns"] += 1
+        out.event(self.name, "burn_end", t, burn=burn["label"], dv_m_s=dv, propellant_kg=used)
+        self._event(out, "commanded_burn", t, burn=burn["label"],
+                    frame=burn["steer"]["frame"], dv_m_s=dv, propellant_kg=used,
+                    burn_s=t - burn["t_start"], **self._orbit_values(self._fly()))
 
     def _end_loi(self, t: float, out: Outbox) -> None:
         burn = self.finite
@@ -642,3 +727,28 @@ class OrbiterCore(VehicleCore):
         self.power = onboard.Power.from_json(snap["power"])
         self.thrust_n = float(snap["thrust_n"])
         self.counts = {str(k): int(v) for k, v in snap["counts"].items()}
+
+
+def _number(values: dict[str, Any], key: str, where: str = "") -> float:
+    raw = values.get(key, 0.0)  # proto3 JSON leaves zeros out
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise InvalidCommand(f"{where or values.get('op')} {key} must be a finite number, "
+                             f"got {raw!r}")
+    return float(raw)
+
+
+def _burn_vector(command: dict[str, Any], key: str, what: str) -> tuple[str, Vec]:
+    """The command's frame and vector ``key`` ({x, y, z}; omitted components are 0)."""
+    frame = str(command.get("frame") or "RTN").upper()
+    if frame not in BURN_FRAMES:
+        raise InvalidCommand(f"{command.get('op')} frame must be one of "
+                             f"{', '.join(BURN_FRAMES)}, got {command.get('frame')!r}")
+    raw = command.get(key)
+    if not isinstance(raw, dict) or not raw or set(raw) - {"x", "y", "z"}:
+        raise InvalidCommand(f"{command.get('op')} needs {key} as {{x, y, z}} ({what}), "
+                             f"got {raw!r}")
+    parts = {axis: _number(raw, axis, f"{command.get('op')} {key}") for axis in "xyz"}
+    value = vec([parts["x"], parts["y"], parts["z"]])
+    if not float(np.linalg.norm(value)) > 0.0:
+        raise InvalidCommand(f"{command.get('op')} {key}: {what} must not be zero")
+    return frame, value
