@@ -287,8 +287,6 @@ def test_ground_reads_the_flight_plan_from_its_config_map(tmp_path: Path) -> Non
 
 def test_flight_plan_copy_matches_the_packaged_plan() -> None:
     packaged = ROOT / "services" / "ground" / "plans" / "nominal.json"
-    if not packaged.exists():
-        pytest.skip("services/ground/plans/nominal.json does not exist yet")
     copy = K8S / "base" / "flight-plan" / "nominal.json"
     assert json.loads(copy.read_text()) == json.loads(packaged.read_text()), (
         "deploy/k8s/base/flight-plan/nominal.json is stale: run `task k8s:sync-plan`"

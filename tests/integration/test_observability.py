@@ -69,11 +69,15 @@ def _have_prometheus() -> bool:
     return shutil.which("promtool") is not None
 
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _have_prometheus(),
-                       reason="prometheus/promtool not installed: run `task observe:install`"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_installed() -> None:
+    """A missing tool fails the test, saying how to get it: never a silent skip."""
+    if not _have_prometheus():
+        pytest.fail("prometheus/promtool not installed: run `./task observe:install` "
+                    "(`./task test` does it first)")
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,10 @@ import pytest
 
 from services.kernel.dynamics import frames
 from services.kernel.dynamics.burns import Engine, execute_impulsive
-from services.kernel.dynamics.constants import (
-    GM_MOON_M3_S2,
-    LANDING_SITE_HEIGHT_M,
-    LANDING_SITE_LAT_DEG,
-    LANDING_SITE_LON_DEG,
-    MISSION_EPOCH_UTC,
-    R_MOON_M,
-)
+from services.kernel.dynamics.constants import GM_MOON_M3_S2, MISSION_EPOCH_UTC, R_MOON_M
 from services.kernel.dynamics.guidance import loi
 from services.kernel.dynamics.kepler import Elements, elements_from_rv, period_s, rv_from_elements
+from tests.authorities import LANDING_SITE_HEIGHT_M, LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG
 
 MU = GM_MOON_M3_S2
 HOUR_S = 3_600.0

@@ -17,14 +17,14 @@ import pytest
 from services.ascender.phasing import KnownState, relative_lvlh
 from services.ascender.vehicle import AscenderCore
 from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import (
+from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.kernel.errors import CommandNotAllowed
+from tests.authorities import (
     LANDING_SITE_HEIGHT_M,
     LANDING_SITE_LAT_DEG,
     LANDING_SITE_LON_DEG,
     SAMPLE_MASS_G,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
-from services.kernel.errors import CommandNotAllowed
 from tests.unit.mission.driver import Drive
 from tests.unit.mission.test_lander import T_SEP, post_separation_state
 

@@ -2,7 +2,7 @@
 
 Authorities: touchdown 41.6385 S, 153.9852 W at 2024-06-01T22:23:16Z and
 powered descent from 22:09 (reference timeline rows 13-14; acceptance:
-within 1 km and +-10 min); sample 1,935.3 g (constants.SAMPLE_MASS_G,
+within 1 km and +-10 min); sample 1,935.3 g (tests/authorities.py,
 timeline row 33).
 """
 
@@ -18,18 +18,17 @@ import orjson
 import pytest
 
 from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import (
-    GM_MOON_M3_S2,
-    LANDING_SITE_HEIGHT_M,
-    LANDING_SITE_LAT_DEG,
-    LANDING_SITE_LON_DEG,
-    R_MOON_M,
-    SAMPLE_MASS_G,
-)
+from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
 from services.kernel.dynamics.guidance.loi import PARKING_HEIGHT_M, plane_normal_over_site
 from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.lander.vehicle import LanderCore
+from tests.authorities import (
+    LANDING_SITE_HEIGHT_M,
+    LANDING_SITE_LAT_DEG,
+    LANDING_SITE_LON_DEG,
+    SAMPLE_MASS_G,
+)
 from tests.unit.mission.driver import Drive
 
 T_SEP = mission_s_from_utc("2024-05-30T06:00:00Z")

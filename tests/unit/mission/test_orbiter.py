@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from services.kernel.dynamics.burns import rtn_basis
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, SAMPLE_MASS_G
+from services.kernel.dynamics.constants import GM_MOON_M3_S2
 from services.kernel.dynamics.guidance.rendezvous import lvlh_relative
 from services.kernel.dynamics.propagate import Propagator, propagate
 from services.kernel.dynamics.targeting import (
@@ -32,6 +32,7 @@ from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.orbiter import legs
 from services.orbiter.flight import apsides_km, vec
 from services.orbiter.vehicle import OrbiterCore
+from tests.authorities import SAMPLE_MASS_G
 from tests.unit.mission.driver import Drive
 
 SEED = 6

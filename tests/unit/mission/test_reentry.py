@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import R_EARTH_EQ_M, SAMPLE_MASS_G
+from services.kernel.dynamics.constants import R_EARTH_EQ_M
 from services.kernel.dynamics.entry import (
     LandingTarget,
     bearing_deg,
@@ -32,6 +32,7 @@ from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
 from services.kernel.vehicle import Outbox
 from services.reentry.vehicle import RECOVERY_DELAY_S, ReentryCore
+from tests.authorities import SAMPLE_MASS_G
 
 T_EI_S = mission_s_from_utc("2024-06-25T05:41:00Z")
 COAST_S = 21.0 * 60.0

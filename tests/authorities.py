@@ -1,0 +1,43 @@
+"""The real mission's figures that tests hold the twin to, each with its source.
+
+Tests take expected values from here, never from the code under test: a wrong
+constant in `services/` must fail a test, not move the test along with it.
+Sources are rows of docs/reference/change6-mission.md and
+docs/reference/change6-timeline.csv unless named otherwise.
+"""
+
+from __future__ import annotations
+
+#: Launch, the zero of mission time (timeline row 1). No leap second falls in
+#: the mission, so mission seconds are UTC seconds since this instant.
+LAUNCH_UTC = "2024-05-03T09:27:29Z"
+
+#: The landing site, LROC (lroc.sese.asu.edu/images/1374; reference row 14):
+#: 41.6385 S, 153.9852 W (= 206.0148 E), -5,256 m, +-30 m.
+LANDING_SITE_LAT_DEG = -41.6385
+LANDING_SITE_LON_DEG = -153.9852
+#: Height of the site relative to the 1,737.4 km reference sphere (LROC).
+LANDING_SITE_HEIGHT_M = -5_256.0
+
+#: Far-side samples returned, CNSA 2024-06-28 (reference row 33): 1,935.3 g.
+SAMPLE_MASS_G = 1_935.3
+
+#: IAU mean lunar radius (Archinal et al. 2011, Celest. Mech. Dyn. Astr. 109): 1,737.4 km.
+R_MOON_M = 1_737_400.0
+#: IUGG mean Earth radius R1 (Moritz 2000, "Geodetic Reference System 1980").
+EARTH_MEAN_RADIUS_M = 6_371_008.8
+
+#: No coordinates of the CE-6 touchdown on Earth were published (reference,
+#: "not found" item 10): only "Siziwang Banner, Inner Mongolia" (row 31). The
+#: banner's seat, Wulanhua, is at 41.5331 N, 111.7067 E, and the banner spans
+#: 25,513 km^2 up to the Mongolian border about 200 km north of the seat
+#: (Wikipedia, "Dorbod Banner"); a landing within 200 km of the seat is in or
+#: at the banner.
+SIZIWANG_SEAT_LAT_DEG = 41.5331
+SIZIWANG_SEAT_LON_DEG = 111.7067
+SIZIWANG_REACH_M = 200_000.0
+
+#: Real UTC of the key events: lunar touchdown (row 14, to the second), docking
+#: (row 21), landing at Siziwang (row 31).
+REAL_UTC = {"lunar_touchdown": "2024-06-01T22:23:16Z", "docking": "2024-06-06T06:48:00Z",
+            "earth_landing": "2024-06-25T06:07:00Z"}
