@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
@@ -229,3 +230,34 @@ def test_the_run_records_telemetry_and_every_plot_renders(runs: Any, tmp_path: P
     assert {"orbiter", "lander", "ascender", "reentry", "relay"} <= vehicles
     written = render_all(report_path, tmp_path)
     assert [p.name for p in written] == [f"report.{name}.png" for name in PLOTS]
+
+
+def test_the_report_matches_its_published_schema(runs: Any) -> None:
+    _, report, _ = runs
+    schema = orjson.loads((REPO / "docs" / "report.schema.json").read_bytes())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(report),
+                    key=lambda e: list(e.path))
+    assert errors == [], "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+    assert (report["report_version"], report["outcome"]) == (2, "finished")
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("report_version",), 3),
+    (("outcome",), "crashed"),
+    (("clock", "mode"), "lost"),
+    (("events", 0, "vehicle"), "moon"),
+    (("final", "returner", "landed"), "yes"),
+    (("comparison", 0, "precision"), "hour"),
+    (("links", "by_vehicle", "lander", "up_ratio"), 1.5),
+])
+def test_the_schema_refuses_a_report_that_is_wrong(runs: Any, where: tuple[Any, ...],
+                                                    value: Any) -> None:
+    _, report, _ = runs
+    schema = orjson.loads((REPO / "docs" / "report.schema.json").read_bytes())
+    wrong = orjson.loads(orjson.dumps(report))
+    target = wrong
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = value
+    assert not jsonschema.Draft202012Validator(schema).is_valid(wrong)
