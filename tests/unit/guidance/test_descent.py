@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from services.kernel.dynamics import frames
+from services.kernel.dynamics.burns import Engine
 from services.kernel.dynamics.constants import MISSION_EPOCH_UTC
 from services.kernel.dynamics.guidance import MoonRotation
 from services.kernel.dynamics.guidance import descent as d
@@ -197,3 +198,27 @@ def test_moon_rotation_extrapolation_matches_the_iau_model() -> None:
         exact = frames.mci_from_moon_fixed(site_f, T_PDI_S + dt)
         approx = rot.matrix(T_PDI_S + dt).T @ site_f
         assert float(np.linalg.norm(exact - approx)) < 0.01
+
+
+# Braking runs at ~90 % of full thrust (the ignition point sets the throttle),
+# so the guidance absorbs a thrust loss of up to ~9 %; a loss of 10 % or more
+# takes the guided path into the terrain. The nominal touchdown is 2.7 m/s.
+HARD_CONTACT_M_S = 10.0
+
+
+@pytest.mark.parametrize("loss", [0.1, 0.2])
+def test_a_thrust_loss_beyond_the_margin_hits_the_ground_hard_never_goes_under_it(
+    start: tuple[d.DescentState, d.DescentConfig], loss: float,
+) -> None:
+    state, cfg = start
+    full = cfg.engine
+    weak = replace(cfg, engine=Engine((1.0 - loss) * full.max_thrust_n, full.v_e_m_s,
+                                      full.min_thrust_n))
+    lowest_m = math.inf
+    while state.phase != "landed" and state.t_s - state.ignition_s < 1_800.0:
+        state, out = d.step(state, 1.0, weak)
+        lowest_m = min(lowest_m, out.altitude_m)
+    assert state.phase == "landed" and state.touchdown_v_m_s is not None
+    assert lowest_m > -0.01  # stopped at the surface, not flown on beneath it
+    assert math.hypot(*state.touchdown_v_m_s) > HARD_CONTACT_M_S
+    assert state.mass_kg - weak.dry_mass_kg > 0.0  # hit the ground with propellant left

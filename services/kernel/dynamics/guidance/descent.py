@@ -525,6 +525,35 @@ def _land(
     return _on_surface(landed, cfg, landed.t_s)
 
 
+def _hit_ground(
+    state: DescentState, cfg: DescentConfig, h: float, r_end: Vec, thrust_mci_n: Vec,
+    events: list[str],
+) -> DescentState:
+    """The vehicle reached the ground with the engine lit, inside a sub-step of ``h``.
+
+    Off-nominal flight (e.g. a thrust loss the braking cannot absorb) can take
+    the guided path into the terrain; the vehicle stops there, at the instant
+    found by interpolating the height over the sub-step, with the speed it had,
+    rather than flying on under the surface and reporting a soft landing later.
+    """
+    h0 = float(np.linalg.norm(state.r_mci_m)) - cfg.site_radius_m
+    h1 = float(np.linalg.norm(r_end)) - cfg.site_radius_m
+    dt = h * h0 / (h0 - h1)
+    r, v, m = rk4_powered_step(
+        state.r_mci_m, state.v_mci_m_s, state.mass_kg, dt, thrust_mci_n, cfg.engine.v_e_m_s
+    )
+    r_f, v_f = cfg.rotation.fixed_state(r, v, state.t_s + dt)
+    up = r_f / float(np.linalg.norm(r_f))
+    v_up = float(v_f @ up)
+    v_h = float(np.linalg.norm(v_f - v_up * up))
+    p_f = up * cfg.site_radius_m
+    landed = replace(
+        state, t_s=state.t_s + dt, mass_kg=m, touchdown_v_m_s=(abs(v_up), v_h),
+        landed_fixed_m=(float(p_f[0]), float(p_f[1]), float(p_f[2])),
+    )  # fmt: skip
+    return _on_surface(_enter(landed, "landed", events), cfg, landed.t_s)
+
+
 def _on_surface(state: DescentState, cfg: DescentConfig, t_s: float) -> DescentState:
     assert state.landed_fixed_m is not None
     r, v = cfg.rotation.mci_state(np.array(state.landed_fixed_m), np.zeros(3), t_s)
@@ -554,6 +583,8 @@ def _substep(
     r, v, m = rk4_powered_step(
         state.r_mci_m, state.v_mci_m_s, state.mass_kg, h, thrust_n * dir_mci, cfg.engine.v_e_m_s
     )
+    if lit and float(np.linalg.norm(r)) < cfg.site_radius_m <= loc.height_m + cfg.site_radius_m:
+        return _hit_ground(state, cfg, h, r, thrust_n * dir_mci, events), thrust_n, dir_mci
     new_tgo = tgo - h if state.phase in ("braking", "approach") else tgo
     return (
         replace(state, t_s=state.t_s + h, r_mci_m=r, v_mci_m_s=v, mass_kg=m, tgo_s=new_tgo),
