@@ -144,6 +144,12 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
         if request.duration_s < 0 or not math.isfinite(request.magnitude):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "duration_s must be >= 0 and magnitude finite")
+        if request.kind == "stall_clock" and request.duration_s > 0:
+            # The clock waits for the stalled service, so mission time never
+            # reaches the end of a duration: the stall would never end.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "stall_clock holds mission time still, so duration_s can never "
+                                "run out: inject it with duration_s 0 and end it with ClearFault")
         self._fault_seq += 1
         fid = f"{self.rt.name}-{request.kind}-{self._fault_seq}"
         core.faults[request.kind] = {

@@ -183,15 +183,22 @@ class VehicleCore:
             end = _fault_end_s(fault)
             if end is not None and end <= t + 1e-6:
                 self.cleared_faults.append({**self.faults.pop(kind), "reason": "expired"})
-        for kind, fault in sorted(self.faults.items()):
+        for _, fault in sorted(self.faults.items()):
             if not fault.get("noted"):
-                fault["noted"] = True
-                out.event(self.name, "fault_injected", t, kind=kind,
-                          fault_id=fault["fault_id"], magnitude=fault.get("magnitude"))
+                self._note_injected(fault, t, out)
         for fault in self.cleared_faults:
+            # A fault that ended before any step ran (a stalled service runs
+            # none while it lasts) is logged as injected first.
+            if not fault.get("noted"):
+                self._note_injected(fault, t, out)
             out.event(self.name, "fault_cleared", t, kind=fault["kind"],
                       fault_id=fault["fault_id"], reason=fault["reason"])
         self.cleared_faults = []
+
+    def _note_injected(self, fault: dict[str, Any], t: float, out: Outbox) -> None:
+        fault["noted"] = True
+        out.event(self.name, "fault_injected", t, kind=fault["kind"],
+                  fault_id=fault["fault_id"], magnitude=fault.get("magnitude"))
 
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
         """Advance the state to ``t_to``; return the largest next step (s)."""
