@@ -347,7 +347,7 @@ class AscenderCore(VehicleCore):
 
         Its summary keeps the impact point (status shows where it hit), which
         `links.link_for` would otherwise treat as a live surface user in view of
-        Queqiao-2 and the stations for the rest of the mission (issue 22)."""
+        Queqiao-2 and the stations for the rest of the mission."""
         return self.phase == "impacted"
 
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:

@@ -270,7 +270,7 @@ async def test_thrust_loss_beyond_the_margin_hits_the_ground_hard_not_under_it(
     """20 % loss: more than the ~10 % braking margin. There is no abort: the
     guided path meets the terrain minutes early at tens of m/s. The lander must
     stop at the surface with that speed (it used to fly on kilometres under the
-    surface and report a soft touchdown there, issue 25)."""
+    surface and report a soft touchdown there)."""
     flight = large_thrust_loss
     _assert_fault_noted(flight, "lander", "engine_thrust_loss")
     frames = flight.powered("lander", "powered_descent")

@@ -2,7 +2,7 @@
 
 `twin run --report` runs as a subprocess, twice with the same seed and the same
 state dir (so the same JetStream store: the second report must not pick up
-the first run's events). The acceptance of the mission (issue 4) is checked on
+the first run's events). The acceptance of the mission is checked on
 the reports: where and when CE-6 lands, docks and comes home, with what, and
 that the run is deterministic. Authorities: every expected figure is a literal
 here, next to its source, from docs/reference (change6-timeline.csv, and
@@ -49,7 +49,7 @@ SEED = 6
 # Bounds a hang, not a speed (speed is bench/bench_mission.py's business).
 RUN_DEADLINE_S = 600.0
 
-#: Acceptance of issues 4 and 22: touchdown within 100 m of the LROC site (the
+#: Acceptance: touchdown within 100 m of the LROC site (the
 #: twin aims at it; LROC's own uncertainty is +-30 m).
 TOUCHDOWN_RADIUS_M = 100.0
 SAMPLE_TOLERANCE_G = 1e-6
@@ -62,7 +62,7 @@ CHUTE_ALT_BAND_M = (8_000.0, 12_000.0)
 ENTRY_TO_TOUCHDOWN_BAND_MIN = (20.0, 32.0)
 
 WINDOWS_MIN = {"lunar_touchdown": 2.0, "docking": 30.0, "earth_landing": 30.0}
-#: Issue 22. Main braking starts at the ~15 km perilune (reference timeline
+#: Main braking starts at the ~15 km perilune (reference timeline
 #: row 13) and flies down to the rapid attitude change at ~2.5 km (CE-5,
 #: China Daily 2020-12-02, reference "Cross-check"): it never climbs. The
 #: lander may rise while it is still faster than circular at the perilune,

@@ -81,7 +81,7 @@ MIN_BANK_RAD = math.radians(15.0)  # keeps some lift sideways for crossrange
 # Siziwang Banner landing zone, Amugulang grassland (Shenzhou/CE-5/CE-6 zone),
 # some 50-80 km north of the banner seat Wulanhua (41.53 N, 111.68 E). The
 # exact CE-6 touchdown point is unpublished; 42.0 N, 111.45 E is a point in
-# that grassland (brief: 41.6-42.0 N, 111.3-111.6 E). Ground ~1,400 m above
+# that grassland (assumed: 41.6-42.0 N, 111.3-111.6 E). Ground ~1,400 m above
 # the ellipsoid (terrain ~1,450 m MSL, geoid ~-40 m there).
 SIZIWANG_LAT_DEG = 42.0
 SIZIWANG_LON_DEG = 111.45

@@ -40,7 +40,7 @@ from services.kernel.dynamics.entry import (
 NOMINAL_RANGE_M = 5_400_000.0  # EI (Arabian Sea) to Siziwang, as targeting finds
 NOMINAL_FPA_DEG = -6.4
 NOMINAL_SPEED_M_S = 11_000.0
-MAX_MISS_M = 10_000.0  # aim of the brief; CE-5 achieved < 1.5 km
+MAX_MISS_M = 10_000.0  # the aim; CE-5 achieved < 1.5 km
 
 
 def nominal_state(heading_offset_deg: float = 0.0, fpa_deg: float = NOMINAL_FPA_DEG) -> EntryState:

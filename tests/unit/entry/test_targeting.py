@@ -4,7 +4,7 @@ Authority: the CE-6 timeline (reference change6-mission.md): separation
 2024-05-03T10:04Z, LOI 2024-05-08T02:12Z into a ~200 km perilune, retrograde
 parking orbit (inclination 137 deg); two TEI burns and one correction; entry
 interface ~120 km at ~11 km/s at 2024-06-25T05:41Z; touchdown 06:07 at
-Siziwang. Tolerances are the brief's: perilune altitude 5 km and time 1 min;
+Siziwang. Tolerances: perilune altitude 5 km and time 1 min;
 EI altitude 1 km, flight-path angle 0.2 deg, time 1 min (the EI time is fixed
 by construction, so the check is on the state at that time).
 

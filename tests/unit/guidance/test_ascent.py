@@ -38,7 +38,7 @@ def result() -> a.AscentResult:
 
 
 def test_reaches_a_stable_orbit(result: a.AscentResult) -> None:
-    assert result.perilune_height_m >= 10e3  # brief: perilune >= 10 km
+    assert result.perilune_height_m >= 10e3  # perilune >= 10 km
     assert result.perilune_height_m == pytest.approx(15e3, abs=1e3)
     assert result.apolune_height_m == pytest.approx(180e3, abs=5e3)
 

@@ -18,7 +18,7 @@ from services.kernel.dynamics.guidance import descent as d
 # Powered descent start 2024-06-01 22:09 UTC (reference timeline row 13).
 T_PDI_S = (datetime(2024, 6, 1, 22, 9, tzinfo=UTC) - MISSION_EPOCH_UTC).total_seconds()
 
-# --- Published profile of the Chang'e powered descents (issue 22) ---------------
+# --- Published profile of the Chang'e powered descents ---------------------------
 # "From about 15 km above the lunar surface ... relative velocity lowered from
 # 1.7 km per second to zero" (Xinhua on CE-5, 2020-12-01; the same words for
 # CE-3, 2013-12-14, and CE-6, reference timeline row 13).
@@ -33,7 +33,7 @@ GATE_HEIGHT_BAND_M = (2_000.0, 3_000.0)
 GATE_MAX_HORIZONTAL_M_S = 100.0
 # Main braking descends from the perilune. While still faster than circular
 # there the lander may rise by metres before the braking takes it off (~20 m);
-# the fault of issue 22 was a 1.7 km climb.
+# the fault fixed was a 1.7 km climb.
 BRAKING_RISE_TOL_M = 50.0
 # Whole descent: CE-3 "about 720 seconds" (CCTV, 2013-12-14); CE-5 22:57 to
 # 23:11 BJT, 14 min (Xinhua, 2020-12-01); CE-6 22:09:00 to 22:23:16 UTC, 856 s

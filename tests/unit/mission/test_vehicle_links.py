@@ -1,6 +1,6 @@
 """Which vehicles have a link of their own: none while stowed, none after impact.
 
-Decision (issue 22): a stowed vehicle (lander and ascender inside the CE-6
+Decision: a stowed vehicle (lander and ascender inside the CE-6
 stack before ``la_or_separation``, the ascender on the lander before its
 hand-over, the returner in the orbiter until ``returner_separation``) has no
 body of its own and no link of its own: the carrier flies the stack and its

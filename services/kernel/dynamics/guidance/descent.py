@@ -15,7 +15,7 @@ zero-effort-velocity E-guidance (the energy-optimal linear-acceleration
 law of Apollo-era explicit guidance, a = 6 ZEM / t_go^2 - 2 ZEV / t_go)
 applied to the kinematics, the engine cancelling at each cycle gravity less
 the centrifugal relief of the horizontal speed: the height falls as a cubic
-in time from the perilune to the gate, never climbing (issue 22).
+in time from the perilune to the gate, never climbing.
 Braking runs in curvilinear coordinates (arc to the site, crossrange,
 height above the site's reference radius). The ignition point
 sets the throttle (~90 %), so the variable-thrust engine absorbs range
@@ -379,7 +379,7 @@ def _braking_cross_up(
     linear in time) fits a line to a centrifugal relief that falls as the
     square of the braking speed: the engine pushed up ~0.1 m/s^2 too much in
     the first minutes and the lander climbed 1.7 km above its 15 km perilune
-    before it descended (issue 22).
+    before it descended.
 
     The engine never pushes toward the ground: in the first ~30 s, while the
     lander is still faster than circular at the perilune, holding the height
