@@ -52,7 +52,7 @@ def _protoc(raw_dir: Path) -> bool:
         saved = os.dup(2)
         os.dup2(log.fileno(), 2)
         try:
-            ok = protoc.main(args) == 0
+            ok = bool(protoc.main(args) == 0)
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -48,12 +48,18 @@ def _clone_of_working_tree(dest: Path) -> None:
     _git(dest, "commit", "-q", "-m", "the working tree under test")
 
 
+def _base_python() -> str:
+    """The interpreter this test's venv was made from (a new venv is made from it)."""
+    base: str = getattr(sys, "_base_executable", sys.executable)
+    return base
+
+
 def _fresh_env() -> dict[str, str]:
     """The caller's environment without this test run's venv."""
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    return {**env, "PATH": path, "PYTHON": sys._base_executable}
+    return {**env, "PATH": path, "PYTHON": _base_python()}
 
 
 def _task(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -90,13 +96,13 @@ def test_setup_prints_one_line_per_stage_and_no_tool_noise(clone: tuple[Path, st
 
 def _locked_pins() -> dict[str, str]:
     """name -> version of every lock line whose marker holds on this interpreter."""
-    env = default_environment()
+    env = {key: str(value) for key, value in default_environment().items()}
     pins: dict[str, str] = {}
     for line in (REPO / "requirements" / "dev.lock").read_text().splitlines():
         if not line or line[0] in " #-":
             continue
         req = Requirement(line.rstrip(" \\"))
-        if req.marker is None or req.marker.evaluate(env):
+        if req.marker is None or req.marker.evaluate(dict(env)):
             (spec,) = req.specifier
             assert spec.operator == "==", line
             pins[canonicalize_name(req.name)] = spec.version
@@ -109,7 +115,7 @@ def test_the_fresh_venv_holds_exactly_the_locked_versions(clone: tuple[Path, str
                              "--format=json", "--disable-pip-version-check"],
                             capture_output=True, text=True, check=True).stdout
     installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(listed)}
-    assert installed.pop("change6-twin") == "0.1.0"
+    assert installed.pop(canonicalize_name("change6-twin")) == "0.1.0"
     assert installed == _locked_pins()
 
 
