@@ -31,7 +31,13 @@ log = logging.getLogger("twin.clock")
 
 MIN_STEP_S = 1e-3  # the shortest step the clock makes, mission seconds
 FIRST_STEP_S = 1.0
-ROLL_CALL_PERIOD_S = 0.2  # wall seconds between roll calls while waiting for services
+# Wall seconds between roll calls while waiting for services. A roll call goes
+# out on this period only: a hello wakes the clock to see who is there but calls
+# no new roll, since every present service answers each roll (a roll per hello
+# fed itself, hundreds a second).
+ROLL_CALL_PERIOD_S = 0.2
+#: Wall seconds of each steps/s window (ClockState.steps_per_second, step_rate).
+RATE_WINDOW_S = 1.0
 
 
 class PlanCore(Protocol):
@@ -86,6 +92,8 @@ class ClockAuthority:
         self._expect_next: dict[str, int] = {}
         self._max_dt = FIRST_STEP_S
         self._anchor: tuple[float, float] | None = None  # (mission t, wall t) for warp pacing
+        # (wall start, steps since): opened at the first tick and again on each
+        # resume, so neither start-up nor a pause is counted as slow stepping.
         self._rate_window: tuple[float, int] = (time.monotonic(), 0)
         self.finished = asyncio.Event()
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -103,11 +111,14 @@ class ClockAuthority:
         await self.rt.bus.subscribe(s.all_of("clock.hello"), self._on_hello)
 
     def _on_hello(self, env: Envelope, subject: str) -> None:
-        if env.src in self.expect:
-            if env.src in self.present and self.rt.step > 0:
-                log.warning("service said hello again (restarted?)",
-                            extra={"peer": env.src, "peer_step": env.body.get("step")})
-            self.present[env.src] = env.body
+        if env.src not in self.expect:
+            return
+        known = env.src in self.present
+        if known and self.rt.step > 0:
+            log.warning("service said hello again (restarted?)",
+                        extra={"peer": env.src, "peer_step": env.body.get("step")})
+        self.present[env.src] = env.body
+        if not known:  # answers to later roll calls change nothing the clock waits on
             self._changed.set()
 
     def _on_ack(self, env: Envelope, subject: str) -> None:
@@ -163,6 +174,7 @@ class ClockAuthority:
         self.status.run_until_t_s = t_s if t_s is not None else -1.0
         self.status.run_until_event = event or ""
         self.resume()
+        self._notify()  # a call waiting on the target it replaces learns it now
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         if predicate():
@@ -175,9 +187,26 @@ class ClockAuthority:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def mode(self) -> str:
+        """The mode as operators are answered: the one the clock is in, or will be
+        in once the step in flight completes (``status.mode`` is the loop's own,
+        which follows a control call only when the loop next looks). A pause
+        answers "paused" at once because no further step will start; the roll
+        call and the end keep their own modes."""
+        loop_mode = self.status.mode
+        if self.plan.finished:
+            return "finished"
+        if loop_mode == "starting":
+            return loop_mode
+        if self._paused:
+            return "paused"
+        return "waiting" if loop_mode == "waiting" else "running"
+
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:
         await self._roll_call()
+        self._open_rate_window()
         self._publish_state_metrics()
         watchdog = asyncio.create_task(self._watchdog(), name="ack-watchdog")
         try:
@@ -196,10 +225,8 @@ class ClockAuthority:
             self.status.mode = "running"
             t_from = self.rt.t_s
             t_to = self._next_t_to(t_from)
-            if self.status.warp > 0:
-                await self._pace(t_to)
-                if self._paused:  # paused while pacing
-                    continue
+            if self.status.warp > 0 and not await self._pace(t_to):
+                continue  # a control call came first: its pause, target or warp decide
             await self._do_step(self.rt.step + 1, t_from, t_to)
             self._after_step()
         self.status.mode = "finished" if self.plan.finished else self.status.mode
@@ -209,14 +236,23 @@ class ClockAuthority:
                                           "mode": self.status.mode})
 
     async def _roll_call(self) -> None:
-        while not all(s in self.present for s in self.expect):
-            if self.rt.stopping.is_set():
-                return
-            self.status.waiting_for = [s for s in self.expect if s not in self.present]
-            await self.rt.bus.send(self.rt.subjects.roll, "roll", {}, self.rt.t_s, self.rt.step)
-            self._changed.clear()
+        """Call the roll every ROLL_CALL_PERIOD_S until every expected service is present."""
+        next_roll = time.monotonic()  # wall time paces roll calls only
+        while True:
+            self._changed.clear()  # before looking: a hello from now on wakes the wait
+            missing = [s for s in self.expect if s not in self.present]
+            if not missing or self.rt.stopping.is_set():
+                break
+            self.status.waiting_for = missing
+            now = time.monotonic()
+            if now >= next_roll:
+                await self.rt.bus.send(self.rt.subjects.roll, "roll", {}, self.rt.t_s,
+                                       self.rt.step)
+                next_roll = now + ROLL_CALL_PERIOD_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), ROLL_CALL_PERIOD_S)
+                await asyncio.wait_for(self._changed.wait(), next_roll - now)
+        if self.rt.stopping.is_set():
+            return
         self.status.waiting_for = []
         self.status.mode = "paused" if self._paused else "running"
         log.info("all services present", extra={"services": ",".join(self.expect)})
@@ -234,6 +270,7 @@ class ClockAuthority:
             change.cancel()
             if self.rt.stopping.is_set():
                 return False
+        self._open_rate_window()
         return True
 
     def _next_t_to(self, t_from: float) -> float:
@@ -243,17 +280,24 @@ class ClockAuthority:
             limit = min(limit, self.status.run_until_t_s - t_from)
         return t_from + max(limit, MIN_STEP_S)
 
-    async def _pace(self, t_to: float) -> None:
+    async def _pace(self, t_to: float) -> bool:
+        """Wait until `t_to` is due at the warp; False when a change (a control
+        call) came first, so the step is planned again rather than taken early
+        with a `t_to` that may pass a new run-until target."""
         warp = self.status.warp
         now = time.monotonic()  # wall time paces real-time x warp runs only
         if self._anchor is None:
             self._anchor = (self.rt.t_s, now)
         t0, w0 = self._anchor
         delay = w0 + (t_to - t0) / warp - now
-        if delay > 0:
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), delay)
+        if delay <= 0:
+            return True
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), delay)
+        except TimeoutError:
+            return True
+        return False
 
     async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
         rt = self.rt
@@ -319,7 +363,7 @@ class ClockAuthority:
         start, count = self._rate_window
         now = time.monotonic()
         count += 1
-        if now - start >= 1.0:
+        if now - start >= RATE_WINDOW_S:
             self.status.steps_per_second = count / (now - start)
             m.child("step_rate").set(self.status.steps_per_second)
             start, count = now, 0
@@ -337,6 +381,10 @@ class ClockAuthority:
             st.run_until_event = ""
             self._paused = True
         self._notify()
+
+    def _open_rate_window(self) -> None:
+        """Start counting steps/s now: the next tick is the first of the window."""
+        self._rate_window = (time.monotonic(), 0)
 
     def _notify(self) -> None:
         if not self._waiters:

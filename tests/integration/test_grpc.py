@@ -29,6 +29,7 @@ CALLS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     ],
     "twin.v1.MissionClock": [
         ("GetTime", {}),
+        ("ListTargets", {}),
         ("Step", {"steps": 2}),
         ("SetWarp", {"warp": 1000000.0}),
         ("RunUntil", {"mission_time_s": "NOW+3600", "wait": True}),
@@ -106,6 +107,9 @@ async def test_every_rpc_through_reflection(nats_url: str, mission_id: str) -> N
                 if body.get("mission_time_s") == "NOW+3600":
                     body = {**body, "mission_time_s": target}
                 out = await asyncio.to_thread(ground.call, "twin.v1.MissionClock", method, body)
+                if method == "ListTargets":  # names, not a clock state
+                    assert {"name": "lunar_touchdown", "kind": "event"} in out[0]["targets"]
+                    continue
                 assert "mode" in out[0]
                 if method == "RunUntil":
                     assert out[0]["missionTimeS"] == target

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13twin/v1/clock.proto\x12\x07twin.v1\"\x10\n\x0eGetTimeRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\";\n\x0eSetWarpRequest\x12\x0c\n\x04warp\x18\x01 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08\"\x1c\n\x0bStepRequest\x12\r\n\x05steps\x18\x01 \x01(\r\"c\n\x0fRunUntilRequest\x12\x18\n\x0emission_time_s\x18\x01 \x01(\x01H\x00\x12\r\n\x03utc\x18\x02 \x01(\tH\x00\x12\x0f\n\x05\x65vent\x18\x03 \x01(\tH\x00\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x42\x08\n\x06target\"\x8d\x02\n\nClockState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x16\n\x0emission_time_s\x18\x02 \x01(\x01\x12\x0b\n\x03utc\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x0c\n\x04warp\x18\x05 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x06 \x01(\x08\x12\x13\n\x0bwaiting_for\x18\x07 \x03(\t\x12\x18\n\x10steps_per_second\x18\x08 \x01(\x01\x12\r\n\x05phase\x18\t \x01(\t\x12 \n\x18run_until_mission_time_s\x18\n \x01(\x01\x12\x17\n\x0frun_until_event\x18\x0b \x01(\t\x12\x1a\n\x12\x65nd_mission_time_s\x18\x0c \x01(\x01\x32\xda\x02\n\x0cMissionClock\x12\x37\n\x07GetTime\x12\x17.twin.v1.GetTimeRequest\x1a\x13.twin.v1.ClockState\x12\x33\n\x05Pause\x12\x15.twin.v1.PauseRequest\x1a\x13.twin.v1.ClockState\x12\x35\n\x06Resume\x12\x16.twin.v1.ResumeRequest\x1a\x13.twin.v1.ClockState\x12\x37\n\x07SetWarp\x12\x17.twin.v1.SetWarpRequest\x1a\x13.twin.v1.ClockState\x12\x31\n\x04Step\x12\x14.twin.v1.StepRequest\x1a\x13.twin.v1.ClockState\x12\x39\n\x08RunUntil\x12\x18.twin.v1.RunUntilRequest\x1a\x13.twin.v1.ClockStateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13twin/v1/clock.proto\x12\x07twin.v1\"\x10\n\x0eGetTimeRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\";\n\x0eSetWarpRequest\x12\x0c\n\x04warp\x18\x01 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08\"\x1c\n\x0bStepRequest\x12\r\n\x05steps\x18\x01 \x01(\r\"c\n\x0fRunUntilRequest\x12\x18\n\x0emission_time_s\x18\x01 \x01(\x01H\x00\x12\r\n\x03utc\x18\x02 \x01(\tH\x00\x12\x0f\n\x05\x65vent\x18\x03 \x01(\tH\x00\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x42\x08\n\x06target\"\x8d\x02\n\nClockState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x16\n\x0emission_time_s\x18\x02 \x01(\x01\x12\x0b\n\x03utc\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x0c\n\x04warp\x18\x05 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x06 \x01(\x08\x12\x13\n\x0bwaiting_for\x18\x07 \x03(\t\x12\x18\n\x10steps_per_second\x18\x08 \x01(\x01\x12\r\n\x05phase\x18\t \x01(\t\x12 \n\x18run_until_mission_time_s\x18\n \x01(\x01\x12\x17\n\x0frun_until_event\x18\x0b \x01(\t\x12\x1a\n\x12\x65nd_mission_time_s\x18\x0c \x01(\x01\"\x14\n\x12ListTargetsRequest\"F\n\tRunTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03\x64ue\x18\x03 \x01(\t\x12\x10\n\x08seen_utc\x18\x04 \x01(\t\":\n\x13ListTargetsResponse\x12#\n\x07targets\x18\x01 \x03(\x0b\x32\x12.twin.v1.RunTarget2\xa4\x03\n\x0cMissionClock\x12\x37\n\x07GetTime\x12\x17.twin.v1.GetTimeRequest\x1a\x13.twin.v1.ClockState\x12\x33\n\x05Pause\x12\x15.twin.v1.PauseRequest\x1a\x13.twin.v1.ClockState\x12\x35\n\x06Resume\x12\x16.twin.v1.ResumeRequest\x1a\x13.twin.v1.ClockState\x12\x37\n\x07SetWarp\x12\x17.twin.v1.SetWarpRequest\x1a\x13.twin.v1.ClockState\x12\x31\n\x04Step\x12\x14.twin.v1.StepRequest\x1a\x13.twin.v1.ClockState\x12\x39\n\x08RunUntil\x12\x18.twin.v1.RunUntilRequest\x1a\x13.twin.v1.ClockState\x12H\n\x0bListTargets\x12\x1b.twin.v1.ListTargetsRequest\x1a\x1c.twin.v1.ListTargetsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNUNTILREQUEST']._serialized_end=273
   _globals['_CLOCKSTATE']._serialized_start=276
   _globals['_CLOCKSTATE']._serialized_end=545
-  _globals['_MISSIONCLOCK']._serialized_start=548
-  _globals['_MISSIONCLOCK']._serialized_end=894
+  _globals['_LISTTARGETSREQUEST']._serialized_start=547
+  _globals['_LISTTARGETSREQUEST']._serialized_end=567
+  _globals['_RUNTARGET']._serialized_start=569
+  _globals['_RUNTARGET']._serialized_end=639
+  _globals['_LISTTARGETSRESPONSE']._serialized_start=641
+  _globals['_LISTTARGETSRESPONSE']._serialized_end=699
+  _globals['_MISSIONCLOCK']._serialized_start=702
+  _globals['_MISSIONCLOCK']._serialized_end=1122
 # @@protoc_insertion_point(module_scope)

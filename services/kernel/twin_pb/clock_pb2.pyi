@@ -154,7 +154,17 @@ class ClockState(_message.Message):
     mission_time_s: _builtins.float
     utc: _builtins.str
     mode: _builtins.str
-    """"running", "paused", "waiting" (for an acknowledgement), "finished" """
+    """The mode after the call that answers it, which is the mode the clock is in
+    or will be in once the step in flight (if any) completes:
+      "starting"  the roll call is not complete (waiting_for names who is
+                  missing); the clock then runs or stays paused as requested
+      "running"   steps follow one another (toward run_until_*, if set)
+      "paused"    no further step starts (one in flight still completes, and
+                  waiting_for names any peer it still waits for)
+      "waiting"   running, but the step in flight waits for the overdue
+                  acknowledgements of waiting_for
+      "finished"  the mission has ended
+    """
     warp: _builtins.float
     as_fast_as_possible: _builtins.bool
     steps_per_second: _builtins.float
@@ -190,3 +200,73 @@ class ClockState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClockState: _TypeAlias = ClockState  # noqa: Y015
+
+@_typing.final
+class ListTargetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTargetsRequest: _TypeAlias = ListTargetsRequest  # noqa: Y015
+
+@_typing.final
+class RunTarget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DUE_FIELD_NUMBER: _builtins.int
+    SEEN_UTC_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    kind: _builtins.str
+    """"plan_item" or "event"."""
+    due: _builtins.str
+    """A plan item's due time: "2024-05-08T02:12:00.000Z", or
+    "after lunar_touchdown + 3600 s" while that time is not known; empty for an event.
+    """
+    seen_utc: _builtins.str
+    """UTC at which ground saw it (an item when issued, an event when
+    published); empty while it has not happened.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        due: _builtins.str = ...,
+        seen_utc: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "kind", b"kind", "name", b"name", "seen_utc", b"seen_utc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunTarget: _TypeAlias = RunTarget  # noqa: Y015
+
+@_typing.final
+class ListTargetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunTarget]: ...
+    def __init__(
+        self,
+        *,
+        targets: _abc.Iterable[Global___RunTarget] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTargetsResponse: _TypeAlias = ListTargetsResponse  # noqa: Y015

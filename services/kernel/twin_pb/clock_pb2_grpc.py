@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class MissionClockStub:
-    """Missing associated documentation comment in .proto file."""
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -64,10 +66,17 @@ class MissionClockStub:
                 request_serializer=twin_dot_v1_dot_clock__pb2.RunUntilRequest.SerializeToString,
                 response_deserializer=twin_dot_v1_dot_clock__pb2.ClockState.FromString,
                 _registered_method=True)
+        self.ListTargets = channel.unary_unary(
+                '/twin.v1.MissionClock/ListTargets',
+                request_serializer=twin_dot_v1_dot_clock__pb2.ListTargetsRequest.SerializeToString,
+                response_deserializer=twin_dot_v1_dot_clock__pb2.ListTargetsResponse.FromString,
+                _registered_method=True)
 
 
 class MissionClockServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
 
     def GetTime(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -76,7 +85,8 @@ class MissionClockServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Pause(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """No step starts after this call; one already in flight completes.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -103,8 +113,24 @@ class MissionClockServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunUntil(self, request, context):
-        """Run until a mission time, a UTC instant or a flight-plan event, then
-        pause. With wait, the call returns when the target is reached.
+        """Run until a mission time, a UTC instant, a mission event or a flight-plan
+        item id (ListTargets names them), then pause. INVALID_ARGUMENT, with the
+        valid names or the mission's current time in UTC, for an unknown name, an
+        event already seen or an instant not after now.
+        With wait, the call returns when the target is reached; bound it with the
+        call's deadline (DEADLINE_EXCEEDED leaves the clock running toward it).
+        A waiting call ends early with FAILED_PRECONDITION when the mission
+        finishes first, ABORTED when another RunUntil replaces the target and
+        UNAVAILABLE when ground stops.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTargets(self, request, context):
+        """The names RunUntil accepts as an event: flight-plan item ids (in plan
+        order) and mission events (key events in mission order, then the others),
+        each with when it was seen, if it was.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +169,11 @@ def add_MissionClockServicer_to_server(servicer, server):
                     request_deserializer=twin_dot_v1_dot_clock__pb2.RunUntilRequest.FromString,
                     response_serializer=twin_dot_v1_dot_clock__pb2.ClockState.SerializeToString,
             ),
+            'ListTargets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTargets,
+                    request_deserializer=twin_dot_v1_dot_clock__pb2.ListTargetsRequest.FromString,
+                    response_serializer=twin_dot_v1_dot_clock__pb2.ListTargetsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'twin.v1.MissionClock', rpc_method_handlers)
@@ -152,7 +183,9 @@ def add_MissionClockServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class MissionClock:
-    """Missing associated documentation comment in .proto file."""
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
 
     @staticmethod
     def GetTime(request,
@@ -306,6 +339,33 @@ class MissionClock:
             '/twin.v1.MissionClock/RunUntil',
             twin_dot_v1_dot_clock__pb2.RunUntilRequest.SerializeToString,
             twin_dot_v1_dot_clock__pb2.ClockState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTargets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.v1.MissionClock/ListTargets',
+            twin_dot_v1_dot_clock__pb2.ListTargetsRequest.SerializeToString,
+            twin_dot_v1_dot_clock__pb2.ListTargetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

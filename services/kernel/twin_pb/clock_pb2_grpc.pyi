@@ -27,12 +27,17 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class MissionClockStub:
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> MissionClockAsyncStub: ...
     GetTime: _grpc.UnaryUnaryMultiCallable[_clock_pb2.GetTimeRequest, _clock_pb2.ClockState]
     Pause: _grpc.UnaryUnaryMultiCallable[_clock_pb2.PauseRequest, _clock_pb2.ClockState]
+    """No step starts after this call; one already in flight completes."""
     Resume: _grpc.UnaryUnaryMultiCallable[_clock_pb2.ResumeRequest, _clock_pb2.ClockState]
     SetWarp: _grpc.UnaryUnaryMultiCallable[_clock_pb2.SetWarpRequest, _clock_pb2.ClockState]
     """warp > 0: mission time runs at warp x real time; as_fast_as_possible
@@ -41,15 +46,32 @@ class MissionClockStub:
     Step: _grpc.UnaryUnaryMultiCallable[_clock_pb2.StepRequest, _clock_pb2.ClockState]
     """Advance exactly `steps` lock-step steps, then pause. Allowed when paused."""
     RunUntil: _grpc.UnaryUnaryMultiCallable[_clock_pb2.RunUntilRequest, _clock_pb2.ClockState]
-    """Run until a mission time, a UTC instant or a flight-plan event, then
-    pause. With wait, the call returns when the target is reached.
+    """Run until a mission time, a UTC instant, a mission event or a flight-plan
+    item id (ListTargets names them), then pause. INVALID_ARGUMENT, with the
+    valid names or the mission's current time in UTC, for an unknown name, an
+    event already seen or an instant not after now.
+    With wait, the call returns when the target is reached; bound it with the
+    call's deadline (DEADLINE_EXCEEDED leaves the clock running toward it).
+    A waiting call ends early with FAILED_PRECONDITION when the mission
+    finishes first, ABORTED when another RunUntil replaces the target and
+    UNAVAILABLE when ground stops.
+    """
+    ListTargets: _grpc.UnaryUnaryMultiCallable[_clock_pb2.ListTargetsRequest, _clock_pb2.ListTargetsResponse]
+    """The names RunUntil accepts as an event: flight-plan item ids (in plan
+    order) and mission events (key events in mission order, then the others),
+    each with when it was seen, if it was.
     """
 
 @_typing.type_check_only
 class MissionClockAsyncStub(MissionClockStub):
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetTime: _aio.UnaryUnaryMultiCallable[_clock_pb2.GetTimeRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
     Pause: _aio.UnaryUnaryMultiCallable[_clock_pb2.PauseRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
+    """No step starts after this call; one already in flight completes."""
     Resume: _aio.UnaryUnaryMultiCallable[_clock_pb2.ResumeRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
     SetWarp: _aio.UnaryUnaryMultiCallable[_clock_pb2.SetWarpRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
     """warp > 0: mission time runs at warp x real time; as_fast_as_possible
@@ -58,11 +80,27 @@ class MissionClockAsyncStub(MissionClockStub):
     Step: _aio.UnaryUnaryMultiCallable[_clock_pb2.StepRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
     """Advance exactly `steps` lock-step steps, then pause. Allowed when paused."""
     RunUntil: _aio.UnaryUnaryMultiCallable[_clock_pb2.RunUntilRequest, _clock_pb2.ClockState]  # type: ignore[assignment]
-    """Run until a mission time, a UTC instant or a flight-plan event, then
-    pause. With wait, the call returns when the target is reached.
+    """Run until a mission time, a UTC instant, a mission event or a flight-plan
+    item id (ListTargets names them), then pause. INVALID_ARGUMENT, with the
+    valid names or the mission's current time in UTC, for an unknown name, an
+    event already seen or an instant not after now.
+    With wait, the call returns when the target is reached; bound it with the
+    call's deadline (DEADLINE_EXCEEDED leaves the clock running toward it).
+    A waiting call ends early with FAILED_PRECONDITION when the mission
+    finishes first, ABORTED when another RunUntil replaces the target and
+    UNAVAILABLE when ground stops.
+    """
+    ListTargets: _aio.UnaryUnaryMultiCallable[_clock_pb2.ListTargetsRequest, _clock_pb2.ListTargetsResponse]  # type: ignore[assignment]
+    """The names RunUntil accepts as an event: flight-plan item ids (in plan
+    order) and mission events (key events in mission order, then the others),
+    each with when it was seen, if it was.
     """
 
 class MissionClockServicer(metaclass=_abc_1.ABCMeta):
+    """Every reply carries the clock's state after the action (see ClockState.mode):
+    Pause answers "paused", Resume "running", RunUntil "running" with its target.
+    """
+
     @_abc_1.abstractmethod
     def GetTime(
         self,
@@ -75,7 +113,8 @@ class MissionClockServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _clock_pb2.PauseRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_clock_pb2.ClockState, _abc.Awaitable[_clock_pb2.ClockState]]: ...
+    ) -> _typing.Union[_clock_pb2.ClockState, _abc.Awaitable[_clock_pb2.ClockState]]:
+        """No step starts after this call; one already in flight completes."""
 
     @_abc_1.abstractmethod
     def Resume(
@@ -108,8 +147,26 @@ class MissionClockServicer(metaclass=_abc_1.ABCMeta):
         request: _clock_pb2.RunUntilRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_clock_pb2.ClockState, _abc.Awaitable[_clock_pb2.ClockState]]:
-        """Run until a mission time, a UTC instant or a flight-plan event, then
-        pause. With wait, the call returns when the target is reached.
+        """Run until a mission time, a UTC instant, a mission event or a flight-plan
+        item id (ListTargets names them), then pause. INVALID_ARGUMENT, with the
+        valid names or the mission's current time in UTC, for an unknown name, an
+        event already seen or an instant not after now.
+        With wait, the call returns when the target is reached; bound it with the
+        call's deadline (DEADLINE_EXCEEDED leaves the clock running toward it).
+        A waiting call ends early with FAILED_PRECONDITION when the mission
+        finishes first, ABORTED when another RunUntil replaces the target and
+        UNAVAILABLE when ground stops.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTargets(
+        self,
+        request: _clock_pb2.ListTargetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clock_pb2.ListTargetsResponse, _abc.Awaitable[_clock_pb2.ListTargetsResponse]]:
+        """The names RunUntil accepts as an event: flight-plan item ids (in plan
+        order) and mission events (key events in mission order, then the others),
+        each with when it was seen, if it was.
         """
 
 def add_MissionClockServicer_to_server(servicer: MissionClockServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
