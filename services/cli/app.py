@@ -4,7 +4,7 @@
     twin run     the same as fast as possible, then exit (optionally --report)
     twin report  plots (PNG) of a report written by `twin run --report`
     twin status  every service's phase, time, mass, altitude and faults
-    twin clock   time | pause | resume | warp X | step N | until <utc|event>
+    twin clock   time | pause | resume | warp X | step N | until <utc|plan item|event>
 
 Bad arguments exit with code 2 and a message saying what to fix; a service
 that cannot be reached exits 1 and is named.
@@ -19,21 +19,32 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from services.cli.clock_wait import (
+    Target,
+    WaitProgress,
+    timed_out_message,
+    until_suffix,
+    wait_for,
+)
 from services.cli.grpc_client import (
     ClockClient,
     Endpoint,
+    ServiceRejected,
     TwinChannels,
     TwinRpcError,
+    WaitTimedOut,
     local_endpoints,
 )
 from services.cli.launch import EXIT_FAILED, EXIT_OK, LaunchOptions, launch
-from services.cli.progress import clock_line, status_table
+from services.cli.output import Column, Grid, say, show
+from services.cli.progress import StatusOrError, clock_line, short_utc, status_table
 from services.cli.supervisor import RUN_RECORD
 from services.kernel.config import SERVICE_NAMES
 from services.kernel.twin_pb import clock_pb2
@@ -183,6 +194,7 @@ def up(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
+        mission_view=True,
     ))
 
 
@@ -221,8 +233,8 @@ def report(
     ] = None,
 ) -> None:
     """Render the report's plots (PNG) and print its key-event table."""
+    from services.cli.key_events import comparison_table
     from services.cli.plots import render_all  # matplotlib loads only for this command
-    from services.cli.progress import comparison_table
     from services.cli.report import read_report
 
     try:
@@ -230,11 +242,11 @@ def report(
         written = render_all(path, out_dir)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/bold red] {path} is not a twin report: {exc!r}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
-    console.print(comparison_table(body.get("comparison", [])))
+    show(console, comparison_table(body.get("comparison", [])))
     for png in written:
-        console.print(f"wrote {png}", highlight=False)
+        say(console, f"wrote {png}")
 
 
 # --- talking to a running twin --------------------------------------------------
@@ -296,17 +308,27 @@ async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s
             clock = await channels.clock().get_time()
         except TwinRpcError as exc:
             clock = exc
-    console.print(status_table(statuses, title="twin status"))
-    console.print(clock_line(clock), highlight=False)
-    failed = [f"{name} ({endpoints[name].target}): {s.detail}"
-              for name, s in statuses.items() if isinstance(s, TwinRpcError)]
+    show(console, status_table(statuses, title="twin status"))
+    ground_down = isinstance(statuses.get("ground"), TwinRpcError)
+    # With ground down the clock's error is ground's, already listed below.
+    say(console, "clock unavailable: ground is down" if ground_down and isinstance(
+        clock, TwinRpcError) else clock_line(clock))
+    problems = _status_problems(statuses, endpoints, mission)
+    for what, line in problems:
+        err_console.print(Text.assemble((f"{what}: ", "bold red"), line), soft_wrap=True)
+    return EXIT_FAILED if problems else EXIT_OK
+
+
+def _status_problems(statuses: dict[str, StatusOrError], endpoints: dict[str, Endpoint],
+                     mission: str | None) -> list[tuple[str, str]]:
+    """One (kind, line) per service that is down or runs another mission."""
+    problems = [("down", f"{name} ({endpoints[name].target}): {s.detail}")
+                for name, s in statuses.items() if isinstance(s, TwinRpcError)]
     if mission is not None:
-        failed += [f"{name}: mission {s.mission_id!r}, expected {mission!r}"
-                   for name, s in statuses.items()
-                   if not isinstance(s, TwinRpcError) and s.mission_id != mission]
-    for line in failed:
-        err_console.print(f"[bold red]unreachable or wrong:[/bold red] {line}", highlight=False)
-    return EXIT_FAILED if failed else EXIT_OK
+        problems += [("wrong mission", f"{name} runs {s.mission_id!r}, expected {mission!r}")
+                     for name, s in statuses.items()
+                     if not isinstance(s, TwinRpcError) and s.mission_id != mission]
+    return problems
 
 
 @app.command()
@@ -330,23 +352,46 @@ def status(
 ClockHostOpt = Annotated[str, typer.Option("--host", help="Where ground listens.")]
 ClockPortOpt = Annotated[int | None, typer.Option(
     "--port", min=1, max=65535, help="Ground's gRPC port (default 50051).")]
+CLOCK_CALL_TIMEOUT_S = 5.0
+EXIT_BAD_ARGUMENT = 2  # what typer exits with for a bad argument; ground refusing one too
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+_BAD_ARGUMENT_CODES = frozenset({"INVALID_ARGUMENT", "NOT_FOUND"})
+_T = TypeVar("_T")
 
 
-def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: float,
-                call: Callable[[ClockClient], Awaitable[clock_pb2.ClockState]]) -> None:
+def _clock_endpoints(host: str, port: int | None, state_dir: Path | None) -> dict[str, Endpoint]:
     ports = {"ground": port} if port is not None else None
-    endpoints = _endpoints(host, ports, state_dir, services=("ground",))
+    return _endpoints(host, ports, state_dir, services=("ground",))
 
-    async def _go() -> clock_pb2.ClockState:
+
+def _exit_on_rpc_error(exc: TwinRpcError) -> NoReturn:
+    """Ground refusing an argument exits 2 (the message says what to fix); an
+    unreachable ground or a refused action (e.g. the mission finished) exits 1."""
+    bad = isinstance(exc, ServiceRejected) and exc.code in _BAD_ARGUMENT_CODES
+    err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+    raise typer.Exit(EXIT_BAD_ARGUMENT if bad else EXIT_FAILED)
+
+
+def _run_clock(endpoints: dict[str, Endpoint], timeout_s: float,
+               call: Callable[[ClockClient], Awaitable[_T]]) -> _T:
+    async def _go() -> _T:
         async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
             return await call(channels.clock())
 
     try:
-        state = asyncio.run(_go())
+        return asyncio.run(_go())
     except TwinRpcError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
-    console.print(clock_line(state), highlight=False)
+        _exit_on_rpc_error(exc)
+
+
+def _print_clock(state: clock_pb2.ClockState) -> None:
+    """The clock after the action, with the target it now runs toward, if any."""
+    console.print(clock_line(state) + until_suffix(state), highlight=False)
+
+
+def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: float,
+                call: Callable[[ClockClient], Awaitable[clock_pb2.ClockState]]) -> None:
+    _print_clock(_run_clock(_clock_endpoints(host, port, state_dir), timeout_s, call))
 
 
 @clock_app.command("time")
@@ -359,14 +404,14 @@ def clock_time(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
 @clock_app.command("pause")
 def clock_pause(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
                 state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0) -> None:
-    """Pause the clock after the current step."""
+    """Pause the clock: no further step starts (one in flight completes). Shows 'paused'."""
     _clock_call(host, port, state_dir, timeout, lambda c: c.pause())
 
 
 @clock_app.command("resume")
 def clock_resume(host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
                  state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0) -> None:
-    """Resume a paused clock."""
+    """Resume a paused clock. Shows 'running'."""
     _clock_call(host, port, state_dir, timeout, lambda c: c.resume())
 
 
@@ -388,7 +433,7 @@ def clock_step(
     host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
     state_dir: StateDirLookupOpt = None, timeout: TimeoutOpt = 5.0,
 ) -> None:
-    """Advance exactly N steps, then pause."""
+    """Advance exactly N steps, then pause (shows the paused clock after them)."""
     _clock_call(host, port, state_dir, timeout, lambda c: c.step(steps))
 
 
@@ -406,25 +451,98 @@ def _utc_or_none(target: str) -> str | None:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _targets_tables(reply: clock_pb2.ListTargetsResponse) -> tuple[Grid, Grid]:
+    """Plan items (id, due, issued) and events (name, seen), as ground answers them."""
+    item_rows: list[list[str]] = []
+    event_rows: list[list[str]] = []
+    for t in reply.targets:
+        seen = short_utc(t.seen_utc) if t.seen_utc else "-"
+        if t.kind == "plan_item":
+            due = short_utc(t.due) if t.due[:1].isdigit() else t.due
+            item_rows.append([t.name, due, seen])
+        else:
+            event_rows.append([t.name, seen])
+    items = Grid([Column("id"), Column("due (UTC)"), Column("issued (UTC)")], item_rows,
+                 title="flight-plan items (plan order)")
+    events = Grid([Column("event"), Column("seen (UTC)")], event_rows,
+                  title="mission events (key events in mission order, then others)")
+    return items, events
+
+
+def _wait_until(endpoints: dict[str, Endpoint], goal: Target, timeout_s: float | None) -> None:
+    class _GaveUp(Exception):
+        pass
+
+    async def _go() -> clock_pb2.ClockState:
+        async with TwinChannels(endpoints, timeout_s=CLOCK_CALL_TIMEOUT_S) as channels:
+            clock = channels.clock()
+            with WaitProgress(console, goal, timeout_s) as progress:
+                try:
+                    return await wait_for(clock, goal, timeout_s, progress)
+                except WaitTimedOut:
+                    assert timeout_s is not None  # no deadline, no time-out
+                    raise _GaveUp(timed_out_message(goal, timeout_s,
+                                                    await clock.get_time())) from None
+
+    try:
+        state = asyncio.run(_go())
+    except KeyboardInterrupt:
+        err_console.print(f"stopped waiting for {goal.label}; ground still runs the clock "
+                          "toward it (`twin clock pause` stops it)", highlight=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except _GaveUp as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except TwinRpcError as exc:
+        _exit_on_rpc_error(exc)
+    console.print(f"reached {goal.label}: {clock_line(state)}", highlight=False)
+
+
 @clock_app.command("until")
 def clock_until(
-    target: Annotated[str, typer.Argument(
-        help="A UTC instant (2024-06-02T22:23:00Z) or a flight-plan event name.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Return only when it is reached.")] = False,
+    target: Annotated[str | None, typer.Argument(
+        show_default=False,
+        help="A UTC instant (2024-06-02T22:23:00Z), a flight-plan item id (loi, la_sep, ...) "
+        "or a mission event (lunar_touchdown, docking, ...); --list names them all.")] = None,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Return only when it is reached, showing progress meanwhile.")] = False,
+    list_targets: Annotated[bool, typer.Option(
+        "--list", help="List the plan item ids and event names it accepts, with when each "
+        "happened; changes nothing.")] = False,
     host: ClockHostOpt = "127.0.0.1", port: ClockPortOpt = None,
     state_dir: StateDirLookupOpt = None,
-    timeout: TimeoutOpt = 5.0,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0.1, show_default=False,
+        help="Wall seconds for the call (default 5); with --wait, for the WHOLE wait "
+        "(default: no limit): past it, exit 1 and the clock keeps running toward TARGET.")
+    ] = None,
 ) -> None:
-    """Run until a UTC instant or a flight-plan event, then pause."""
+    """Run until a UTC instant, a flight-plan item or a mission event, then pause.
+
+    A plan item id (e.g. loi) is reached when ground issues that item, an event
+    name (e.g. lunar_touchdown) when a vehicle publishes it. Shows the clock
+    running toward TARGET; with --wait, waits (a live line on a terminal, a line
+    every few seconds elsewhere) and shows the paused clock there.
+    """
+    if list_targets and (target is not None or wait):
+        raise typer.BadParameter("--list runs nothing: give it without TARGET or --wait",
+                                 param_hint="--list")
+    if target is None and not list_targets:
+        raise typer.BadParameter("give a UTC instant, a flight-plan item id or an event name "
+                                 "(`twin clock until --list` names them)", param_hint="TARGET")
+    endpoints = _clock_endpoints(host, port, state_dir)
+    if target is None:
+        reply = _run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S, lambda c: c.list_targets())
+        for grid in _targets_tables(reply):
+            show(console, grid)
+        return
     utc = _utc_or_none(target)
-    # A waiting call lasts as long as the mission takes to get there.
-    call_timeout = 24 * 3600.0 if wait else timeout
-    if utc is not None:
-        _clock_call(host, port, state_dir, call_timeout,
-                    lambda c: c.run_until(utc=utc, wait=wait))
-    else:
-        _clock_call(host, port, state_dir, call_timeout,
-                    lambda c: c.run_until(event=target, wait=wait))
+    goal = Target(utc=utc) if utc is not None else Target(event=target)
+    if wait:
+        _wait_until(endpoints, goal, timeout)
+        return
+    _print_clock(_run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S,
+                            lambda c: c.run_until(utc=goal.utc, event=goal.event)))
 
 
 def main() -> None:

@@ -5,12 +5,14 @@ the service they concern::
 
     TwinRpcError
     ├── ServiceUnreachable   nothing answered (down, wrong port, deadline)
-    └── ServiceRejected      it answered with an error status (bad argument...)
+    ├── ServiceRejected      it answered with an error status (bad argument...)
+    └── WaitTimedOut         a wait (RunUntil with wait) outlived its deadline
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,11 +31,26 @@ __all__ = [
     "ServiceUnreachable",
     "TwinChannels",
     "TwinRpcError",
+    "WaitTimedOut",
     "local_endpoints",
 ]
 
 CLOCK_SERVICE = "ground"
 _UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Reconnect backoff of the CLI's channels, wall ms. gRPC's default (1 s, then
+# x1.6 up to 120 s, +-20 % jitter) is made for servers far away; the CLI mostly
+# waits for services still importing on this machine, and with the default
+# saw them SERVING 1-2 s after they were. A refused connect on loopback costs
+# next to nothing, so try again every ~0.1 s. (grpc.min_reconnect_backoff_ms,
+# the time one connect attempt is given, keeps its 20 s default.)
+_RECONNECT_BACKOFF_MS = 50, 100  # initial, most
+CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+    ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
+)
+# Wall seconds between health watches of a service that answered but is not
+# serving yet, or whose watch broke (the server went away while starting).
+_WATCH_AGAIN_S = 0.05
 
 
 class TwinRpcError(Exception):
@@ -54,6 +71,10 @@ class ServiceRejected(TwinRpcError):
     def __init__(self, service: str, target: str, code: str, detail: str) -> None:
         self.code = code
         super().__init__(service, target, f"{code}: {detail}")
+
+
+class WaitTimedOut(TwinRpcError):
+    """The deadline of a waiting call passed before its target was reached."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +118,8 @@ class TwinChannels:
 
     def channel(self, service: str) -> grpc.aio.Channel:
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(self.endpoints[service].target)
+            self._channels[service] = grpc.aio.insecure_channel(
+                self.endpoints[service].target, options=CHANNEL_OPTIONS)
         return self._channels[service]
 
     async def close(self) -> None:
@@ -132,6 +154,22 @@ class TwinChannels:
         except TwinRpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def wait_serving(self, service: str) -> None:
+        """Return as soon as the service's overall health is SERVING.
+
+        Waits for ever, through the service not listening yet (wait_for_ready:
+        the call goes out when the channel connects) and through its not
+        serving yet (the health watch streams each change); the caller bounds it.
+        """
+        stub = health_pb2_grpc.HealthStub(self.channel(service))
+        request = health_pb2.HealthCheckRequest(service="")
+        while True:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for reply in stub.Watch(request, wait_for_ready=True):
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+            await asyncio.sleep(_WATCH_AGAIN_S)
 
     async def get_status(
         self, service: str, timeout_s: float | None = None
@@ -204,17 +242,55 @@ class ClockClient:
         utc: str | None = None,
         event: str | None = None,
         mission_time_s: float | None = None,
-        wait: bool = False,
         timeout_s: float | None = None,
     ) -> clock_pb2.ClockState:
-        """Run until exactly one of a UTC instant, an event or a mission time."""
-        request = clock_pb2.RunUntilRequest(wait=wait)
-        if utc is not None:
-            request.utc = utc
-        elif event is not None:
-            request.event = event
-        elif mission_time_s is not None:
-            request.mission_time_s = mission_time_s
-        else:
-            raise ValueError("run_until needs one of utc, event or mission_time_s")
+        """Set the target (exactly one of a UTC instant, an event or a mission
+        time) and answer at once: the clock running toward it."""
+        request = _run_until_request(utc, event, mission_time_s, wait=False)
         return await self._call(self._stub.RunUntil, request, timeout_s)
+
+    async def wait_until(
+        self,
+        *,
+        utc: str | None = None,
+        event: str | None = None,
+        mission_time_s: float | None = None,
+        timeout_s: float | None,
+    ) -> clock_pb2.ClockState:
+        """Set the target and return when it is reached. `timeout_s` bounds the
+        whole wait (None: no limit): past it, WaitTimedOut, the clock still
+        running toward the target (ground set it before waiting)."""
+        request = _run_until_request(utc, event, mission_time_s, wait=True)
+        try:
+            reply: clock_pb2.ClockState = await self._stub.RunUntil(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            endpoint = self._channels.endpoints[self._service]
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise WaitTimedOut(endpoint.service, endpoint.target,
+                                   f"not reached within {timeout_s} s") from exc
+            raise _translate(endpoint, exc) from exc
+        return reply
+
+    async def list_targets(
+        self, timeout_s: float | None = None
+    ) -> clock_pb2.ListTargetsResponse:
+        """Plan item ids and event names RunUntil accepts, with when each was seen."""
+        reply: clock_pb2.ListTargetsResponse = await self._channels._call(
+            self._service, self._stub.ListTargets, clock_pb2.ListTargetsRequest(), timeout_s
+        )
+        return reply
+
+
+def _run_until_request(
+    utc: str | None, event: str | None, mission_time_s: float | None, *, wait: bool
+) -> clock_pb2.RunUntilRequest:
+    request = clock_pb2.RunUntilRequest(wait=wait)
+    if utc is not None:
+        request.utc = utc
+    elif event is not None:
+        request.event = event
+    elif mission_time_s is not None:
+        request.mission_time_s = mission_time_s
+    else:
+        raise ValueError("run_until needs one of utc, event or mission_time_s")
+    return request

@@ -21,11 +21,13 @@ import orjson
 from rich.console import Console
 
 from services.cli.grpc_client import TwinChannels
+from services.cli.key_events import comparison_table
 from services.cli.mission_log import MissionLog, MissionLogError, TelemetryRecorder, telemetry_path
+from services.cli.output import say, show
 from services.cli.progress import (
+    EventFeed,
     Snapshot,
     clock_line,
-    comparison_table,
     follow_mission,
     status_table,
     take_snapshot,
@@ -68,8 +70,8 @@ class LaunchOptions:
     report_path: Path | None = None
     linger: bool = False  # stay up after the finish until a signal (up --observe)
     live: bool | None = None  # None: a live table only on a terminal
-    # Follow the mission on the bus too (`twin run`): telemetry for the plots,
-    # links in the live view, the event log for the end table and the report.
+    # Follow the mission on the bus too (`twin up`, `twin run`): telemetry for the
+    # plots, links and events in the view, the event log for the end table and report.
     mission_view: bool = False
 
 
@@ -174,6 +176,9 @@ def _mark_stopped(state_dir: Path, codes: dict[str, Any]) -> None:
 async def launch(opts: LaunchOptions, console: Console) -> int:
     """Run the twin until the clock finishes or the run is stopped; the exit code."""
     opts.state_dir.mkdir(parents=True, exist_ok=True)
+    # The report's wall_s counts from here (before nats-server and the services
+    # start) to the final snapshot after the finish: start-up included, teardown
+    # not. bench/bench_mission.py's "whole process" figure is the same interval.
     started = time.monotonic()
     with _Stopper().installed() as stopper:
         try:
@@ -182,7 +187,7 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
             console.print(f"[yellow]{exc} received: stopping[/yellow]")
             return EXIT_INTERRUPTED
         except (SupervisorError, NatsServerError, PromServerError, MissionLogError) as exc:
-            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             return EXIT_FAILED
         finally:
             console.print(f"stopped everything after {time.monotonic() - started:.2f} s wall")
@@ -210,15 +215,16 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
                              extra={"prometheus": prom})
         channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
         facts = watch[1] if watch is not None else None
+        feed = _event_feed(facts, opts, console)
         final = await _until_stopped(
-            follow_mission(channels, console, live=opts.live, facts=facts), stopper, sup
-        )
+            follow_mission(channels, console, live=opts.live, facts=facts, feed=feed),
+            stopper, sup)
         if watch is not None:
             final = await _until_stopped(take_snapshot(channels), stopper, sup)
         _summarise(final, console, time.monotonic() - started, healthy_s)
         if watch is not None:
             await _until_stopped(
-                _mission_summary(watch, final, opts, console, time.monotonic() - started),
+                _mission_summary(watch, final, opts, console, time.monotonic() - started, feed),
                 stopper, sup)
         if opts.linger:
             await _linger(stopper, sup, console)
@@ -237,10 +243,17 @@ async def _stop_services(sup: Supervisor, state_dir: Path) -> None:
     _mark_stopped(state_dir, codes)
 
 
+def _event_feed(facts: TelemetryRecorder | None, opts: LaunchOptions,
+                console: Console) -> EventFeed | None:
+    """Off a terminal each event gets its own line; on one the live view shows them."""
+    live = console.is_terminal if opts.live is None else opts.live
+    return EventFeed(facts) if facts is not None and not live else None
+
+
 def _summarise(final: Snapshot, console: Console, wall_s: float, healthy_s: float) -> None:
-    console.print(status_table(final.statuses, title="final status"))
-    console.print(f"finished: {clock_line(final.clock)}", highlight=False)
-    console.print(f"wall time {wall_s:.2f} s (services healthy after {healthy_s:.2f} s)")
+    show(console, status_table(final.statuses, title="final status"))
+    say(console, f"finished: {clock_line(final.clock)}")
+    say(console, f"wall time {wall_s:.2f} s (services healthy after {healthy_s:.2f} s)")
 
 
 async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
@@ -254,11 +267,14 @@ async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
 
 
 async def _mission_summary(watch: tuple[MissionLog, TelemetryRecorder], final: Snapshot,
-                           opts: LaunchOptions, console: Console, wall_s: float) -> None:
+                           opts: LaunchOptions, console: Console, wall_s: float,
+                           feed: EventFeed | None = None) -> None:
     """The end table of key events and, with --report, the report and telemetry."""
     log, recorder = watch
     events = await log.read()
     await recorder.flush()
+    if feed is not None:  # events of the last steps, heard after the clock finished
+        feed.write_new(console)
     plan = opts.flight_plan.stem if opts.flight_plan is not None else "nominal"
     report = build_report(
         mission_id=opts.mission_id,
@@ -266,11 +282,11 @@ async def _mission_summary(watch: tuple[MissionLog, TelemetryRecorder], final: S
         plan=plan, events=events, statuses=final.statuses, clock=final.clock, wall_s=wall_s,
         reference=load_reference(),
     )
-    console.print(comparison_table(report["comparison"]))
-    console.print(f"{len(events)} mission events, {len(recorder.records)} telemetry frames kept "
-                  f"of {recorder.frames_seen}")
+    show(console, comparison_table(report["comparison"]))
+    say(console, f"{len(events)} mission events, {len(recorder.records)} telemetry frames kept "
+                 f"of {recorder.frames_seen}")
     if opts.report_path is not None:
         path = write_report(opts.report_path, report)
         tm_path = recorder.write(telemetry_path(opts.report_path))
-        console.print(f"report written to {path} (telemetry: {tm_path.name}); "
-                      f"plots: twin report {path}")
+        say(console, f"report written to {path} (telemetry: {tm_path.name}); "
+                     f"plots: twin report {path}")

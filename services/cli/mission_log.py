@@ -261,6 +261,9 @@ class TelemetryRecorder:
         self.frames_seen = 0
         self.links: dict[str, str] = {}  # vehicle -> "direct:Kashgar", "relay:...", "none"
         self.recent: deque[str] = deque(maxlen=recent_events)
+        # Every event `recent` shows, with its mission time, for plain output
+        # that writes each one (recent forgets, and carries no time).
+        self.timeline: list[tuple[float, str]] = []
         self._subs: list[Subscription] = []
 
     async def __aenter__(self) -> Self:
@@ -321,6 +324,7 @@ class TelemetryRecorder:
             self.links[env.src] = "none"
         if not name.startswith(("link_", "plan_item", "burn_")):
             self.recent.append(f"{name} ({env.src})")
+            self.timeline.append((env.t, self.recent[-1]))
 
     def write(self, path: Path) -> Path:
         return write_telemetry(path, self.records)

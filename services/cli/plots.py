@@ -19,6 +19,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from services.cli.mission_log import read_telemetry, telemetry_path
@@ -286,24 +287,29 @@ def plot_landing_track(data: RunData, fig_path: Path) -> None:
 
 
 def _map_limits(ax: Axes, lat_lon: tuple[Vec, Vec] | None, zoom: bool) -> None:
-    """Limits around the site (zoom) or the whole track; equal distances on both axes."""
+    """A square map around the site (zoom) or the whole track: equal distances on
+    both axes, so the limits already have the aspect and the axes' box is square.
+
+    (Limits set on both axes plus adjustable="datalim" made matplotlib drop one
+    of them and log "Ignoring fixed x/y limits" on every draw.)
+    """
     # One degree of longitude is cos(lat) of a degree of latitude on the sphere.
     squash = float(np.cos(np.radians(LANDING_SITE_LAT_DEG)))
     if zoom or lat_lon is None:
-        half_lat_deg = np.degrees(5_000.0 / R_MOON_M) if zoom else 10.0
-        lat_lo, lat_hi = LANDING_SITE_LAT_DEG - half_lat_deg, LANDING_SITE_LAT_DEG + half_lat_deg
-        lon_lo = LANDING_SITE_LON_DEG - half_lat_deg / squash
-        lon_hi = LANDING_SITE_LON_DEG + half_lat_deg / squash
+        centre_lat, centre_lon = LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG
+        half_lat_deg = float(np.degrees(5_000.0 / R_MOON_M)) if zoom else 10.0
     else:
         lat, lon = lat_lon
-        margin = 1.0
-        lat_lo = min(lat.min(), LANDING_SITE_LAT_DEG) - margin
-        lat_hi = max(lat.max(), LANDING_SITE_LAT_DEG) + margin
-        lon_lo = min(lon.min(), LANDING_SITE_LON_DEG) - margin
-        lon_hi = max(lon.max(), LANDING_SITE_LON_DEG) + margin
-    ax.set_xlim(lon_lo, lon_hi)
-    ax.set_ylim(lat_lo, lat_hi)
-    ax.set_aspect(1.0 / squash, adjustable="datalim")
+        margin_deg = 1.0
+        lat_lo, lat_hi = min(lat.min(), LANDING_SITE_LAT_DEG), max(lat.max(), LANDING_SITE_LAT_DEG)
+        lon_lo, lon_hi = min(lon.min(), LANDING_SITE_LON_DEG), max(lon.max(), LANDING_SITE_LON_DEG)
+        centre_lat, centre_lon = (lat_lo + lat_hi) / 2.0, (lon_lo + lon_hi) / 2.0
+        # The longer side, as degrees of latitude, sets both.
+        half_lat_deg = max(lat_hi - lat_lo, (lon_hi - lon_lo) * squash) / 2.0 + margin_deg
+    ax.set_xlim(centre_lon - half_lat_deg / squash, centre_lon + half_lat_deg / squash)
+    ax.set_ylim(centre_lat - half_lat_deg, centre_lat + half_lat_deg)
+    ax.set_aspect(1.0 / squash, adjustable="box")
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # long labels on a square map
 
 
 def plot_descent_profile(data: RunData, fig_path: Path) -> None:

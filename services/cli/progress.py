@@ -1,12 +1,13 @@
-"""The live view of a running mission: clock, phase, step rate, vehicles.
+"""The live view of a running mission: clock, phase, step rate, vehicles, events.
 
 It asks the services over gRPC at display rate (a few times a wall second)
 rather than listening to the bus, so it shows exactly what `twin status`
 would; a run's :class:`LiveFacts` (the CLI's bus listener) adds each
-vehicle's link and the latest events. On a terminal it is a rich Live view
-with a progress bar over the mission; elsewhere (CI logs, pipes) it prints
-one line whenever the mission phase changes, and a few lines at most every
-few wall seconds.
+vehicle's link and the events. On a terminal it is a rich Live view with a
+progress bar over the mission; elsewhere (CI logs, pipes) it writes plain
+lines that are never wrapped or cut: each event as it is seen, and the clock
+and vehicles whenever the mission phase changes and at most every few wall
+seconds.
 """
 
 from __future__ import annotations
@@ -15,34 +16,39 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from rich.table import Table
 from rich.text import Text
 
 from services.cli.grpc_client import TwinChannels, TwinRpcError
+from services.cli.output import Cell, Column, Grid, say
+from services.kernel.dynamics.timescale import iso_utc
 from services.kernel.twin_pb import clock_pb2, control_pb2
 
 __all__ = [
+    "EventFeed",
     "LiveFacts",
     "Snapshot",
+    "StatusOrError",
     "clock_line",
-    "comparison_table",
     "follow_mission",
     "mission_time",
     "render_snapshot",
     "short_utc",
+    "state_cells",
     "status_table",
     "take_snapshot",
-    "vehicle_lines",
     "vehicle_table",
 ]
 
 FINISHED = "finished"
 _PLAIN_LINE_EVERY_S = 5.0
+#: What a vehicle with no body of its own (stowed in a stack, or gone) shows
+#: for its state, in `twin status` and in the run view alike.
+NO_VALUE = "-"
 
 StatusOrError = control_pb2.GetStatusResponse | TwinRpcError
 #: The progress bar's length when the clock does not say when the plan ends.
@@ -57,6 +63,11 @@ class LiveFacts(Protocol):
 
     @property
     def recent(self) -> Iterable[str]: ...
+
+    @property
+    def timeline(self) -> Sequence[tuple[float, str]]:
+        """Every event shown so far, as (mission time s, "name (vehicle)")."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -100,77 +111,96 @@ def clock_line(clock: clock_pb2.ClockState | TwinRpcError) -> str:
     if isinstance(clock, TwinRpcError):
         return f"clock unavailable: {clock}"
     warp = "max" if clock.as_fast_as_possible else f"x{clock.warp:g}"
-    end = f" of {mission_time(clock.end_mission_time_s)}" if clock.end_mission_time_s > 0 else ""
     waiting = f"  waiting for {', '.join(clock.waiting_for)}" if clock.waiting_for else ""
     return (
-        f"{short_utc(clock.utc)}  {mission_time(clock.mission_time_s)}{end}  "
+        f"{short_utc(clock.utc)}  {mission_time(clock.mission_time_s)}{_plan_end(clock)}  "
         f"phase {clock.phase or '-'}  {clock.mode}  step {clock.step}  "
         f"{clock.steps_per_second:.1f} steps/s  warp {warp}{waiting}"
     )
 
 
-def status_table(statuses: Mapping[str, StatusOrError], title: str | None = None) -> Table:
-    """A row per service: phase, time, step, mass, altitude, faults (or its error)."""
-    table = Table(title=title, expand=False)
-    for column in ("service", "phase", "UTC", "step", "mass kg", "altitude km", "faults"):
-        numeric = column in ("step", "mass kg", "altitude km")
-        table.add_column(column, justify="right" if numeric else "left", no_wrap=column != "faults")
+def _plan_end(clock: clock_pb2.ClockState) -> str:
+    """While it runs, the latest the plan lets the mission go on; once finished,
+    nothing: the mission time is then the mission's own end, often earlier."""
+    if clock.mode == FINISHED or clock.end_mission_time_s <= 0:
+        return ""
+    return f" (plan ends by {mission_time(clock.end_mission_time_s)})"
+
+
+# --- a service's state, the same in every view -------------------------------------
+
+
+@dataclass(frozen=True)
+class StateCells:
+    body: str
+    altitude_km: str
+    speed_m_s: str
+    mass_kg: str
+    sample_g: str
+
+
+def state_cells(status: control_pb2.GetStatusResponse) -> StateCells:
+    """A vehicle's state as text, NO_VALUE for what it does not know.
+
+    Without a body of its own (ground; a vehicle stowed in a stack, which its
+    carrier flies; the probe still on its launcher) it has no altitude or
+    speed, and a mass of 0 means "not tracked here", not "weightless".
+    """
+    s = status.state
+    if not status.HasField("state"):
+        return StateCells(*(NO_VALUE,) * 5)
+    tracked = bool(s.central_body) or s.mass_kg > 0.0
+    mass = f"{s.mass_kg:,.1f}" if tracked else NO_VALUE
+    sample = f"{s.sample_mass_g:,.1f}" if tracked else NO_VALUE
+    if not s.central_body:
+        return StateCells(NO_VALUE, NO_VALUE, NO_VALUE, mass, sample)
+    return StateCells(s.central_body, f"{s.altitude_m / 1000.0:,.1f}", f"{s.speed_m_s:,.1f}",
+                      mass, sample)
+
+
+_STATUS_COLUMNS = (
+    Column("service"), Column("state"), Column("phase"), Column("UTC"), Column("step", True),
+    Column("mass kg", True), Column("altitude km", True), Column("faults"))
+
+
+def status_table(statuses: Mapping[str, StatusOrError], title: str | None = None) -> Grid:
+    """A row per service: up or down, phase, time, step, mass, altitude, faults.
+
+    A service that did not answer is only marked down here: its error is one
+    line for the caller to print below, not a cell that would swamp the table.
+    """
+    rows: list[list[str | Cell]] = []
     for name, status in statuses.items():
         if isinstance(status, TwinRpcError):
-            table.add_row(name, Text("unreachable", style="bold red"), Text(status.detail), "",
-                          "", "", "")
+            rows.append([name, Cell("down", "bold red"), *(NO_VALUE,) * 6])
             continue
-        table.add_row(*_status_cells(name, status))
-    return table
+        cells = state_cells(status)
+        faults = ", ".join(f.kind for f in status.faults) or NO_VALUE
+        rows.append([name, Cell("up", "green"), status.phase or NO_VALUE, short_utc(status.utc),
+                     str(status.step), cells.mass_kg, cells.altitude_km, faults])
+    return Grid(_STATUS_COLUMNS, rows, title=title)
 
 
-def _status_cells(name: str, status: control_pb2.GetStatusResponse) -> list[str]:
-    has_state = status.HasField("state")
-    mass = f"{status.state.mass_kg:,.1f}" if has_state else "-"
-    altitude = f"{status.state.altitude_m / 1000.0:,.1f}" if has_state else "-"
-    faults = ", ".join(f.kind for f in status.faults) or "-"
-    return [name, status.phase or "-", short_utc(status.utc), str(status.step), mass, altitude,
-            faults]
+_VEHICLE_COLUMNS = (
+    Column("vehicle", min_width=8), Column("phase", min_width=21), Column("body", min_width=5),
+    Column("altitude km", True, 11), Column("speed m/s", True, 9), Column("mass kg", True, 9),
+    Column("sample g", True, 8), Column("link", min_width=14))
 
 
 def vehicle_table(statuses: Mapping[str, StatusOrError],
-                  links: Mapping[str, str] | None = None) -> Table:
+                  links: Mapping[str, str] | None = None) -> Grid:
     """The run's view: a row per vehicle with phase, body, altitude, speed, mass, link."""
-    table = Table(expand=False)
-    for column in ("vehicle", "phase", "body", "altitude km", "speed m/s", "mass kg",
-                   "sample g", "link"):
-        table.add_column(column, justify="right" if column[0] in "asm" and column != "link"
-                         else "left", no_wrap=True)
+    rows: list[list[str | Cell]] = []
     for name, status in statuses.items():
         if name == "ground":
             continue
         if isinstance(status, TwinRpcError):
-            table.add_row(name, Text("unreachable", style="bold red"), "", "", "", "", "", "")
+            rows.append([name, Cell("down", "bold red"), *(NO_VALUE,) * 6])
             continue
-        table.add_row(name, *_vehicle_cells(status), (links or {}).get(name, "-"))
-    return table
-
-
-def _vehicle_cells(status: control_pb2.GetStatusResponse) -> list[str]:
-    s = status.state
-    if not (status.HasField("state") and s.central_body):
-        return [status.phase or "-", "-", "-", "-", "-", "-"]
-    return [status.phase or "-", s.central_body, f"{s.altitude_m / 1000.0:,.1f}",
-            f"{s.speed_m_s:,.1f}", f"{s.mass_kg:,.1f}", f"{s.sample_mass_g:,.1f}"]
-
-
-def vehicle_lines(statuses: Mapping[str, StatusOrError],
-                  links: Mapping[str, str] | None = None) -> list[str]:
-    """The vehicle table as plain lines (for logs)."""
-    lines = []
-    for name, status in statuses.items():
-        if name == "ground" or isinstance(status, TwinRpcError):
-            continue
-        phase, body, alt, speed, mass, sample = _vehicle_cells(status)
-        link = (links or {}).get(name, "-")
-        lines.append(f"  {name:<8} {phase:<18} {body:<5} {alt:>10} km {speed:>8} m/s "
-                     f"{mass:>8} kg {sample:>6} g {link}")
-    return lines
+        c = state_cells(status)
+        rows.append([name, status.phase or NO_VALUE, c.body, c.altitude_km, c.speed_m_s,
+                     c.mass_kg, c.sample_g, (links or {}).get(name, NO_VALUE)])
+    return Grid(_VEHICLE_COLUMNS, rows)
 
 
 def _progress_bar(clock: clock_pb2.ClockState | TwinRpcError) -> Progress:
@@ -186,56 +216,41 @@ def _progress_bar(clock: clock_pb2.ClockState | TwinRpcError) -> Progress:
 def render_snapshot(snapshot: Snapshot, facts: LiveFacts | None = None) -> Group:
     if facts is None:
         return Group(Text(clock_line(snapshot.clock), style="bold"),
-                     status_table(snapshot.statuses))
+                     vehicle_table(snapshot.statuses).rich())
     recent = list(facts.recent)
     return Group(
         Text(clock_line(snapshot.clock), style="bold"),
         _progress_bar(snapshot.clock),
-        vehicle_table(snapshot.statuses, facts.links),
-        Text("latest events: " + (", ".join(recent[-5:]) or "-"), style="dim"),
+        vehicle_table(snapshot.statuses, facts.links).rich(),
+        Text("latest events: " + (", ".join(recent[-5:]) or NO_VALUE), style="dim"),
     )
 
 
-def comparison_table(rows: Sequence[Mapping[str, Any]],
-                     title: str = "key events: twin vs the real Chang'e-6") -> Table:
-    """Each key event's twin time beside the real mission's (report `comparison`)."""
-    table = Table(title=title, expand=False)
-    for column in ("event", "real UTC", "twin UTC", "twin-real", "ok"):
-        table.add_column(column, justify="right" if column == "twin-real" else "left",
-                         no_wrap=True)
-    for row in rows:
-        diff = row.get("diff_min")
-        within = row.get("within")
-        mark = (Text("-", style="dim") if within is None else
-                Text(f"yes ±{row['tolerance_min']:g}m", style="green") if within else
-                Text(f"NO ±{row['tolerance_min']:g}m", style="bold red"))
-        # An unconfirmed real time (confidence U) carries a question mark.
-        unsure = "?" if str(row["confidence"]).startswith("U") else ""
-        table.add_row(str(row["event"]),
-                      _precise_utc(str(row["real_utc"]), str(row["precision"])) + unsure,
-                      _compact_utc(str(row["twin_utc"])) if row.get("twin_utc") else "never",
-                      "-" if diff is None else _minutes(float(diff)), mark)
-    return table
+# --- plain lines, off a terminal ---------------------------------------------------------
 
 
-def _compact_utc(utc: str) -> str:
-    """2024-06-01T22:23:16.000Z -> 06-01 22:23:16 (the year is always 2024)."""
-    return f"{utc[5:10]} {utc[11:19]}" if len(utc) >= 19 else utc
+class EventFeed:
+    """Writes each event the bus listener has seen, once, as a plain line."""
+
+    def __init__(self, facts: LiveFacts) -> None:
+        self.facts = facts
+        self._written = 0
+
+    def write_new(self, console: Console) -> None:
+        timeline = self.facts.timeline
+        # Vehicles publish on their own connections: put what arrived since the
+        # last look in mission-time order (a stable sort keeps ties as seen).
+        fresh = sorted(timeline[self._written:], key=lambda item: item[0])
+        self._written = len(timeline)
+        for t_s, what in fresh:
+            say(console, f"{short_utc(iso_utc(t_s))}  {mission_time(t_s)}  event {what}")
 
 
-def _precise_utc(utc: str, precision: str) -> str:
-    """The real time only as finely as it is known."""
-    if precision == "day":
-        return f"{utc[5:10]} (day)"
-    if precision == "ten_minutes":
-        return f"{utc[5:10]} {utc[11:15]}x"
-    return _compact_utc(utc)
-
-
-def _minutes(diff_min: float) -> str:
-    if abs(diff_min) >= 600.0:
-        return f"{diff_min / 60.0:+,.1f} h"
-    return f"{diff_min:+,.1f} min"
+def _write_status(snapshot: Snapshot, console: Console, facts: LiveFacts | None) -> None:
+    say(console, clock_line(snapshot.clock))
+    grid = vehicle_table(snapshot.statuses, facts.links if facts is not None else None)
+    for line in grid.lines():
+        say(console, f"  {line}")
 
 
 def _phase(snapshot: Snapshot) -> str:
@@ -249,16 +264,18 @@ async def follow_mission(
     interval_s: float = 0.25,
     live: bool | None = None,
     facts: LiveFacts | None = None,
+    feed: EventFeed | None = None,
 ) -> Snapshot:
     """Show the mission until the clock says finished; return the last snapshot.
 
+    Off a terminal, `feed` (when given) writes the events as they are seen.
     Never returns on its own if the mission does not finish: the caller
     races it against Ctrl-C and against a service dying.
     """
     live = console.is_terminal if live is None else live
     if live:
         return await _follow_live(channels, console, interval_s, facts)
-    return await _follow_plain(channels, console, interval_s, facts)
+    return await _follow_plain(channels, console, interval_s, facts, feed)
 
 
 async def _follow_live(channels: TwinChannels, console: Console, interval_s: float,
@@ -273,17 +290,16 @@ async def _follow_live(channels: TwinChannels, console: Console, interval_s: flo
 
 
 async def _follow_plain(channels: TwinChannels, console: Console, interval_s: float,
-                        facts: LiveFacts | None) -> Snapshot:
+                        facts: LiveFacts | None, feed: EventFeed | None) -> Snapshot:
     snapshot = await take_snapshot(channels)
     last_phase, last_print = "", float("-inf")
     while True:
+        if feed is not None:
+            feed.write_new(console)
         now = time.monotonic()
         changed = _phase(snapshot) != last_phase or snapshot.finished
         if changed or now - last_print >= _PLAIN_LINE_EVERY_S:
-            console.print(clock_line(snapshot.clock), highlight=False)
-            if facts is not None:
-                for line in vehicle_lines(snapshot.statuses, facts.links):
-                    console.print(line, highlight=False)
+            _write_status(snapshot, console, facts)
             last_phase, last_print = _phase(snapshot), now
         if snapshot.finished:
             return snapshot

@@ -50,8 +50,6 @@ __all__ = [
 ]
 
 RUN_RECORD = "run.json"
-_HEALTH_PROBE_INTERVAL_S = 0.1
-_HEALTH_PROBE_TIMEOUT_S = 1.0
 
 
 class SupervisorError(RuntimeError):
@@ -183,6 +181,17 @@ def _child_pythonpath() -> str:
     return root if not current else f"{root}{os.pathsep}{current}"
 
 
+def child_argv(name: str) -> list[str]:
+    """The command line of service `name`, running the CLI's own code.
+
+    ``-m`` puts the current directory first on sys.path, ahead of PYTHONPATH:
+    run from another checkout, the child would import that checkout's
+    `services`. ``-P`` (Python 3.11+) leaves it out, so `_child_pythonpath`
+    decides.
+    """
+    return [sys.executable, "-P", "-m", f"services.{name}"]
+
+
 class Supervisor:
     """Start, health-check, watch and stop the service processes.
 
@@ -224,9 +233,7 @@ class Supervisor:
         env.update(self.config.service_env(child.name, child.grpc_port, child.metrics_port))
         with child.log_path.open("wb") as log:
             child.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                f"services.{child.name}",
+                *child_argv(child.name),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -273,26 +280,40 @@ class Supervisor:
     async def wait_healthy(self, timeout_s: float = 60.0) -> float:
         """Wait until every child's gRPC health says SERVING; return the wall s.
 
-        Raises ServiceDied as soon as a child exits, ServicesNotHealthy at
-        the deadline.
+        Each child is watched on its own, so each is seen SERVING as soon as
+        it is (within the channels' reconnect backoff, ~0.1 s). Raises
+        ServiceDied as soon as a child exits, ServicesNotHealthy at the deadline.
         """
         started = time.monotonic()
-        async with TwinChannels(self.endpoints, timeout_s=_HEALTH_PROBE_TIMEOUT_S) as channels:
-            pending = list(self.children)
+        async with TwinChannels(self.endpoints) as channels:
+            waits = {asyncio.create_task(channels.wait_serving(n)): n for n in self.children}
             death = asyncio.create_task(self.next_death())
             try:
-                while pending:
-                    if death.done():
-                        raise ServiceDied(death.result())
-                    if time.monotonic() - started > timeout_s:
-                        raise ServicesNotHealthy(pending, time.monotonic() - started)
-                    serving = await asyncio.gather(*(channels.is_serving(n) for n in pending))
-                    pending = [n for n, ok in zip(pending, serving, strict=True) if not ok]
-                    if pending:
-                        await asyncio.wait({death}, timeout=_HEALTH_PROBE_INTERVAL_S)
+                await self._until_all_done(set(waits), death, started + timeout_s)
+            except TimeoutError:
+                pending = [n for task, n in waits.items() if not task.done()]
+                raise ServicesNotHealthy(pending, time.monotonic() - started) from None
             finally:
+                for task in waits:
+                    await _cancel(task)
                 await self._requeue_or_cancel(death)
         return time.monotonic() - started
+
+    @staticmethod
+    async def _until_all_done(waits: set[asyncio.Task[None]], death: asyncio.Task[ChildExit],
+                              deadline: float) -> None:
+        """Wait for all `waits`; ServiceDied if `death` comes first, TimeoutError
+        at the (monotonic) deadline."""
+        while undone := {task for task in waits if not task.done()}:
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                raise TimeoutError
+            done, _ = await asyncio.wait({*undone, death}, timeout=left_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if death.done():
+                raise ServiceDied(death.result())
+            for task in done:
+                task.result()  # a watch that failed other than through gRPC: raise it
 
     async def _requeue_or_cancel(self, death: asyncio.Task[ChildExit]) -> None:
         """Give back a death the health wait saw but did not report."""

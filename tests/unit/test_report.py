@@ -4,13 +4,24 @@ times against the reference timeline, telemetry downsampling, and the plots."""
 from __future__ import annotations
 
 import csv
+import io
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from rich.console import Console
 
 from services.cli.grpc_client import ServiceUnreachable
+from services.cli.key_events import (
+    UNCONFIRMED_NOTE,
+    comparison_table,
+    difference,
+    real_time,
+    tolerance,
+)
 from services.cli.mission_log import (
     Downsampler,
     read_telemetry,
@@ -18,7 +29,9 @@ from services.cli.mission_log import (
     telemetry_path,
     write_telemetry,
 )
+from services.cli.output import say, show
 from services.cli.plots import PLOTS, render_all
+from services.cli.progress import clock_line, state_cells, status_table, vehicle_table
 from services.cli.report import (
     LoggedEvent,
     ReferenceEvent,
@@ -39,7 +52,8 @@ from services.kernel.twin_pb import clock_pb2, common_pb2, control_pb2
 from services.kernel.vehicle import Summary
 
 REPO = Path(__file__).resolve().parents[2]
-TIMELINE_CSV = Path("/work/shared/reference/change6-timeline.csv")
+#: The real mission's timeline, kept in the repository (docs/reference/README.md).
+TIMELINE_CSV = REPO / "docs" / "reference" / "change6-timeline.csv"
 TOUCHDOWN_S = mission_s_from_utc("2024-06-01T22:23:16Z")
 DOCKING_S = mission_s_from_utc("2024-06-06T06:48:00Z")
 MINUTE_S = 60.0
@@ -164,8 +178,6 @@ def test_link_intervals_switch_paths_and_close_at_the_end() -> None:
 
 
 def test_reference_times_match_the_reference_timeline() -> None:
-    if not TIMELINE_CSV.is_file():
-        pytest.skip(f"{TIMELINE_CSV} not present")
     rows = {r["id"]: r for r in csv.DictReader(TIMELINE_CSV.open())}
     for ref in load_reference():
         row = rows[ref.timeline_id]
@@ -247,3 +259,165 @@ def test_report_round_trips_and_every_plot_renders(tmp_path: Path) -> None:
     assert [p.name for p in written] == [f"report.{name}.png" for name in PLOTS]
     for png in written:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the key-events table and the tables' plain form (what `twin run` prints) -------
+
+
+def _comparison(event: str, real_utc: str, precision: str, twin_utc: str | None,
+                tolerance_min: float | None = None, confidence: str = "C") -> dict[str, Any]:
+    """A report `comparison` row as comparison_rows writes it."""
+    diff_min = None if twin_utc is None else (
+        mission_s_from_utc(twin_utc) - mission_s_from_utc(real_utc)) / MINUTE_S
+    within = None if tolerance_min is None else (
+        diff_min is not None and abs(diff_min) <= tolerance_min)
+    return {"event": event, "label": event, "real_utc": real_utc, "precision": precision,
+            "confidence": confidence, "twin_utc": twin_utc, "diff_min": diff_min,
+            "tolerance_min": tolerance_min, "within": within}
+
+
+@pytest.mark.parametrize(
+    ("real_utc", "precision", "twin_utc", "shown_real", "shown_diff"),
+    [
+        # Known only to the day (written at noon): the day, not "-240.0 min" from noon.
+        ("2024-05-08T12:00:00Z", "day", "2024-05-08T08:00:00.000Z", "05-08", "same day"),
+        ("2024-05-30T12:00:00Z", "day", "2024-06-01T23:00:00.000Z", "05-30", "+2 days"),
+        ("2024-05-30T12:00:00Z", "day", "2024-05-29T13:00:00.000Z", "05-30", "-1 day"),
+        # Known to the minute: whole minutes; one second early is no minute off.
+        ("2024-05-08T02:12:00Z", "minute", "2024-05-08T02:27:12.000Z", "05-08 02:12", "+15 min"),
+        ("2024-06-25T06:07:00Z", "minute", "2024-06-25T06:06:59.000Z", "06-25 06:07", "+0 min"),
+        ("2024-06-06T06:48:00Z", "minute", "2024-06-06T06:28:23.000Z", "06-06 06:48", "-20 min"),
+        # Known as 05:2x: from the middle of those ten minutes, give or take five.
+        ("2024-06-25T05:25:00Z", "ten_minutes", "2024-06-25T05:21:00.000Z", "06-25 05:2x",
+         "-4 min ±5"),
+        # Known to the second: seconds under a minute, else tenths of a minute.
+        ("2024-06-01T22:23:16Z", "second", "2024-06-01T22:23:19.000Z", "06-01 22:23:16", "+3 s"),
+        ("2024-06-01T22:23:16Z", "second", "2024-06-01T22:28:16.000Z", "06-01 22:23:16",
+         "+5.0 min"),
+        ("2024-06-01T22:23:16Z", "second", "2024-06-02T09:23:16.000Z", "06-01 22:23:16",
+         "+11.0 h"),
+        ("2024-06-01T22:23:16Z", "second", None, "06-01 22:23:16", "-"),
+    ],
+)
+def test_key_events_compare_at_the_precision_the_real_time_is_known(
+    real_utc: str, precision: str, twin_utc: str | None, shown_real: str, shown_diff: str
+) -> None:
+    row = _comparison("e", real_utc, precision, twin_utc)
+    assert real_time(real_utc, precision) == shown_real
+    assert difference(row) == shown_diff
+
+
+def test_key_events_say_the_tolerance_in_words() -> None:
+    kept = _comparison("lunar_touchdown", "2024-06-01T22:23:16Z", "second",
+                       "2024-06-01T22:28:16.000Z", tolerance_min=10.0)
+    missed = _comparison("docking", "2024-06-06T06:48:00Z", "minute",
+                         "2024-06-06T09:48:00.000Z", tolerance_min=120.0)
+    never = _comparison("earth_landing", "2024-06-25T06:07:00Z", "minute", None,
+                        tolerance_min=30.0)
+    free = _comparison("probe_separation", "2024-05-03T10:04:00Z", "minute",
+                       "2024-05-03T10:04:00.000Z")
+    assert [tolerance(r) for r in (kept, missed, never, free)] == [
+        "yes (±10 min)", "NO (±120 min)", "NO (±30 min)", "no limit set"]
+    assert comparison_table([kept]).columns[-1].header == "within tolerance"
+
+
+def test_key_events_table_as_plain_lines_keeps_whole_names_and_rows() -> None:
+    report = _report(events=[*_events(), _ev("lunar_orbit_insertion", "orbiter",
+                                             mission_s_from_utc("2024-05-08T02:27:12Z"), 5)])
+    grid = comparison_table(report["comparison"])
+    lines = grid.lines()
+    assert lines[0] == grid.title
+    assert lines[1].split() == ["event", "real", "UTC", "twin", "UTC", "twin", "-", "real",
+                                "within", "tolerance"]
+    rows = {line.split()[0]: re.split(r" {2,}", line) for line in lines[2:]}
+    assert list(rows) == [r.event for r in load_reference()]
+    assert rows["lunar_orbit_insertion"] == [
+        "lunar_orbit_insertion", "05-08 02:12", "05-08 02:27:12", "+15 min", "no limit set"]
+    assert rows["earth_landing"] == ["earth_landing", "06-25 06:07", "never", "-",
+                                     "NO (±30 min)"]
+    assert rows["tei_burn_1"][1] == "06-20?"  # unconfirmed, and the note says what ? means
+    assert grid.notes == (UNCONFIRMED_NOTE,)
+
+
+def test_plain_output_is_never_wrapped_or_cut_at_the_console_width() -> None:
+    grid = comparison_table(_report()["comparison"])
+    out = io.StringIO()
+    narrow = Console(file=out, width=40)  # a pipe: not a terminal, 40 columns
+    assert not narrow.is_terminal
+    show(narrow, grid)
+    say(narrow, "report written to /a/very/long/path/" + "x" * 60 + " (telemetry: t.jsonl)")
+    written = out.getvalue().splitlines()
+    assert written[:-1] == [*grid.lines(), UNCONFIRMED_NOTE]
+    assert max(len(line) for line in written) > 40  # longer than the width, yet one line
+    assert written[-1].endswith("(telemetry: t.jsonl)")
+    assert "…" not in out.getvalue()
+
+
+def test_a_terminal_too_narrow_for_the_table_gets_plain_lines_too() -> None:
+    grid = comparison_table(_report()["comparison"])
+    wide, narrow = io.StringIO(), io.StringIO()
+    show(Console(file=wide, width=200, force_terminal=True, color_system=None), grid)
+    show(Console(file=narrow, width=60, force_terminal=True, color_system=None), grid)
+    assert "┃ event" in wide.getvalue()  # the rich table where it fits
+    assert narrow.getvalue().splitlines()[1:len(grid.rows) + 2] == grid.lines()[1:]
+    assert "…" not in wide.getvalue() + narrow.getvalue()
+
+
+def _stowed(name: str) -> control_pb2.GetStatusResponse:
+    """A vehicle inside the stack: a state with no body and zero mass (as services send)."""
+    return control_pb2.GetStatusResponse(service=name, phase="stowed", utc="u", step=3,
+                                         state=common_pb2.StateSummary(vehicle=name))
+
+
+def test_stowed_vehicles_read_the_same_in_status_and_in_the_run_view() -> None:
+    down = ServiceUnreachable("ascender", "127.0.0.1:1", "UNAVAILABLE: " + "x" * 200)
+    statuses: dict[str, control_pb2.GetStatusResponse | ServiceUnreachable] = {
+        "lander": _stowed("lander"), "relay": _status("relay", "relay_ops"), "ascender": down}
+    status_rows = {line.split()[0]: re.split(r" {2,}", line)
+                   for line in status_table(statuses).lines()[1:]}
+    run_rows = {line.split()[0]: re.split(r" {2,}", line)
+                for line in vehicle_table(statuses).lines()[1:]}
+    # service state phase UTC step mass altitude faults
+    assert status_rows["lander"] == ["lander", "up", "stowed", "u", "3", "-", "-", "-"]
+    # vehicle phase body altitude speed mass sample link
+    assert run_rows["lander"] == ["lander", "stowed", "-", "-", "-", "-", "-", "-"]
+    assert status_rows["relay"][5:7] == run_rows["relay"][5:6] + run_rows["relay"][3:4]
+    assert status_rows["relay"][5:7] == ["10.0", "0.0"]
+    # A service that is down is marked so; its error is for a line of its own.
+    assert status_rows["ascender"] == ["ascender", "down", *["-"] * 6]
+    assert "x" * 20 not in "\n".join(status_table(statuses).lines())
+
+
+def test_a_probe_on_its_launcher_shows_its_mass_but_no_altitude() -> None:
+    on_launcher = control_pb2.GetStatusResponse(
+        service="orbiter", phase="launch", state=common_pb2.StateSummary(mass_kg=8350.0))
+    cells = state_cells(on_launcher)
+    assert (cells.body, cells.altitude_km, cells.speed_m_s) == ("-", "-", "-")
+    assert cells.mass_kg == "8,350.0"
+
+
+def test_the_clock_line_shows_the_plan_bound_only_while_running() -> None:
+    running = clock_pb2.ClockState(mode="running", phase="cruise", mission_time_s=3600.0,
+                                   end_mission_time_s=4_631_551.0, utc="2024-05-03T10:27:29Z")
+    finished = clock_pb2.ClockState(mode="finished", phase="complete",
+                                    mission_time_s=4_568_970.0, end_mission_time_s=4_631_551.0,
+                                    utc="2024-06-25T06:36:59Z")
+    assert "T+0d 01:00:00 (plan ends by T+53d 14:32:31)" in clock_line(running)
+    assert "T+52d 21:09:30  phase complete  finished" in clock_line(finished)
+    assert "53d" not in clock_line(finished)
+
+
+def test_the_plots_log_no_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Fixed map limits with a fixed aspect made matplotlib log "Ignoring fixed
+    x/y limits" six times a report; the map's limits now carry the aspect."""
+    pdi = _ev("powered_descent_start", "lander", TOUCHDOWN_S - 840.0, 10)
+    path = write_report(tmp_path / "report.json", _report(events=[*_events(), pdi]))
+    t0 = TOUCHDOWN_S - 900.0
+    tm = [{"t_s": t0 + 60.0 * i, "vehicle": "lander", "step": i, "phase": "powered_descent",
+           "body": "moon", "r_m": [1.74e6 - 2e4 * i, 4e5 + 3e4 * i, -1.1e6],
+           "v_m_s": [1.0, 2.0, 3.0], "alt_m": 15e3 - 1e3 * i, "speed_m_s": 1700.0 - 110 * i,
+           "values": {"thrust_n": 7500.0}} for i in range(16)]
+    write_telemetry(telemetry_path(path), tm)
+    with caplog.at_level(logging.WARNING):
+        render_all(path)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("matplotlib")] == []
