@@ -34,7 +34,7 @@ class ClockServicer(clock_pb2_grpc.MissionClockServicer):
         return clock_pb2.ClockState(
             step=c.rt.step, mission_time_s=c.rt.t_s, utc=iso_utc(c.rt.t_s), mode=c.mode,
             warp=st.warp, as_fast_as_possible=st.warp <= 0, waiting_for=st.waiting_for,
-            steps_per_second=st.steps_per_second, phase=c.rt.core.phase,
+            steps_per_second=c.steps_per_second(), phase=c.rt.core.phase,
             run_until_mission_time_s=st.run_until_t_s, run_until_event=st.run_until_event,
             end_mission_time_s=end if math.isfinite(end) else -1.0)
 

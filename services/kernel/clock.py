@@ -382,6 +382,16 @@ class ClockAuthority:
             self._paused = True
         self._notify()
 
+    def steps_per_second(self) -> float:
+        """The last full window's rate, or, before one has closed, the rate so
+        far: a run of a few hundred steps would otherwise read 0 until its
+        first second is over."""
+        if self.status.steps_per_second > 0.0:
+            return self.status.steps_per_second
+        start, count = self._rate_window
+        elapsed = time.monotonic() - start
+        return count / elapsed if count and elapsed > 0.0 else 0.0
+
     def _open_rate_window(self) -> None:
         """Start counting steps/s now: the next tick is the first of the window."""
         self._rate_window = (time.monotonic(), 0)

@@ -377,6 +377,7 @@ async def test_every_control_reply_carries_the_mode_after_the_action(
         clock = await _paused_clock(ch)
         state = await clock.Step(clock_pb2.StepRequest(steps=2))
         assert (state.mode, state.step) == ("paused", 2)
+        assert state.steps_per_second > 0.0  # the rate so far: no 1 s window has closed
         state = await clock.SetWarp(clock_pb2.SetWarpRequest(warp=1.0))  # the far item stays far
         assert (state.mode, state.warp) == ("paused", 1.0)
         state = await clock.Resume(clock_pb2.ResumeRequest())
