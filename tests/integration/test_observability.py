@@ -47,6 +47,10 @@ PROM_DIR = REPO / "deploy" / "prometheus"
 DASHBOARDS_DIR = REPO / "deploy" / "grafana" / "dashboards"
 
 SCRAPE_INTERVAL_S = 0.5
+#: Scrapes that must succeed, and the longest outage tolerated (wall s): far
+#: below TwinTargetDown's 30 s, far above one late scrape under load.
+MIN_GOOD_SCRAPE_SHARE = 0.8
+MAX_MISSED_S = 2.0
 #: What Grafana puts for its interval variables at this scrape interval:
 #: $__rate_interval is four scrapes, $__interval the query step.
 RATE_INTERVAL = "2s"
@@ -211,10 +215,24 @@ def _pending_inputs(expr: str) -> set[str]:
 
 
 def test_prometheus_scraped_all_six_services(observed: ObservedRun) -> None:
+    """Every service scraped, and none ever unreachable for long.
+
+    A single scrape may miss its 0.5 s timeout while eight processes share two
+    busy cores at warp max; that is load, not an outage. A dead or hung service
+    fails every scrape from then on: caught by the run of misses, by the share
+    of good scrapes and by the last sample.
+    """
     up = observed.series('up{job="twin"}')
     assert sorted(s["metric"]["service"] for s in up) == sorted(SERVICE_NAMES)
-    down = {s["metric"]["service"] for s in up for _t, v in s["values"] if v != "1"}
-    assert not down, f"scrapes failed during the mission: {sorted(down)}"
+    for series in up:
+        name, values = series["metric"]["service"], [v for _t, v in series["values"]]
+        assert values[-1] == "1", f"{name} unreachable at the end: {values[-8:]}"
+        good = values.count("1") / len(values)
+        assert good >= MIN_GOOD_SCRAPE_SHARE, f"{name}: {good:.0%} of scrapes succeeded"
+        longest = max((len(run) for run in "".join(
+            "x" if v != "1" else " " for v in values).split()), default=0)
+        assert longest * SCRAPE_INTERVAL_S <= MAX_MISSED_S, (
+            f"{name} unreachable for {longest} scrapes in a row")
 
 
 def test_the_mission_clock_ran(observed: ObservedRun) -> None:
