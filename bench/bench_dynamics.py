@@ -19,17 +19,17 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.integrate import solve_ivp
 
-from services.kernel.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.ephemeris import get_ephemeris, get_fast_ephemeris
-from services.kernel.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
-from services.kernel.dynamics.propagate import (
+from services.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.ephemeris import get_ephemeris, get_fast_ephemeris
+from services.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
+from services.dynamics.propagate import (
     ForceModel,
     Propagator,
     accel,
     accel_direct,
     propagate,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 
 Vec = NDArray[np.float64]
 LUNAR = ForceModel("moon")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from services.kernel.dynamics.entry import (
+from services.dynamics.entry import (
     EntryPhase,
     LandingTarget,
     bearing_deg,
@@ -20,8 +20,8 @@ from services.kernel.dynamics.entry import (
     site_point,
     step,
 )
-from services.kernel.dynamics.propagate import ForceModel, propagate
-from services.kernel.dynamics.targeting import (
+from services.dynamics.propagate import ForceModel, propagate
+from services.dynamics.targeting import (
     EntryInterfaceTarget,
     LunarArrivalTarget,
     fly_home,
@@ -30,7 +30,7 @@ from services.kernel.dynamics.targeting import (
     plan_tei_detailed,
     plan_tli,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 
 
 def bench_entry_steps() -> None:

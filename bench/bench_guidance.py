@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import execute_impulsive
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.burns import execute_impulsive
+from services.dynamics.constants import (
     GM_MOON_M3_S2,
     LANDING_SITE_HEIGHT_M,
     LANDING_SITE_LAT_DEG,
@@ -21,12 +21,12 @@ from services.kernel.dynamics.constants import (
     MISSION_EPOCH_UTC,
     R_MOON_M,
 )
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import ascent as asc
-from services.kernel.dynamics.guidance import descent as dsc
-from services.kernel.dynamics.guidance import rendezvous as rz
-from services.kernel.dynamics.guidance.loi import plane_normal_over_site
-from services.kernel.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import ascent as asc
+from services.dynamics.guidance import descent as dsc
+from services.dynamics.guidance import rendezvous as rz
+from services.dynamics.guidance.loi import plane_normal_over_site
+from services.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
 
 T_PDI_S = (datetime(2024, 6, 1, 22, 9, tzinfo=UTC) - MISSION_EPOCH_UTC).total_seconds()
 T_LIFTOFF_S = (datetime(2024, 6, 3, 23, 38, 10, tzinfo=UTC) - MISSION_EPOCH_UTC).total_seconds()

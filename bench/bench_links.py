@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 import time
 
+from services.dynamics import comms, frames, links
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.downlink import run_downlink
-from services.kernel.dynamics import comms, frames, links
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.simloop import SimLoop
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 from services.relay.vehicle import RelayCore

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics.burns import rtn_basis
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, SAMPLE_MASS_G
-from services.kernel.dynamics.propagate import Propagator
-from services.kernel.dynamics.targeting import MOON_MODEL
-from services.kernel.dynamics.timescale import iso_utc, mission_s_from_utc
+from services.dynamics.burns import rtn_basis
+from services.dynamics.constants import GM_MOON_M3_S2, SAMPLE_MASS_G
+from services.dynamics.propagate import Propagator
+from services.dynamics.targeting import MOON_MODEL
+from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox
 from services.orbiter import legs

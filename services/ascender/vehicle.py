@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 
 from services.ascender import phasing as ph
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import ascent as ag
-from services.kernel.dynamics.kepler import elements_from_rv
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics import frames
+from services.dynamics.burns import Engine
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import ascent as ag
+from services.dynamics.kepler import elements_from_rv
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
 from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
@@ -198,7 +198,7 @@ class AscenderCore(VehicleCore):
         if self.orbiter is not None:
             normal = self.orbiter.normal_at(t)
         else:  # no orbiter known: a 137 deg plane (loi.py) through the pad
-            from services.kernel.dynamics.guidance.loi import plane_normal_over_site
+            from services.dynamics.guidance.loi import plane_normal_over_site
 
             normal = plane_normal_over_site(frames.mci_from_moon_fixed(self.pad_fixed_m, t),
                                             frames.moon_pole_mci(t), math.radians(137.0))

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from services.cli.grpc_client import ClockClient
 from services.cli.progress import mission_time, short_utc
-from services.kernel.dynamics.timescale import iso_utc, mission_s_from_utc
+from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.twin_pb import clock_pb2
 
 __all__ = [

@@ -24,16 +24,16 @@ from numpy.typing import NDArray
 
 from services.cli.mission_log import read_telemetry, telemetry_path
 from services.cli.report import LoggedEvent, link_intervals, read_report
-from services.kernel.dynamics.constants import (
+from services.dynamics.constants import (
     G0_M_S2,
     LANDING_SITE_LAT_DEG,
     LANDING_SITE_LON_DEG,
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.frames import moon_fixed_from_mci
-from services.kernel.dynamics.timescale import iso_utc
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.frames import moon_fixed_from_mci
+from services.dynamics.timescale import iso_utc
 
 __all__ = ["PLOTS", "Track", "render_all", "tracks_by_vehicle"]
 

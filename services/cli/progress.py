@@ -25,7 +25,7 @@ from rich.text import Text
 
 from services.cli.grpc_client import TwinChannels, TwinRpcError
 from services.cli.output import Cell, Column, Grid, say
-from services.kernel.dynamics.timescale import iso_utc
+from services.dynamics.timescale import iso_utc
 from services.kernel.twin_pb import clock_pb2, control_pb2
 
 __all__ = [

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 
 from services.cli.grpc_client import TwinRpcError
+from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.config import SERVICE_NAMES
-from services.kernel.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.twin_pb import clock_pb2, control_pb2
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import grpc
 
+from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.ground import targets
 from services.ground.vehicle import GroundCore
 from services.kernel.clock import ClockAuthority
 from services.kernel.control import instrumented
-from services.kernel.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.config import SERVICE_NAMES
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import FlightPlanError
 
 NOMINAL_PLAN = Path(__file__).parent / "plans" / "nominal.json"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from services.dynamics.timescale import iso_utc
 from services.ground.plan import FlightPlan, PlanItem
-from services.kernel.dynamics.timescale import iso_utc
 from services.kernel.events import KEY_EVENTS, KNOWN_EVENTS, OTHER_EVENTS
 
 PLAN_ITEM = "plan_item"

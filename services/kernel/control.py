@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from services.kernel.dynamics.timescale import iso_utc
+from services.dynamics.timescale import iso_utc
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.kernel.twin_pb import common_pb2, control_pb2, control_pb2_grpc
 from services.kernel.vehicle import Summary

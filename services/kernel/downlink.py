@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from services.kernel.dynamics.links import NO_LINK, Link
+from services.dynamics.links import NO_LINK, Link
 
 if TYPE_CHECKING:
     from services.kernel.vehicle import Outbox, Summary, VehicleCore
@@ -249,7 +249,7 @@ def frame_body(s: Summary) -> dict[str, Any]:
 
 
 def r_eci_of(s: Summary, t_s: float) -> tuple[float, float, float]:
-    from services.kernel.dynamics.links import moon_eci_m
+    from services.dynamics.links import moon_eci_m
 
     r = s.r_m
     if s.frame == "MCI" or (s.frame != "ECI" and s.central_body == "moon"):
@@ -270,7 +270,7 @@ def downlink_of(core: VehicleCore) -> Downlink:
 def run_downlink(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> Downlink | None:
     """Record this step's frame and send what the path allows. A core with no
     body of its own (stowed, or gone) records and sends nothing."""
-    from services.kernel.dynamics.links import link_for
+    from services.dynamics.links import link_for
 
     s = core.summary()
     if not s.central_body:

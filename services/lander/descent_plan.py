@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
-from services.kernel.dynamics.guidance.descent import nominal_ignition_state
-from services.kernel.dynamics.kepler import elements_from_rv
+from services.dynamics.constants import GM_MOON_M3_S2
+from services.dynamics.guidance.descent import nominal_ignition_state
+from services.dynamics.kepler import elements_from_rv
 from services.lander.onboard import PlannedBurn, Vec, planned, predict, shoot_lambert
 
 MU = GM_MOON_M3_S2

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
-from services.kernel.dynamics.guidance.rendezvous import lambert
-from services.kernel.dynamics.propagate import ForceModel, Propagator, propagate
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics import frames
+from services.dynamics.constants import GM_MOON_M3_S2
+from services.dynamics.guidance.rendezvous import lambert
+from services.dynamics.propagate import ForceModel, Propagator, propagate
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import InvalidCommand
 
 Vec = NDArray[np.float64]

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import SAMPLE_MASS_G
-from services.kernel.dynamics.power import Battery, battery_step, solar_power_w, sun_direction_eci
+from services.dynamics import frames
+from services.dynamics.constants import SAMPLE_MASS_G
+from services.dynamics.power import Battery, battery_step, solar_power_w, sun_direction_eci
 
 #: Payloads switched on by ``surface_setup`` (reference (c) "Payloads"), with
 #: their power in W (assumptions, of the order of such instruments).

@@ -19,17 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.burns import Engine
+from services.dynamics.constants import (
     LANDING_SITE_HEIGHT_M,
     LANDING_SITE_LAT_DEG,
     LANDING_SITE_LON_DEG,
     R_MOON_M,
 )
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import descent as dg
-from services.kernel.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import descent as dg
+from services.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s

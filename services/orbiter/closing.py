@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics.burns import rtn_basis
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
-from services.kernel.dynamics.guidance.rendezvous import (
+from services.dynamics.burns import rtn_basis
+from services.dynamics.constants import GM_MOON_M3_S2
+from services.dynamics.guidance.rendezvous import (
     DEFAULT_HOLD_POINTS_M,
     ApproachConfig,
     ApproachState,
@@ -31,7 +31,7 @@ from services.kernel.dynamics.guidance.rendezvous import (
     lvlh_relative,
     plan_closing_leg,
 )
-from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler
+from services.dynamics.kepler import elements_from_rv, propagate_kepler
 from services.orbiter.flight import Vec, vec
 
 LEG_FRACTIONS = (0.35, 0.2, 0.15)

@@ -18,10 +18,10 @@ Mass budget at launch (kg)::
 
 from __future__ import annotations
 
-from services.kernel.dynamics.burns import Engine
-from services.kernel.dynamics.constants import SAMPLE_MASS_G
-from services.kernel.dynamics.entry import Capsule
-from services.kernel.dynamics.guidance.descent import LANDER_IGNITION_MASS_KG
+from services.dynamics.burns import Engine
+from services.dynamics.constants import SAMPLE_MASS_G
+from services.dynamics.entry import Capsule
+from services.dynamics.guidance.descent import LANDER_IGNITION_MASS_KG
 
 # Reference (b): "8.35-ton" total launch mass (China Daily, Wikipedia).
 LAUNCH_MASS_KG = 8_350.0

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import R_EARTH_EQ_M, R_MOON_M
-from services.kernel.dynamics.kepler import Elements, elements_from_rv
-from services.kernel.dynamics.propagate import ForceModel, Propagator
-from services.kernel.dynamics.targeting import EARTH_MODEL, MOON_MODEL
+from services.dynamics import frames
+from services.dynamics.constants import R_EARTH_EQ_M, R_MOON_M
+from services.dynamics.kepler import Elements, elements_from_rv
+from services.dynamics.propagate import ForceModel, Propagator
+from services.dynamics.targeting import EARTH_MODEL, MOON_MODEL
 
 Vec = NDArray[np.float64]
 MODELS: dict[str, ForceModel] = {"earth": EARTH_MODEL, "moon": MOON_MODEL}

@@ -18,17 +18,17 @@ from functools import lru_cache
 
 import numpy as np
 
-from services.kernel.dynamics import frames, targeting
-from services.kernel.dynamics.burns import ImpulsiveBurn
-from services.kernel.dynamics.comms import landing_site_mci_m
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames, targeting
+from services.dynamics.burns import ImpulsiveBurn
+from services.dynamics.comms import landing_site_mci_m
+from services.dynamics.constants import (
     GM_EARTH_M3_S2,
     GM_MOON_M3_S2,
     J2_MOON,
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.guidance.loi import (
+from services.dynamics.guidance.loi import (
     PARKING_HEIGHT_M,
     PARKING_INCLINATION_DEG,
     plan_circularisation,
@@ -36,16 +36,16 @@ from services.kernel.dynamics.guidance.loi import (
     plan_plane_change,
     plane_normal_over_site,
 )
-from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler
-from services.kernel.dynamics.propagate import propagate
-from services.kernel.dynamics.targeting import (
+from services.dynamics.kepler import elements_from_rv, propagate_kepler
+from services.dynamics.propagate import propagate
+from services.dynamics.targeting import (
     EARTH_MODEL,
     MOON_MODEL,
     LunarArrival,
     LunarArrivalTarget,
     to_periapsis,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 from services.orbiter.flight import Vec, unit, vec
 
 # Reference (timeline row 13): powered descent began 2024-06-01 22:09 UTC.

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics.constants import AU_M, GM_MOON_M3_S2, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
-from services.kernel.dynamics.ephemeris import get_fast_ephemeris
-from services.kernel.dynamics.kepler import KeplerError, propagate_kepler
-from services.kernel.dynamics.power import Battery, battery_step, hidden_fraction
-from services.kernel.dynamics.propagate import ForceModel, kepler_ellipse, propagate
+from services.dynamics.constants import AU_M, GM_MOON_M3_S2, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
+from services.dynamics.ephemeris import get_fast_ephemeris
+from services.dynamics.kepler import KeplerError, propagate_kepler
+from services.dynamics.power import Battery, battery_step, hidden_fraction
+from services.dynamics.propagate import ForceModel, kepler_ellipse, propagate
 from services.orbiter import design
 from services.orbiter.flight import Vec, vec
 

@@ -20,22 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from services.kernel.dynamics.burns import (
+from services.dynamics.burns import (
     finite_burn,
     inertial_from_rtn,
     steer_inertial,
     steer_rtn,
     steer_velocity,
 )
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_EARTH_EQ_M
-from services.kernel.dynamics.guidance.loi import (
+from services.dynamics.constants import GM_MOON_M3_S2, R_EARTH_EQ_M
+from services.dynamics.guidance.loi import (
     PARKING_HEIGHT_M,
     PARKING_INCLINATION_DEG,
     plan_loi_finite,
 )
-from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler
-from services.kernel.dynamics.power import PropellantError, PropellantTank
-from services.kernel.dynamics.targeting import (
+from services.dynamics.kepler import elements_from_rv, propagate_kepler
+from services.dynamics.power import PropellantError, PropellantTank
+from services.dynamics.targeting import (
     MOON_SOI_SWITCH_S,
     EntryInterfaceTarget,
     LunarArrivalTarget,
@@ -235,7 +235,7 @@ class OrbiterCore(VehicleCore):
         self.flight = Flight("earth", vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s),
                              target.t_sep_s)
         if abs(t - target.t_sep_s) > _EPS_S:  # commanded off-nominal: fly the same arc
-            from services.kernel.dynamics.propagate import propagate
+            from services.dynamics.propagate import propagate
 
             r, v = propagate(self.flight.r_m, self.flight.v_m_s, target.t_sep_s,
                              t - target.t_sep_s, self.flight.prop.model)
@@ -319,7 +319,7 @@ class OrbiterCore(VehicleCore):
 
     def _do_separate_lander(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
-        from services.kernel.dynamics.guidance.descent import LANDER_DRY_MASS_KG
+        from services.dynamics.guidance.descent import LANDER_DRY_MASS_KG
 
         self.carrying["la_stack"] = False
         hid = f"la_stack-{t:.0f}"

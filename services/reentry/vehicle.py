@@ -24,9 +24,8 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from services.kernel.downlink import downlink_of, downlink_values, publish_frames
-from services.kernel.dynamics import entry
-from services.kernel.dynamics.entry import (
+from services.dynamics import entry
+from services.dynamics.entry import (
     Capsule,
     EntryOutputs,
     EntryPhase,
@@ -34,7 +33,8 @@ from services.kernel.dynamics.entry import (
     Guidance,
     LandingTarget,
 )
-from services.kernel.dynamics.links import eci_from_ecef_state_fast
+from services.dynamics.links import eci_from_ecef_state_fast
+from services.kernel.downlink import downlink_of, downlink_values, publish_frames
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 

@@ -31,10 +31,10 @@ import math
 from collections import deque
 from typing import Any
 
+from services.dynamics import comms, links
+from services.dynamics.constants import AU_M, R_MOON_M
+from services.dynamics.power import Battery, battery_step
 from services.kernel.downlink import FRAME_BITS, downlink_values
-from services.kernel.dynamics import comms, links
-from services.kernel.dynamics.constants import AU_M, R_MOON_M
-from services.kernel.dynamics.power import Battery, battery_step
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 

@@ -19,8 +19,8 @@ import nats
 import numpy as np
 import pytest
 
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import FlightPlan, load_plan
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import decode
 from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc

@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from services.cli.mission_log import telemetry_frames
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.clock import ROLL_CALL_PERIOD_S
 from services.kernel.config import VEHICLES
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope, decode, encode
 from services.kernel.events import KNOWN_EVENTS
 from services.kernel.inproc import LocalTwin

@@ -22,10 +22,10 @@ import nats
 import pytest
 import pytest_asyncio
 
+from services.dynamics.guidance import descent as dg
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import load_plan
 from services.kernel.config import SERVICE_NAMES
-from services.kernel.dynamics.guidance import descent as dg
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import decode
 from services.kernel.inproc import LocalTwin
 from services.kernel.natsd import NatsServer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.targets import (
     EVENT,
@@ -11,7 +12,6 @@ from services.ground.targets import (
     run_targets,
     unknown_target_reason,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.events import KEY_EVENTS, OTHER_EVENTS
 
 PLAN = parse_plan({"name": "t", "end": {"at": "2024-05-04T00:00:00Z"}, "items": [

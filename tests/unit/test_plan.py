@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import NOMINAL_PLAN, load_plan, parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.errors import FlightPlanError
 from services.kernel.vehicle import Outbox

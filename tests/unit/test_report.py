@@ -44,8 +44,8 @@ from services.cli.report import (
     without_wall,
     write_report,
 )
-from services.kernel.dynamics.constants import SAMPLE_MASS_G
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.constants import SAMPLE_MASS_G
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope, decode, encode
 from services.kernel.runtime import TM_FIELDS, telemetry_frame
 from services.kernel.twin_pb import clock_pb2, common_pb2, control_pb2

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.runtime import step_after
 from services.kernel.simloop import SimLoop
 from services.kernel.vehicle import COAST_STEP_S, Outbox, VehicleCore

@@ -7,7 +7,7 @@ import pytest
 from skyfield.api import load, wgs84
 from skyfield.jpllib import SpiceKernel
 
-from services.kernel.dynamics.comms import (
+from services.dynamics.comms import (
     QUEQIAO2_ELEMENTS,
     STATIONS,
     landing_site_mci_m,
@@ -18,11 +18,11 @@ from services.kernel.dynamics.comms import (
     station_elevation_deg,
     visible_stations,
 )
-from services.kernel.dynamics.constants import C_M_S, DAY_S, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.ephemeris import de421_path, get_ephemeris
-from services.kernel.dynamics.frames import eci_from_mci
-from services.kernel.dynamics.kepler import elements_from_rv
-from services.kernel.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
+from services.dynamics.constants import C_M_S, DAY_S, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.ephemeris import de421_path, get_ephemeris
+from services.dynamics.frames import eci_from_mci
+from services.dynamics.kepler import elements_from_rv
+from services.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
 
 TOUCHDOWN_S = mission_s_from_utc("2024-06-01T22:23:16Z")
 ASCENT_S = mission_s_from_utc("2024-06-03T23:38:10Z")

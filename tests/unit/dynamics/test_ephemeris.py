@@ -7,14 +7,14 @@ import pytest
 from skyfield.api import load
 from skyfield.jpllib import SpiceKernel
 
-from services.kernel.dynamics.constants import C_M_S, DAY_S
-from services.kernel.dynamics.ephemeris import (
+from services.dynamics.constants import C_M_S, DAY_S
+from services.dynamics.ephemeris import (
     ChebyshevTable,
     de421_path,
     get_ephemeris,
     get_fast_ephemeris,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
+from services.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
 
 # Key epochs: reference timeline (LOI, touchdown, docking, return landing).
 KEY_EPOCHS = [

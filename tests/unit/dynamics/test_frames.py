@@ -9,9 +9,9 @@ import pytest
 from skyfield.api import load, wgs84
 from skyfield.framelib import itrs
 
-from services.kernel.dynamics.constants import DAY_S, OMEGA_MOON_RAD_S, R_MOON_M
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.frames import (
+from services.dynamics.constants import DAY_S, OMEGA_MOON_RAD_S, R_MOON_M
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.frames import (
     earth_fixed_matrix,
     ecef_from_eci,
     ecef_from_eci_state,
@@ -27,7 +27,7 @@ from services.kernel.dynamics.frames import (
     moon_pole_mci,
     selenographic_from_moon_fixed,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
+from services.dynamics.timescale import mission_s_from_utc, utc_from_mission_s
 from tests.authorities import LANDING_SITE_HEIGHT_M, LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG
 
 EPOCHS = [

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from services.kernel.dynamics.comms import QUEQIAO2_ELEMENTS
-from services.kernel.dynamics.constants import GM_EARTH_M3_S2, GM_MOON_M3_S2, HOUR_S, R_MOON_M
-from services.kernel.dynamics.kepler import (
+from services.dynamics.comms import QUEQIAO2_ELEMENTS
+from services.dynamics.constants import GM_EARTH_M3_S2, GM_MOON_M3_S2, HOUR_S, R_MOON_M
+from services.dynamics.kepler import (
     Elements,
     elements_from_rv,
     period_s,

@@ -7,12 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from services.kernel.dynamics.comms import landing_site_mci_m
-from services.kernel.dynamics.constants import AU_M, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.frames import eci_from_mci
-from services.kernel.dynamics.kepler import Elements, period_s, propagate_kepler, rv_from_elements
-from services.kernel.dynamics.power import (
+from services.dynamics.comms import landing_site_mci_m
+from services.dynamics.constants import AU_M, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.frames import eci_from_mci
+from services.dynamics.kepler import Elements, period_s, propagate_kepler, rv_from_elements
+from services.dynamics.power import (
     Battery,
     PropellantError,
     PropellantTank,
@@ -20,7 +20,7 @@ from services.kernel.dynamics.power import (
     solar_power_w,
     sun_visible_fraction,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 
 TOUCHDOWN_S = mission_s_from_utc("2024-06-01T22:23:16Z")
 

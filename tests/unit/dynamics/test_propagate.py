@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from services.kernel.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
-from services.kernel.dynamics.propagate import (
+from services.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
+from services.dynamics.propagate import (
     ForceModel,
     Propagator,
     _perturber_columns,
@@ -19,7 +19,7 @@ from services.kernel.dynamics.propagate import (
     perturber_table,
     propagate,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 
 MU = GM_MOON_M3_S2
 TWO_BODY = ForceModel("moon", j2=False, third_bodies=())
@@ -125,8 +125,8 @@ def test_backward_propagation_returns() -> None:
 def test_j2_regresses_the_node_at_the_analytic_rate() -> None:
     # Secular nodal rate -1.5 n J2 (R/p)^2 cos i (Vallado 2013 eq. 9-41),
     # Moon J2 only, about its IAU pole; 2 days, within 3 %.
-    from services.kernel.dynamics.constants import J2_MOON
-    from services.kernel.dynamics.frames import moon_pole_mci
+    from services.dynamics.constants import J2_MOON
+    from services.dynamics.frames import moon_pole_mci
 
     model = ForceModel("moon", j2=True, third_bodies=())
     r0, v0 = _lunar_200km_137deg()

@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kernel.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.frames import (
+from services.dynamics.constants import DAY_S, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.frames import (
     ecef_from_eci,
     ecef_from_eci_state,
     ecef_from_geodetic,
@@ -26,7 +26,7 @@ from services.kernel.dynamics.frames import (
     moon_fixed_from_selenographic,
     selenographic_from_moon_fixed,
 )
-from services.kernel.dynamics.kepler import (
+from services.dynamics.kepler import (
     Elements,
     elements_from_rv,
     propagate_kepler,

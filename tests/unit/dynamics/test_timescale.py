@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from skyfield.api import load
 
-from services.kernel.dynamics.constants import DAY_S, MISSION_EPOCH_UTC
-from services.kernel.dynamics.timescale import (
+from services.dynamics.constants import DAY_S, MISSION_EPOCH_UTC
+from services.dynamics.timescale import (
     J2000_JD,
     iso_utc,
     mission_s_from_utc,

@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from services.kernel.dynamics.atmosphere import (
+from services.dynamics.atmosphere import (
     density_fast_kg_m3,
     density_kg_m3,
     upper_temperature_k,

@@ -16,13 +16,13 @@ from functools import cache
 
 import pytest
 
-from services.kernel.dynamics.constants import (
+from services.dynamics.constants import (
     GM_EARTH_M3_S2,
     J2_EARTH,
     OMEGA_EARTH_RAD_S,
     R_EARTH_EQ_M,
 )
-from services.kernel.dynamics.entry import (
+from services.dynamics.entry import (
     SUTTON_GRAVES_K_EARTH,
     Capsule,
     EntryPhase,
@@ -127,7 +127,7 @@ def test_crossrange_is_steered_out() -> None:
 def test_heat_flux_is_sutton_graves() -> None:
     s = nominal_state()
     out = outputs(s)
-    from services.kernel.dynamics.atmosphere import density_fast_kg_m3
+    from services.dynamics.atmosphere import density_fast_kg_m3
 
     rho = density_fast_kg_m3(out.altitude_m)
     expected = SUTTON_GRAVES_K_EARTH * math.sqrt(rho / Capsule().nose_radius_m) * out.speed_m_s**3

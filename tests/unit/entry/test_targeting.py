@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import ImpulsiveBurn
-from services.kernel.dynamics.constants import R_EARTH_EQ_M, R_MOON_M
-from services.kernel.dynamics.entry import entry_state_from_eci, simulate_entry
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.propagate import ForceModel, propagate
-from services.kernel.dynamics.targeting import (
+from services.dynamics import frames
+from services.dynamics.burns import ImpulsiveBurn
+from services.dynamics.constants import R_EARTH_EQ_M, R_MOON_M
+from services.dynamics.entry import entry_state_from_eci, simulate_entry
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.propagate import ForceModel, propagate
+from services.dynamics.targeting import (
     EntryInterfaceTarget,
     LunarArrival,
     LunarArrivalTarget,
@@ -40,7 +40,7 @@ from services.kernel.dynamics.targeting import (
     plan_tei_detailed,
     plan_tli,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 
 Vec = NDArray[np.float64]
 Vec3 = tuple[float, float, float]

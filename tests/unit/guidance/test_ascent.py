@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import MISSION_EPOCH_UTC
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import ascent as a
-from services.kernel.dynamics.guidance.loi import plane_normal_over_site
+from services.dynamics import frames
+from services.dynamics.constants import MISSION_EPOCH_UTC
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import ascent as a
+from services.dynamics.guidance.loi import plane_normal_over_site
 from tests.authorities import LANDING_SITE_HEIGHT_M, LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG
 
 # Liftoff 2024-06-03 23:38:10 UTC (reference timeline row 19).

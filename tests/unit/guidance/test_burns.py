@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kernel.dynamics.burns import (
+from services.dynamics.burns import (
     Engine,
     ImpulsiveBurn,
     PropellantExhausted,
@@ -23,7 +23,7 @@ from services.kernel.dynamics.burns import (
     steer_inertial,
     steer_velocity,
 )
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
 
 R_LLO_M = R_MOON_M + 200e3
 V_LLO_M_S = math.sqrt(GM_MOON_M3_S2 / R_LLO_M)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine
-from services.kernel.dynamics.constants import MISSION_EPOCH_UTC
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import descent as d
+from services.dynamics import frames
+from services.dynamics.burns import Engine
+from services.dynamics.constants import MISSION_EPOCH_UTC
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import descent as d
 
 # Powered descent start 2024-06-01 22:09 UTC (reference timeline row 13).
 T_PDI_S = (datetime(2024, 6, 1, 22, 9, tzinfo=UTC) - MISSION_EPOCH_UTC).total_seconds()

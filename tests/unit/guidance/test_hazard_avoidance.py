@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from services.kernel.dynamics.guidance import MoonRotation
-from services.kernel.dynamics.guidance import descent as d
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.guidance import MoonRotation
+from services.dynamics.guidance import descent as d
+from services.dynamics.timescale import mission_s_from_utc
 
 #: Powered descent start (reference timeline row 13).
 T_PDI_S = mission_s_from_utc("2024-06-01T22:09:00Z")

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine, execute_impulsive
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, MISSION_EPOCH_UTC, R_MOON_M
-from services.kernel.dynamics.guidance import loi
-from services.kernel.dynamics.kepler import Elements, elements_from_rv, period_s, rv_from_elements
+from services.dynamics import frames
+from services.dynamics.burns import Engine, execute_impulsive
+from services.dynamics.constants import GM_MOON_M3_S2, MISSION_EPOCH_UTC, R_MOON_M
+from services.dynamics.guidance import loi
+from services.dynamics.kepler import Elements, elements_from_rv, period_s, rv_from_elements
 from tests.authorities import LANDING_SITE_HEIGHT_M, LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG
 
 MU = GM_MOON_M3_S2
@@ -115,7 +115,7 @@ def test_descent_orbit_lowering_puts_a_15_km_perilune_uprange_of_the_site() -> N
     r0 = r_park * site / np.linalg.norm(site)
     v0 = math.sqrt(MU / r_park) * np.cross(n, site / np.linalg.norm(site))
     t0 = t_pass - 3 * HOUR_S
-    from services.kernel.dynamics.kepler import propagate_kepler
+    from services.dynamics.kepler import propagate_kepler
 
     r1, v1 = propagate_kepler(r0, v0, t0 - t_pass, MU)
     lead = math.radians(20.0)

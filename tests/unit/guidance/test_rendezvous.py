@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.kernel.dynamics.burns import ImpulsiveBurn, execute_impulsive
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.guidance import rendezvous as rz
-from services.kernel.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
-from services.kernel.dynamics.propagate import ForceModel, propagate
+from services.dynamics.burns import ImpulsiveBurn, execute_impulsive
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.guidance import rendezvous as rz
+from services.dynamics.kepler import Elements, propagate_kepler, rv_from_elements
+from services.dynamics.propagate import ForceModel, propagate
 
 MU = GM_MOON_M3_S2
 Phasing = tuple[list[ImpulsiveBurn], float, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]

@@ -16,8 +16,8 @@ import pytest
 
 from services.ascender.phasing import KnownState, relative_lvlh
 from services.ascender.vehicle import AscenderCore
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics import frames
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import CommandNotAllowed
 from tests.authorities import (
     LANDING_SITE_HEIGHT_M,

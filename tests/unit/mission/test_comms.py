@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.dynamics import comms, frames, links
+from services.dynamics.constants import C_M_S, GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.kepler import Elements, rv_from_elements
+from services.dynamics.links import Link
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.downlink import FRAME_BITS, Downlink, FrameArchive, GroundLinks
-from services.kernel.dynamics import comms, frames, links
-from services.kernel.dynamics.constants import C_M_S, GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.kepler import Elements, rv_from_elements
-from services.kernel.dynamics.links import Link
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox
 
@@ -183,7 +183,7 @@ def test_orbiter_in_lunar_orbit_has_a_direct_link_part_of_each_orbit() -> None:
     el = Elements(R_MOON_M + 200_000.0, 0.0, math.radians(137.0), 0.3, 0.0, 0.0)
     r0, v0 = rv_from_elements(el, GM_MOON_M3_S2)
     period = 2.0 * math.pi * math.sqrt(el.a_m**3 / GM_MOON_M3_S2)
-    from services.kernel.dynamics.kepler import propagate_kepler
+    from services.dynamics.kepler import propagate_kepler
 
     for orbit in range(6):
         fractions = []

@@ -17,10 +17,10 @@ import numpy as np
 import orjson
 import pytest
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.guidance.loi import PARKING_HEIGHT_M, plane_normal_over_site
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics import frames
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.guidance.loi import PARKING_HEIGHT_M, plane_normal_over_site
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.lander.vehicle import LanderCore
 from tests.authorities import (

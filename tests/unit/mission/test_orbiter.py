@@ -16,18 +16,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.kernel.dynamics.burns import rtn_basis
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
-from services.kernel.dynamics.guidance.rendezvous import lvlh_relative
-from services.kernel.dynamics.propagate import Propagator, propagate
-from services.kernel.dynamics.targeting import (
+from services.dynamics.burns import rtn_basis
+from services.dynamics.constants import GM_MOON_M3_S2
+from services.dynamics.guidance.rendezvous import lvlh_relative
+from services.dynamics.propagate import Propagator, propagate
+from services.dynamics.targeting import (
     EARTH_MODEL,
     MOON_MODEL,
     MOON_SOI_SWITCH_S,
     EntryInterfaceTarget,
     entry_interface_state,
 )
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.orbiter import legs
 from services.orbiter.flight import apsides_km, vec

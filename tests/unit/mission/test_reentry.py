@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.constants import R_EARTH_EQ_M
-from services.kernel.dynamics.entry import (
+from services.dynamics import frames
+from services.dynamics.constants import R_EARTH_EQ_M
+from services.dynamics.entry import (
     LandingTarget,
     bearing_deg,
     entry_state_from_geodetic,
     site_point,
 )
-from services.kernel.dynamics.propagate import ForceModel, propagate
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.propagate import ForceModel, propagate
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
 from services.kernel.vehicle import Outbox

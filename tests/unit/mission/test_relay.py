@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.dynamics import comms, frames, links
+from services.dynamics.constants import AU_M, C_M_S, R_MOON_M
+from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.dynamics import comms, frames, links
-from services.kernel.dynamics.constants import AU_M, C_M_S, R_MOON_M
-from services.kernel.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.simloop import SimLoop
 from services.kernel.vehicle import Outbox, Summary, VehicleCore

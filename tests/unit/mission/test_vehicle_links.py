@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from services.ascender.vehicle import AscenderCore
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics import frames
+from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.vehicle import Outbox, VehicleCore
 from services.lander.onboard import Coast
 from services.lander.vehicle import LanderCore

@@ -10,7 +10,7 @@ Why our own loop: with scipy's ``solve_ivp`` and DE421 evaluated inside
 every right-hand side a 13-day lunar coast costs ~10 s of CPU. Here
 
 * the Earth/Moon, Sun and spin-axis directions are read from a
-  :class:`~services.kernel.dynamics.ephemeris.ChebyshevTable` refit of DE421
+  :class:`~services.dynamics.ephemeris.ChebyshevTable` refit of DE421
   and the IAU rotation models, evaluated for all twelve stage times of a step
   in one vectorised call;
 * the right-hand side is plain float arithmetic (no small-array numpy calls);
@@ -36,7 +36,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import (
+from services.dynamics.constants import (
     GM_EARTH_M3_S2,
     GM_MOON_M3_S2,
     GM_SUN_M3_S2,
@@ -45,9 +45,9 @@ from services.kernel.dynamics.constants import (
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.ephemeris import ChebyshevTable, get_ephemeris
-from services.kernel.dynamics.frames import earth_fixed_matrix, moon_pole_mci
-from services.kernel.dynamics.gravity import j2_accel, point_mass_accel, third_body_accel
+from services.dynamics.ephemeris import ChebyshevTable, get_ephemeris
+from services.dynamics.frames import earth_fixed_matrix, moon_pole_mci
+from services.dynamics.gravity import j2_accel, point_mass_accel, third_body_accel
 
 __all__ = [
     "ALL_BODIES",

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from services.kernel.dynamics.constants import DAY_S, MISSION_EPOCH_UTC
+from services.dynamics.constants import DAY_S, MISSION_EPOCH_UTC
 
 __all__ = [
     "J2000_JD",

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, J2_MOON, R_MOON_M
-from services.kernel.dynamics.kepler import propagate_kepler
+from services.dynamics.constants import GM_MOON_M3_S2, J2_MOON, R_MOON_M
+from services.dynamics.kepler import propagate_kepler
 
 __all__ = [
     "Engine",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics import frames
+from services.dynamics import frames
 
 __all__ = ["ArcGravity", "MoonRotation", "PoweredOutput", "zem_zev", "zem_zev_accel"]
 

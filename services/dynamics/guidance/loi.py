@@ -20,15 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.burns import (
+from services.dynamics.burns import (
     Engine,
     FiniteBurnResult,
     ImpulsiveBurn,
     finite_burn,
     steer_velocity,
 )
-from services.kernel.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
-from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler
+from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
+from services.dynamics.kepler import elements_from_rv, propagate_kepler
 
 __all__ = [
     "CAPTURE_APOLUNE_HEIGHT_M",

@@ -45,20 +45,20 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import ImpulsiveBurn
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.burns import ImpulsiveBurn
+from services.dynamics.constants import (
     GM_EARTH_M3_S2,
     GM_MOON_M3_S2,
     HOUR_S,
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.entry import LandingTarget, crossrange_rad
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.kepler import elements_from_rv
-from services.kernel.dynamics.propagate import ForceModel, kepler_ellipse, propagate
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.entry import LandingTarget, crossrange_rad
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.kepler import elements_from_rv
+from services.dynamics.propagate import ForceModel, kepler_ellipse, propagate
+from services.dynamics.timescale import mission_s_from_utc
 
 Vec = NDArray[np.float64]
 

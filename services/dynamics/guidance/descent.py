@@ -39,9 +39,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine, moon_gravity_mci, rk4_powered_step
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.burns import Engine, moon_gravity_mci, rk4_powered_step
+from services.dynamics.constants import (
     GM_MOON_M3_S2,
     LANDER_ENGINE_THRUST_N,
     LANDING_SITE_HEIGHT_M,
@@ -49,21 +49,21 @@ from services.kernel.dynamics.constants import (
     LANDING_SITE_LON_DEG,
     R_MOON_M,
 )
-from services.kernel.dynamics.guidance import (
+from services.dynamics.guidance import (
     ArcGravity,
     MoonRotation,
     PoweredOutput,
     zem_zev,
     zem_zev_accel,
 )
-from services.kernel.dynamics.guidance.loi import (
+from services.dynamics.guidance.loi import (
     PARKING_HEIGHT_M,
     PARKING_INCLINATION_DEG,
     plan_descent_orbit_lowering,
     plane_normal_over_site,
     time_to_true_anomaly_s,
 )
-from services.kernel.dynamics.kepler import propagate_kepler
+from services.dynamics.kepler import propagate_kepler
 
 __all__ = [
     "LANDER_DRY_MASS_KG",

@@ -45,9 +45,9 @@ from enum import StrEnum
 import numpy as np
 from numpy.typing import ArrayLike
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.atmosphere import density_fast_kg_m3
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.atmosphere import density_fast_kg_m3
+from services.dynamics.constants import (
     F_EARTH,
     G0_M_S2,
     GM_EARTH_M3_S2,

@@ -34,14 +34,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.burns import ImpulsiveBurn, rk4_powered_step, rtn_basis
-from services.kernel.dynamics.constants import GM_MOON_M3_S2
-from services.kernel.dynamics.guidance.loi import (
+from services.dynamics.burns import ImpulsiveBurn, rk4_powered_step, rtn_basis
+from services.dynamics.constants import GM_MOON_M3_S2
+from services.dynamics.guidance.loi import (
     apsis_speed_m_s,
     horizontal_burn,
     time_to_true_anomaly_s,
 )
-from services.kernel.dynamics.kepler import elements_from_rv, propagate_kepler, stumpff_c2_c3
+from services.dynamics.kepler import elements_from_rv, propagate_kepler, stumpff_c2_c3
 
 __all__ = [
     "CAPTURE_LATERAL_M",

@@ -41,7 +41,7 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import (
+from services.dynamics.constants import (
     C_M_S,
     GM_MOON_M3_S2,
     LANDING_SITE_HEIGHT_M,
@@ -50,8 +50,8 @@ from services.kernel.dynamics.constants import (
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.frames import (
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.frames import (
     ecef_from_eci,
     ecef_from_geodetic,
     eci_from_ecef,
@@ -60,8 +60,8 @@ from services.kernel.dynamics.frames import (
     moon_fixed_from_selenographic,
     moon_pole_mci,
 )
-from services.kernel.dynamics.kepler import Elements, period_s
-from services.kernel.dynamics.timescale import mission_s_from_utc
+from services.dynamics.kepler import Elements, period_s
+from services.dynamics.timescale import mission_s_from_utc
 
 __all__ = [
     "DEFAULT_MASK_DEG",

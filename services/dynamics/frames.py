@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import DAY_S, F_EARTH, R_EARTH_EQ_M, R_MOON_M
-from services.kernel.dynamics.ephemeris import get_ephemeris
-from services.kernel.dynamics.timescale import J2000_JD, tdb_s_past_j2000, tt_jd, ut1_jd
+from services.dynamics.constants import DAY_S, F_EARTH, R_EARTH_EQ_M, R_MOON_M
+from services.dynamics.ephemeris import get_ephemeris
+from services.dynamics.timescale import J2000_JD, tdb_s_past_j2000, tt_jd, ut1_jd
 
 __all__ = [
     "earth_fixed_matrix",

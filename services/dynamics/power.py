@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import AU_M, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
-from services.kernel.dynamics.ephemeris import get_fast_ephemeris
+from services.dynamics.constants import AU_M, R_EARTH_EQ_M, R_MOON_M, R_SUN_M
+from services.dynamics.ephemeris import get_fast_ephemeris
 
 __all__ = [
     "SURFACE_BAND_M",

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from services.kernel.dynamics.constants import DAY_S
-from services.kernel.dynamics.timescale import J2000_JD, tdb_s_past_j2000
+from services.dynamics.constants import DAY_S
+from services.dynamics.timescale import J2000_JD, tdb_s_past_j2000
 
 __all__ = [
     "ChebyshevTable",

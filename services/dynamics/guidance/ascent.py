@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from services.kernel.dynamics import frames
-from services.kernel.dynamics.burns import Engine, rk4_powered_step
-from services.kernel.dynamics.constants import (
+from services.dynamics import frames
+from services.dynamics.burns import Engine, rk4_powered_step
+from services.dynamics.constants import (
     ASCENDER_ENGINE_THRUST_N,
     GM_MOON_M3_S2,
     LANDING_SITE_HEIGHT_M,
@@ -39,14 +39,14 @@ from services.kernel.dynamics.constants import (
     LANDING_SITE_LON_DEG,
     R_MOON_M,
 )
-from services.kernel.dynamics.guidance import (
+from services.dynamics.guidance import (
     ArcGravity,
     MoonRotation,
     PoweredOutput,
     zem_zev_accel,
 )
-from services.kernel.dynamics.guidance.loi import apsis_speed_m_s
-from services.kernel.dynamics.kepler import elements_from_rv
+from services.dynamics.guidance.loi import apsis_speed_m_s
+from services.dynamics.kepler import elements_from_rv
 
 __all__ = [
     "ASCENDER_DRY_MASS_KG",

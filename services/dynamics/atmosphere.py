@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from services.kernel.dynamics.constants import G0_M_S2
+from services.dynamics.constants import G0_M_S2
 
 # --- US76 constants (TM-X-74335, table 2 and section 1.2) -------------------
 R_STAR_J_KMOL_K = 8_314.32  # gas constant used by US76, J/(kmol K)

@@ -38,8 +38,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
-from services.kernel.dynamics import comms, frames
-from services.kernel.dynamics.constants import (
+from services.dynamics import comms, frames
+from services.dynamics.constants import (
     C_M_S,
     DAY_S,
     GM_MOON_M3_S2,
@@ -47,8 +47,8 @@ from services.kernel.dynamics.constants import (
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.kernel.dynamics.entry import SIZIWANG_LAT_DEG, SIZIWANG_LON_DEG
-from services.kernel.dynamics.ephemeris import get_fast_ephemeris
+from services.dynamics.entry import SIZIWANG_LAT_DEG, SIZIWANG_LON_DEG
+from services.dynamics.ephemeris import get_fast_ephemeris
 
 __all__ = [
     "DIRECT_RATE_BPS",
