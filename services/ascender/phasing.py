@@ -26,7 +26,7 @@ from services.dynamics.burns import rtn_basis
 from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
 from services.dynamics.guidance.loi import horizontal_burn, time_to_true_anomaly_s
 from services.dynamics.guidance.rendezvous import plan_phasing
-from services.lander.onboard import PlannedBurn, Vec, planned, predict, shoot_lambert
+from services.kernel.onboard import PlannedBurn, Vec, planned, predict, shoot_lambert
 
 MU = GM_MOON_M3_S2
 AHEAD_M = 50e3

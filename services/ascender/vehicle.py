@@ -28,8 +28,7 @@ from services.dynamics.kepler import elements_from_rv
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
-from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
-from services.lander.onboard import (
+from services.kernel.onboard import (
     Coast,
     FixedPointState,
     PlannedBurn,
@@ -40,6 +39,7 @@ from services.lander.onboard import (
     step_limit,
     utc_arg,
 )
+from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
 
 CONTAINER_ID = "CE6-SC"
 #: Default aim window: docking was at 2024-06-06T06:48Z (timeline row 21) and

@@ -30,7 +30,7 @@ import numpy as np
 from services.dynamics.constants import GM_MOON_M3_S2
 from services.dynamics.guidance.descent import nominal_ignition_state
 from services.dynamics.kepler import elements_from_rv
-from services.lander.onboard import PlannedBurn, Vec, planned, predict, shoot_lambert
+from services.kernel.onboard import PlannedBurn, Vec, planned, predict, shoot_lambert
 
 MU = GM_MOON_M3_S2
 #: Phasing burn this long after the command (the clock stops on it).

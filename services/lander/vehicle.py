@@ -32,9 +32,7 @@ from services.dynamics.guidance import descent as dg
 from services.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
-from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
-from services.lander import descent_plan as dp
-from services.lander.onboard import (
+from services.kernel.onboard import (
     Coast,
     FixedPointState,
     PlannedBurn,
@@ -45,6 +43,8 @@ from services.lander.onboard import (
     step_limit,
     utc_arg,
 )
+from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
+from services.lander import descent_plan as dp
 from services.lander.surface import PASSIVE_PAYLOADS, PAYLOAD_POWER_W, Surface
 
 OPERATIONS = ("drill", "scoop", "seal_sample")

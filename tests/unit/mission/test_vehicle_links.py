@@ -20,8 +20,8 @@ import pytest
 from services.ascender.vehicle import AscenderCore
 from services.dynamics import frames
 from services.dynamics.timescale import mission_s_from_utc
+from services.kernel.onboard import Coast
 from services.kernel.vehicle import Outbox, VehicleCore
-from services.lander.onboard import Coast
 from services.lander.vehicle import LanderCore
 from services.reentry.vehicle import ReentryCore
 

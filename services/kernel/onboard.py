@@ -1,4 +1,4 @@
-"""On-board helpers shared by the lander and ascender cores.
+"""On-board helpers shared by the vehicles flying about the Moon (lander, ascender).
 
 Coasting under the full lunar force model with a step-keeping propagator,
 time-tagged commands, selenographic event values, impulsive burns with
