@@ -28,8 +28,8 @@ from _stats import run_on
 
 from services.ground.plan import load_plan
 from services.kernel.config import VEHICLES
-from services.kernel.inproc import CoreFactory, LocalTwin
 from services.kernel.vehicle import Outbox, VehicleCore
+from services.local.inproc import CoreFactory, LocalTwin
 
 
 class IdleCore(VehicleCore):

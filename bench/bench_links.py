@@ -21,8 +21,8 @@ from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.downlink import run_downlink
-from services.kernel.simloop import SimLoop
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.local.simloop import SimLoop
 from services.relay.vehicle import RelayCore
 
 T0_S = mission_s_from_utc("2024-06-01T22:23:16Z")

@@ -50,9 +50,9 @@ from services.cli.supervisor import RunConfig, Supervisor
 from services.ground.vehicle import GroundCore
 from services.kernel.config import SERVICE_NAMES, ServiceConfig
 from services.kernel.natsd import NatsServer
-from services.kernel.simloop import SimLoop
 from services.kernel.twin_pb import clock_pb2
 from services.kernel.vehicle import VehicleCore
+from services.local.simloop import SimLoop
 
 CLOCK_TICKS_S = os.sysconf("SC_CLK_TCK")
 FINISH_POLL_S = 0.05  # wall s between GetTime calls watching for the finish

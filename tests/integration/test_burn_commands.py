@@ -22,9 +22,9 @@ import pytest
 from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import FlightPlan, load_plan
 from services.kernel.envelope import decode
-from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.kernel.twin_pb.common_pb2 import Vector3
+from services.local.inproc import LocalTwin
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from services.kernel.clock import ROLL_CALL_PERIOD_S
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope, decode, encode
 from services.kernel.events import KNOWN_EVENTS
-from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import PoweredWindowCore, chatty, plan
 
 VEHICLE_STAGGER_S = 0.3  # wall s between one vehicle's start and the next's

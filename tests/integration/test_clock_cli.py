@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from services.kernel.inproc import LocalTwin
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import plan
 
 pytestmark = pytest.mark.slow

@@ -22,8 +22,8 @@ import pytest
 from services.ground.plan import FlightPlan, load_plan
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import decode
-from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import chatty, plan
 
 HOLD_WALL_S = 1.0  # how long a paused clock is watched for any tick

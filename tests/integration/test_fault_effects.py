@@ -27,9 +27,9 @@ from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import load_plan
 from services.kernel.config import SERVICE_NAMES
 from services.kernel.envelope import decode
-from services.kernel.inproc import LocalTwin
 from services.kernel.natsd import NatsServer
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
+from services.local.inproc import LocalTwin
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 

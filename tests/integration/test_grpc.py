@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import plan
 
 # One request per RPC, written as JSON: the client knows only names.

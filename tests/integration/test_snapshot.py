@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from services.kernel.inproc import LocalTwin
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import plan
 
 

@@ -15,8 +15,8 @@ from nats.aio.msg import Msg
 from services.cli.mission_log import telemetry_frames
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope, decode
-from services.kernel.inproc import LocalTwin
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
+from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import chatty, plan
 
 

@@ -18,8 +18,8 @@ import pytest
 from services.ground.plan import load_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.config import VEHICLES
-from services.kernel.simloop import SimLoop
 from services.kernel.vehicle import VehicleCore
+from services.local.simloop import SimLoop
 
 pytestmark = pytest.mark.slow
 

@@ -185,8 +185,8 @@ def test_surface_to_orbit_through_simloop_with_ground_and_the_lander() -> None:
     custody passes lander -> ascender, and the sample is never duplicated."""
     from services.ground.plan import parse_plan
     from services.ground.vehicle import GroundCore
-    from services.kernel.simloop import SimLoop
     from services.lander.vehicle import LanderCore
+    from services.local.simloop import SimLoop
     from tests.unit.mission.test_lander import fly_to_surface
 
     landed = fly_to_surface(120.0)
