@@ -353,7 +353,7 @@ class AscenderCore(VehicleCore):
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
         """The downlink runs in the impact step (a blocked path: ``link_lost``
         if it had one) and never after: a destroyed recorder records nothing."""
-        downlink = self.__dict__.get("_downlink")
+        downlink = self.downlink
         if self.phase == "impacted" and (downlink is None or not downlink.link.up):
             return
         super().after_step(t_from, t_to, out)

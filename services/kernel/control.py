@@ -11,21 +11,39 @@ import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 
 from services.dynamics.timescale import iso_utc
+from services.kernel.config import ServiceConfig
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
+from services.kernel.metrics import Metrics
 from services.kernel.twin_pb import common_pb2, control_pb2, control_pb2_grpc
-from services.kernel.vehicle import Summary
-
-if TYPE_CHECKING:
-    from services.kernel.runtime import ServiceRuntime
+from services.kernel.vehicle import Summary, VehicleCore
 
 T = TypeVar("T")
 FAULT_KINDS_COMMON = frozenset({"stall_clock", "drop_telemetry"})
+
+
+class ControlledService(Protocol):
+    """What the servicer needs of the service it controls (the runtime is one).
+
+    A protocol, not the runtime class: the runtime builds this servicer, so
+    naming it here would make the two modules import each other."""
+
+    name: str
+    config: ServiceConfig
+    core: VehicleCore
+    metrics: Metrics
+    watchers: list[asyncio.Queue[control_pb2.TelemetryFrame | None]]
+    step: int
+    t_s: float
+
+    async def settle_telemetry(self, timeout_s: float = ...) -> None: ...
+
+    def local_command(self, command: dict[str, Any]) -> None: ...
 
 
 def instrumented(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -94,7 +112,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 class ControlServicer(control_pb2_grpc.VehicleControlServicer):
-    def __init__(self, rt: ServiceRuntime) -> None:
+    def __init__(self, rt: ControlledService) -> None:
         self.rt = rt
         self._fault_seq = 0
 

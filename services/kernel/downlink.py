@@ -29,12 +29,10 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from services.dynamics.links import NO_LINK, Link
-
-if TYPE_CHECKING:
-    from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.kernel.outbox import Outbox, Summary
 
 # One CCSDS TM transfer frame of 1,115 octets (the length used with
 # Reed-Solomon interleave 5, CCSDS 131.0-B): a frame is one telemetry snapshot.
@@ -258,23 +256,36 @@ def r_eci_of(s: Summary, t_s: float) -> tuple[float, float, float]:
     return (float(r[0]), float(r[1]), float(r[2]))
 
 
-def downlink_of(core: VehicleCore) -> Downlink:
-    """The core's downlink, created on first use (kept in ``core.__dict__``)."""
-    dl = core.__dict__.get("_downlink")
+class Radio(Protocol):
+    """What the downlink needs of the vehicle that carries it (a VehicleCore)."""
+
+    name: str
+    downlink: Downlink | None
+
+    def summary(self) -> Summary: ...
+
+    def telemetry_interval_s(self) -> float: ...
+
+    def link_blocked(self) -> bool: ...
+
+
+def downlink_of(core: Radio) -> Downlink:
+    """The core's downlink, created on first use."""
+    dl = core.downlink
     if dl is None:
         dl = Downlink(core.name)
-        core.__dict__["_downlink"] = dl
+        core.downlink = dl
     return dl
 
 
-def run_downlink(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> Downlink | None:
+def run_downlink(core: Radio, t_from: float, t_to: float, out: Outbox) -> Downlink | None:
     """Record this step's frame and send what the path allows. A core with no
     body of its own (stowed, or gone) records and sends nothing."""
     from services.dynamics.links import link_for
 
     s = core.summary()
     if not s.central_body:
-        return core.__dict__.get("_downlink")
+        return core.downlink
     dl = downlink_of(core)
     interval = core.telemetry_interval_s()
     if t_to - dl.last_record_t_s >= interval:
@@ -502,5 +513,5 @@ class LinkMetrics:
 
 def merge_downlink_values(core: Any, values: dict[str, float]) -> None:
     """Add a core's downlink values to its summary values (the core's own win)."""
-    for key, value in downlink_values(core.__dict__.get("_downlink")).items():
+    for key, value in downlink_values(core.downlink).items():
         values.setdefault(key, value)

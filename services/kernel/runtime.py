@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.kernel.bus import Bus, subject_matches
 from services.kernel.config import ServiceConfig
+from services.kernel.control import ControlServicer, frame_from_summary
 from services.kernel.downlink import LinkMetrics, merge_downlink_values
 from services.kernel.envelope import Envelope
 from services.kernel.errors import ConfigError, TwinError
@@ -97,7 +98,6 @@ class ServiceRuntime:
                 *getattr(self.core, "extra_subjects", lambda s: [])(self.subjects)]
 
     def add_servicers(self, server: grpc.aio.Server) -> list[str]:
-        from services.kernel.control import ControlServicer
 
         control_pb2_grpc.add_VehicleControlServicer_to_server(ControlServicer(self), server)
         return [control_pb2.DESCRIPTOR.services_by_name["VehicleControl"].full_name]
@@ -357,7 +357,6 @@ class ServiceRuntime:
 
     def _feed_watchers(self, s: Any, step: int, t: float) -> None:
         """One frame to every WatchTelemetry stream (the caller checks there is one)."""
-        from services.kernel.control import frame_from_summary
 
         frame = frame_from_summary(self.name, s, step, t)
         for q in self.watchers:

@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from services.dynamics.timescale import mission_s_from_utc
+from services.kernel.downlink import Downlink, run_downlink
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandError, CommandNotAllowed, InvalidCommand
+from services.kernel.outbox import PROMPT_STEP_S, PROMPT_TYPES, Outbox, Outgoing, Summary
+
+__all__ = ["AUTONOMOUS_PHASES", "COAST_STEP_S", "COMMAND_SOURCES", "PROMPT_STEP_S",
+           "PROMPT_TYPES", "Outbox", "Outgoing", "Summary", "VehicleCore", "execute_at_s"]
 
 #: Phases that run on board without ground (CNSA: "ground cannot intervene" in
 #: landing; liftoff used onboard sensors), so telecommands are refused.
@@ -59,64 +63,6 @@ def execute_at_s(command: dict[str, Any]) -> float | None:
     return None
 
 
-#: Messages a receiver acts on at once (a command, a hand-over, an ack). The
-#: length of the step that follows was agreed before the receiver saw them, so
-#: after one the clock takes a short step and the receiver's own limit applies
-#: from then on: a hand-over is accepted within a second, not at the end of a
-#: half-hour coast step.
-PROMPT_TYPES = frozenset({"handover", "handover_ack", "sample_handover", "sample_ack",
-                          "docked", "undocked", "relay_cmd"})
-PROMPT_STEP_S = 1.0
-
-
-@dataclass
-class Outgoing:
-    kind: str  # subject kind: "evt", "cmd", "xfer", "dl"
-    target: str  # service part of the subject (own name for evt)
-    body: dict[str, Any]
-    t: float
-
-    @property
-    def prompt(self) -> bool:
-        """Whether the receiver must act on it at once (see PROMPT_TYPES)."""
-        return self.kind == "cmd" or self.body.get("type") in PROMPT_TYPES
-
-
-@dataclass
-class Outbox:
-    """What a step wants published, in the order it was written."""
-
-    items: list[Outgoing] = field(default_factory=list)
-
-    def event(self, source: str, name: str, t: float, **values: Any) -> None:
-        self.items.append(Outgoing("evt", source, {"name": name, **values}, t))
-
-    def send(self, kind: str, target: str, t: float, body: dict[str, Any]) -> None:
-        self.items.append(Outgoing(kind, target, body, t))
-
-    def drain(self) -> list[Outgoing]:
-        items, self.items = self.items, []
-        return items
-
-
-@dataclass
-class Summary:
-    """What status and telemetry report; SI units in the names."""
-
-    phase: str
-    frame: str = ""
-    central_body: str = ""
-    r_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    v_m_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    altitude_m: float = 0.0
-    speed_m_s: float = 0.0
-    mass_kg: float = 0.0
-    propellant_kg: float = 0.0
-    sample_mass_g: float = 0.0
-    values: dict[str, float] = field(default_factory=dict)
-    info: dict[str, str] = field(default_factory=dict)
-
-
 class VehicleCore:
     """Base of every service's state machine. Subclasses override the hooks."""
 
@@ -130,6 +76,9 @@ class VehicleCore:
         self.faults: dict[str, dict[str, Any]] = {}  # kind -> fault (set by InjectFault)
         self.cleared_faults: list[dict[str, Any]] = []  # ended, not yet announced
         self.timed: list[dict[str, Any]] = []  # time-tagged commands, soonest first
+        #: The on-board recorder and radio (services/kernel/downlink.py), from
+        #: the first step that runs it.
+        self.downlink: Downlink | None = None
 
     # --- hooks -------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
@@ -212,8 +161,6 @@ class VehicleCore:
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
         """Called by the runtime after :meth:`advance`: the on-board downlink."""
         if self.downlink_enabled:
-            from services.kernel.downlink import run_downlink  # heavy imports, lazily
-
             run_downlink(self, t_from, t_to, out)
 
     def telemetry_interval_s(self) -> float:
@@ -268,9 +215,8 @@ class VehicleCore:
         snap: dict[str, Any] = {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
                                 "cleared_faults": self.cleared_faults,
                                 "rng": _rng_state(self.rng), "timed": self.timed}
-        downlink = self.__dict__.get("_downlink")
-        if downlink is not None:
-            snap["downlink"] = downlink.snapshot()
+        if self.downlink is not None:
+            snap["downlink"] = self.downlink.snapshot()
         return snap
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -281,9 +227,7 @@ class VehicleCore:
         self.timed = list(snap.get("timed", []))
         self.rng.setstate(_rng_from(snap["rng"]))
         if "downlink" in snap:
-            from services.kernel.downlink import Downlink
-
-            self.__dict__["_downlink"] = Downlink.from_snapshot(snap["downlink"])
+            self.downlink = Downlink.from_snapshot(snap["downlink"])
 
 
 def _fault_end_s(fault: dict[str, Any]) -> float | None:

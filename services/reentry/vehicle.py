@@ -213,7 +213,7 @@ class ReentryCore(VehicleCore):
         values = {"sensed_accel_m_s2": o.sensed_decel_m_s2, "heat_flux_w_m2": o.heat_flux_w_m2,
                   "bank_deg": o.bank_deg, "flight_path_angle_deg": o.flight_path_angle_deg,
                   "range_to_target_m": o.range_to_target_m,
-                  **downlink_values(self.__dict__.get("_downlink"))}
+                  **downlink_values(self.downlink)}
         return Summary(phase=self.phase, frame="ECI", central_body="earth", r_m=r, v_m_s=v,
                        altitude_m=o.altitude_m, speed_m_s=o.speed_m_s, mass_kg=st.mass_kg,
                        sample_mass_g=self.sample_mass_g, values=values,

@@ -151,7 +151,7 @@ class RelayCore(VehicleCore):
                   "frames_relay_played_back": float(self.counts["played_back"]),
                   "commands_forwarded": float(self.counts["commands"]),
                   "ground_link_up": float(self.ground.up),
-                  **downlink_values(self.__dict__.get("_downlink"))}
+                  **downlink_values(self.downlink)}
         return Summary(phase=self.phase, frame="MCI", central_body="moon", r_m=r, v_m_s=v,
                        altitude_m=dist - R_MOON_M, speed_m_s=math.sqrt(sum(x * x for x in v)),
                        mass_kg=MASS_KG, values=values,

@@ -181,7 +181,8 @@ def test_snapshot_mid_entry_resumes_to_the_same_landing() -> None:
 def test_recorder_is_read_out_at_recovery_so_ground_gets_every_frame() -> None:
     _, items, core, _ = flight()
     seqs = sorted(i["frame_seq"] for i in items if i["kind"] == "dl")
-    assert seqs == list(range(1, core.__dict__["_downlink"].next_seq))
+    assert core.downlink is not None
+    assert seqs == list(range(1, core.downlink.next_seq))
     blackout = [i for i in items if i.get("name") == "link_lost"]
     assert blackout  # plasma blackout and stations out of sight both cut the link
     assert core.summary().values["backlog_frames"] == 0.0

@@ -153,7 +153,8 @@ def test_a_day_at_the_site_every_frame_reaches_ground() -> None:
     loop = SimLoop(ground, {"lander": lander, "relay": relay})
     loop.t_s = lander.t_s = relay.t_s = TOUCHDOWN_S
     loop.run()
-    dl = lander.__dict__["_downlink"]
+    dl = lander.downlink
+    assert dl is not None
     a = ground.links.archives["lander"]
     assert a.gaps() == [] and a.duplicates == 0
     on_the_way = (sum(f["origin"] == "lander" for f in ground.links.in_flight) + len(relay.store)

@@ -69,13 +69,14 @@ def test_the_ascender_loses_its_link_at_impact_and_never_regains_one() -> None:
     names = [n for n, _ in at_impact]
     assert "ascender_impact" in names
     assert _links(at_impact) == [("link_lost", "relay")]
-    dl_before = core.__dict__["_downlink"].stats.recorded
+    assert core.downlink is not None
+    dl_before = core.downlink.stats.recorded
     t = t0 + 60.0
     for _ in range(72):  # three days of idle hourly steps
         assert _step(core, t, t + HOUR_S) == []
         t += HOUR_S
-    dl = core.__dict__["_downlink"]
-    assert not dl.link.up
+    dl = core.downlink
+    assert dl is not None and not dl.link.up
     assert dl.stats.recorded == dl_before  # a destroyed recorder records nothing
     assert core.link_blocked()
 
@@ -105,5 +106,5 @@ def test_a_stowed_vehicle_has_no_link_of_its_own(make: Callable[[int], VehicleCo
     for _ in range(48):
         assert _links(_step(core, t, t + HOUR_S)) == []
         t += HOUR_S
-    downlink = core.__dict__.get("_downlink")
+    downlink = core.downlink
     assert downlink is None or not downlink.link.up
