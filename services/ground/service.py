@@ -38,6 +38,12 @@ class GroundRuntime(ServiceRuntime):
 
     async def say_hello(self) -> None:
         self._clock_task = asyncio.create_task(self.clock.run(), name="clock")
+        self._clock_task.add_done_callback(self._clock_done)
+
+    def _clock_done(self, task: asyncio.Task[None]) -> None:
+        """The clock loop ends only when the service stops: anything else is a failure."""
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.fail("clock", exc)
 
     async def stop(self) -> None:
         self.stopping.set()

@@ -55,6 +55,9 @@ class Bus:
         self.closing = False
         self.js: JetStreamContext | None = None
         self._labels = metrics.labels()
+        #: Called when a handler raises (the runtime stops the service); until
+        #: a runtime sets it, the failure is only counted.
+        self.on_failure: Callable[[str, BaseException], None] = self._count_failure
         # twin_bus_messages_out's counts by kind, added to in place (HotCounter.inc
         # without its call: a dozen messages a step).
         self._out_counts = metrics.bus_out.values
@@ -92,6 +95,9 @@ class Bus:
             await self.js.add_stream(cfg)
         except Exception:
             await self.js.update_stream(cfg)
+
+    def _count_failure(self, where: str, exc: BaseException) -> None:
+        self.metrics.failures.labels(*self._labels, where).inc()
 
     def next_seq(self, kind: str) -> int:
         return (self.control_seq if kind in CONTROL_KINDS
@@ -141,8 +147,11 @@ class Bus:
                 result = handler(env, msg.subject)
                 if result is not None:
                     await result
-            except Exception:
+            except Exception as exc:
+                # Loud: the service's state may now be half-updated, so it must
+                # not go on stepping as if nothing happened (on_failure stops it).
                 log.exception("handler failed", extra={"subject": msg.subject, "kind": env.kind})
+                self.on_failure("handler", exc)
 
         await self.nc.subscribe(subject, cb=on_msg, pending_msgs_limit=1_000_000)
 

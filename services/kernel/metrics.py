@@ -23,6 +23,11 @@ _STEP_BUCKETS = (0.0001, 0.0002, 0.0003, 0.0005, 0.0007, 0.001, 0.0015, 0.002, 0
                  0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
+#: Where an exception can stop a service: a bus message handler (a tick, a
+#: command, a transfer) or ground's clock loop.
+FAILURE_PLACES = ("handler", "clock")
+
+
 class HotCounter:
     """A counter for the per-message hot path, with at most one label of its own.
 
@@ -166,6 +171,10 @@ class Metrics:
         self.grpc_duration = Histogram("twin_grpc_request_duration_seconds",
                                        "gRPC handling time", (*_BASE, "method"), registry=r)
         self.events = c("twin_mission_events", "Mission events published", "event")
+        self.failures = c("twin_service_failures", "Exceptions that stopped the service",
+                          "where")
+        for where in FAILURE_PLACES:  # exported at 0, so an alert sees the first one
+            self.failures.labels(mission, service, where)
         r.register(_HotCollector([self.steps, self.step_duration, self.ack_latency,
                                   self.bus_in, self.bus_out]))
         self._phase_now: str | None = None

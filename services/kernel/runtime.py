@@ -70,6 +70,8 @@ class ServiceRuntime:
         self.metrics_port = -1
         self.watchers: list[asyncio.Queue[control_pb2.TelemetryFrame | None]] = []
         self.stopping = asyncio.Event()
+        #: Set by :meth:`fail`: the exception that stopped the service.
+        self.failure: BaseException | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._inbound: list[str] = []
@@ -88,6 +90,7 @@ class ServiceRuntime:
         self._metrics_phase = ""
         self._link_metrics = LinkMetrics()
         self._stopped = False
+        self.bus.on_failure = self.fail
         self._ack_subject = self.subjects.ack(self.name)
         self._tm_subject = self.subjects.telemetry(self.name)
 
@@ -155,6 +158,17 @@ class ServiceRuntime:
                               "free the port or set TWIN_GRPC_PORT=0 for a free one")
         await server.start()
         self._server = server
+
+    def fail(self, where: str, exc: BaseException) -> None:
+        """An exception escaped a handler or the clock: count it, keep the first,
+        and stop the service. Its state may be half-updated, so stepping on
+        would run the mission on wrong; the process exits non-zero
+        (EXIT_FAILED) and the supervisor names it."""
+        self.metrics.failures.labels(*self.metrics.labels(), where).inc()
+        log.error("service failed, stopping", exc_info=exc, extra={"where": where})
+        if self.failure is None:
+            self.failure = exc
+        self.stopping.set()
 
     async def stop(self) -> None:
         """Stop in reverse order of start; safe to call twice."""
@@ -435,6 +449,10 @@ def telemetry_frame(s: Any, step: int, t: float) -> list[Any]:
 
 
 # --- process entry point ------------------------------------------------------
+#: Exit status of a service stopped by an exception (BSD sysexits EX_SOFTWARE).
+EXIT_FAILED = 70
+
+
 def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -> None:
     """``python -m services.<name>``: configure, run until SIGTERM/SIGINT, stop cleanly."""
     try:
@@ -468,3 +486,5 @@ async def _main(rt: ServiceRuntime) -> None:
     finally:
         with contextlib.suppress(Exception):
             await rt.stop()
+    if rt.failure is not None:
+        raise SystemExit(EXIT_FAILED)
