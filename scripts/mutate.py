@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -213,13 +214,20 @@ def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: boo
         if not globs:
             return
     started = time.monotonic()  # wall time of the run, for the report only
+    started_utc = _utc_now()
     try:
         mm._run(globs, workers)
     finally:
         _record_run({"labels": list(labels), "resumed": resume,
+                     "started_utc": started_utc, "ended_utc": _utc_now(),
                      "wall_time_s": round(time.monotonic() - started, 1),
                      "workers": workers or os.cpu_count(), "test_budget_s": budget_s,
                      "capped": len(capped)})
+
+
+def _utc_now() -> str:
+    """Wall-clock time of day, for the report's account of a run only."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _record_run(run: dict[str, Any]) -> None:

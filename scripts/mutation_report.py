@@ -17,6 +17,7 @@ import os
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -155,16 +156,24 @@ def _row_line(r: Row) -> str:
 
 
 def survivors_text(rows: list[Row], fence: bool) -> str:
+    """Every survivor per module: where, which function, and its diff (the full
+    hunk for the text file; only the changed lines, folded per module, in the doc)."""
     out: list[str] = []
     for r in rows:
         if not r.survivors:
             continue
-        out.append(f"### {r.label}: {len(r.survivors)} not detected\n")
+        title = f"{r.label}: {len(r.survivors)} not detected"
+        out.append(f"<details><summary>{title}</summary>\n" if fence else f"### {title}\n")
         for m in sorted(r.survivors, key=lambda m: (m.path, _num(m.name))):
             diff, line = diff_and_line(m)
-            body = "\n".join(d for d in diff.splitlines()[2:])
+            hunk = diff.splitlines()[2:]
+            if fence:
+                hunk = [d for d in hunk if d[:1] in "+-" and not d.startswith("@@")]
             out.append(f"`{m.path}:{line}` {function_of(m.name)} ({m.column}) `{m.name}`\n")
+            body = "\n".join(hunk)
             out.append(f"```diff\n{body}\n```\n" if fence else body + "\n")
+        if fence:
+            out.append("</details>\n")
     return "\n".join(out)
 
 
@@ -179,10 +188,15 @@ def wall_time_line() -> str:
     runs = json.loads(WALL_TIME_FILE.read_text())
     total_s = sum(r["wall_time_s"] for r in runs)
     parts = [f"{r['wall_time_s'] / 60:.1f} min ({', '.join(r['labels'])}; {r['workers']} workers"
-             + (f"; test time capped at {r['test_budget_s']:g} s, {r['capped']} mutants capped"
+             + (f"; test time capped at {r['test_budget_s']:g} s per mutant"
                 if r["test_budget_s"] else "") + ")" for r in runs]
-    return (f"Wall time: {total_s / 60:.1f} min in {len(runs)} run(s) on {os.cpu_count()} cores: "
-            + "; ".join(parts) + ".")
+    head = f"Wall time: {total_s / 60:.1f} min in {len(runs)} run(s)"
+    if len(runs) > 1 and all("started_utc" in r for r in runs):
+        # Runs may overlap (shards side by side): the span is the elapsed time.
+        span_s = (datetime.fromisoformat(max(r["ended_utc"] for r in runs))
+                  - datetime.fromisoformat(min(r["started_utc"] for r in runs))).total_seconds()
+        head += f", {span_s / 60:.1f} min from the first start to the last end"
+    return f"{head}, on {os.cpu_count()} cores: " + "; ".join(parts) + "."
 
 
 def write_doc(table: str, survivors: str) -> None:
