@@ -1,0 +1,233 @@
+"""Per-module mutation score from mutmut's results (``mutants/**/*.meta``).
+
+Prints the table, and rewrites the generated block of docs/mutation.md (between
+the ``mutation-report`` markers; the prose around it is kept): the table, the
+run's wall time, and every surviving mutant per module (function, line, diff),
+so a test writer can go and kill it. ``--survivors PATH`` writes that list alone.
+Run from the repository root after ``./task mutate`` (which calls it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import fnmatch
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mutate import ROOT, SCOPE, WALL_TIME_FILE  # a sibling script, on sys.path above
+
+DOC = ROOT / "docs" / "mutation.md"
+#: Every surviving mutant with its diff: long, so apart from the scores.
+SURVIVORS_DOC = ROOT / "docs" / "mutation-survivors.md"
+BEGIN, END = "<!-- mutation-report:begin -->", "<!-- mutation-report:end -->"
+
+#: mutmut's exit codes (mutmut.stats.status_by_exit_code) folded into our columns.
+#: A test that fails under pytest-timeout is "killed"; one mutmut has to stop
+#: (SIGXCPU after its wall or CPU budget) is "timeout": both detected the mutant.
+COLUMN_BY_EXIT_CODE: dict[int | None, str] = {
+    1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests",
+    36: "timeout", -24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout",
+    -11: "crashed", -9: "crashed", None: "not run",
+}
+COLUMNS = ("killed", "timeout", "survived", "no tests", "crashed", "not run")
+
+
+@dataclass
+class Mutant:
+    name: str
+    path: str
+    column: str
+
+
+@dataclass
+class Row:
+    label: str
+    counts: Counter[str] = field(default_factory=Counter)
+    survivors: list[Mutant] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def tested(self) -> int:
+        return self.total - self.counts["not run"]
+
+    @property
+    def score(self) -> float | None:
+        """Detected (killed or timed out) over every mutant that was run."""
+        if not self.tested:
+            return None
+        return 100.0 * (self.counts["killed"] + self.counts["timeout"]) / self.tested
+
+
+def load_mutants() -> list[Mutant]:
+    out: list[Mutant] = []
+    for meta in sorted((ROOT / "mutants" / "services").rglob("*.py.meta")):
+        path = str(meta.relative_to(ROOT / "mutants"))[: -len(".meta")]
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        out.extend(Mutant(name, path, COLUMN_BY_EXIT_CODE.get(code, "crashed"))
+                   for name, code in codes.items())
+    return out
+
+
+def label_of(name: str) -> str | None:
+    for label, globs in SCOPE.items():
+        if any(fnmatch.fnmatchcase(name, g) for g in globs):
+            return label
+    return None
+
+
+def tabulate(mutants: list[Mutant], labels: list[str]) -> list[Row]:
+    rows = {label: Row(label) for label in labels}
+    for m in mutants:
+        label = label_of(m.name)
+        if label not in rows:
+            continue
+        rows[label].counts[m.column] += 1
+        if m.column in ("survived", "no tests"):
+            rows[label].survivors.append(m)
+    return [r for r in rows.values() if r.total]
+
+
+def function_of(name: str) -> str:
+    """``Class.method`` or ``function`` from a mutant name."""
+    from mutmut.utils.format_utils import orig_function_and_class_names_from_key
+
+    func, cls = orig_function_and_class_names_from_key(name)
+    return f"{cls}.{func}" if cls else func
+
+
+def _def_span(path: str, qualname: str) -> tuple[int, int]:
+    tree = ast.parse((ROOT / path).read_text())
+    parts = qualname.split(".")
+    body: list[ast.stmt] = tree.body
+    node: ast.AST | None = None
+    for part in parts:
+        node = next((n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                        ast.ClassDef)) and n.name == part), None)
+        if node is None:
+            return 0, 0
+        body = node.body
+    assert node is not None
+    return node.lineno, node.end_lineno or node.lineno  # type: ignore[attr-defined]
+
+
+def diff_and_line(m: Mutant) -> tuple[str, int]:
+    """mutmut's diff of the mutant, and the source line of its first removed line."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # mutmut reads mutants/<path> relative to the working directory
+    try:
+        diff = get_diff_for_mutant(m.name, path=m.path)
+    finally:
+        os.chdir(cwd)
+    start, end = _def_span(m.path, function_of(m.name))
+    lines = (ROOT / m.path).read_text().splitlines()
+    removed = [d[1:].strip() for d in diff.splitlines()[2:] if d.startswith("-")]
+    for want in removed[:1]:
+        for n in range(start, end + 1):
+            if lines[n - 1].strip() == want:
+                return diff, n
+    return diff, start
+
+
+def table_markdown(rows: list[Row]) -> str:
+    head = "| module | mutants | " + " | ".join(COLUMNS) + " | score |"
+    out = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    total = Row("**all**")
+    for r in rows:
+        total.counts.update(r.counts)
+        out.append(_row_line(r))
+    out.append(_row_line(total))
+    return "\n".join(out)
+
+
+def _row_line(r: Row) -> str:
+    score = "-" if r.score is None else f"{r.score:.1f} %"
+    cells = " | ".join(str(r.counts[c]) for c in COLUMNS)
+    return f"| {r.label} | {r.total} | {cells} | {score} |"
+
+
+def survivors_text(rows: list[Row], fence: bool) -> str:
+    """Every survivor per module: where, which function, and its diff (the full
+    hunk for the text file; only the changed lines, folded per module, in the doc)."""
+    out: list[str] = []
+    for r in rows:
+        if not r.survivors:
+            continue
+        title = f"{r.label}: {len(r.survivors)} not detected"
+        out.append(f"<details><summary>{title}</summary>\n" if fence else f"### {title}\n")
+        for m in sorted(r.survivors, key=lambda m: (m.path, _num(m.name))):
+            diff, line = diff_and_line(m)
+            hunk = diff.splitlines()[2:]
+            if fence:
+                hunk = [d for d in hunk if d[:1] in "+-" and not d.startswith("@@")]
+            out.append(f"`{m.path}:{line}` {function_of(m.name)} ({m.column}) `{m.name}`\n")
+            body = "\n".join(hunk)
+            out.append(f"```diff\n{body}\n```\n" if fence else body + "\n")
+        if fence:
+            out.append("</details>\n")
+    return "\n".join(out)
+
+
+def _num(name: str) -> int:
+    return int(name.rpartition("__mutmut_")[2])
+
+
+def wall_time_line() -> str:
+    """The runs that made these results (a stopped run resumed is two)."""
+    if not WALL_TIME_FILE.exists():
+        return "Wall time: not recorded."
+    runs = json.loads(WALL_TIME_FILE.read_text())
+    total_s = sum(r["wall_time_s"] for r in runs)
+    parts = [f"{r['wall_time_s'] / 60:.1f} min ({', '.join(r['labels'])}; {r['workers']} workers"
+             + (f"; test time capped at {r['test_budget_s']:g} s per mutant"
+                if r["test_budget_s"] else "") + ")" for r in runs]
+    head = f"Wall time: {total_s / 60:.1f} min in {len(runs)} run(s)"
+    if len(runs) > 1 and all("started_utc" in r for r in runs):
+        # Runs may overlap (shards side by side): the span is the elapsed time.
+        span_s = (datetime.fromisoformat(max(r["ended_utc"] for r in runs))
+                  - datetime.fromisoformat(min(r["started_utc"] for r in runs))).total_seconds()
+        head += f", {span_s / 60:.1f} min from the first start to the last end"
+    return f"{head}, on {os.cpu_count()} cores: " + "; ".join(parts) + "."
+
+
+def write_doc(table: str, survivors: str) -> None:
+    block = (f"{BEGIN}\n\n{table}\n\n{wall_time_line()}\n\nEvery surviving mutant, with "
+             f"its diff: [mutation-survivors.md](mutation-survivors.md).\n\n"
+             f"Regenerated by `scripts/mutation_report.py`; edit outside the markers.\n{END}")
+    SURVIVORS_DOC.write_text(f"# Surviving mutants\n\nWritten by `scripts/mutation_report.py` "
+                             f"from the last `./task mutate`.\n\n{survivors}\n")
+    text = DOC.read_text() if DOC.exists() else f"# Mutation testing\n\n{BEGIN}\n{END}\n"
+    before, _, rest = text.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    DOC.write_text(before + block + after)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--survivors", type=Path, help="also write the survivors list here")
+    parser.add_argument("--no-doc", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    rows = tabulate(load_mutants(), list(SCOPE))
+    table = table_markdown(rows)
+    print(table)
+    print(wall_time_line())
+    if args.survivors:
+        args.survivors.write_text(survivors_text(rows, fence=False))
+    if not args.no_doc:
+        write_doc(table, survivors_text(rows, fence=True))
+        print(f"wrote {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
