@@ -66,7 +66,9 @@ def load_plan(path: Path | None) -> FlightPlan:
 def parse_plan(raw: Any, where: str = "<plan>") -> FlightPlan:
     if not isinstance(raw, dict) or not isinstance(raw.get("items"), list):
         raise FlightPlanError(where, "must be an object with an 'items' list")
-    items = tuple(_item(x, f"{where} items[{i}]") for i, x in enumerate(raw["items"]))
+    facts = _facts(raw.get("facts", {}), where)
+    items = tuple(_item(_with_facts(x, facts, f"{where} items[{i}]"), f"{where} items[{i}]")
+                  for i, x in enumerate(raw["items"]))
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise FlightPlanError(where, "item ids must be unique")
@@ -78,6 +80,30 @@ def parse_plan(raw: Any, where: str = "<plan>") -> FlightPlan:
         end_at = min(end_at, _utc(end["latest"], f"{where} end.latest"))
     return FlightPlan(name=str(raw.get("name", "unnamed")), items=items, end_at_s=end_at,
                       end_after=end.get("after"), end_offset_s=float(end.get("offset_s", 0.0)))
+
+
+def _facts(raw: Any, where: str) -> dict[str, Any]:
+    """The plan's mission facts (e.g. ``pdi_utc``): written once, named by items
+    as ``"${name}"``, so every command that needs one gets the same value."""
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise FlightPlanError(where, "'facts' must be an object of name: value")
+    return dict(raw)
+
+
+def _with_facts(x: Any, facts: dict[str, Any], where: str) -> Any:
+    """``x`` with every string ``"${name}"`` in its command replaced by that fact."""
+    if not isinstance(x, dict) or not isinstance(x.get("command"), dict):
+        return x
+    command = dict(x["command"])
+    for key, value in command.items():
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+            name = value[2:-1]
+            if name not in facts:
+                raise FlightPlanError(where, f"command {key!r} names the fact {name!r}, which "
+                                      f"the plan's 'facts' lacks (it has: "
+                                      f"{', '.join(sorted(facts)) or 'none'})")
+            command[key] = facts[name]
+    return {**x, "command": command}
 
 
 def _item(x: Any, where: str) -> PlanItem:

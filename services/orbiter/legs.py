@@ -45,11 +45,8 @@ from services.dynamics.targeting import (
     LunarArrivalTarget,
     to_periapsis,
 )
-from services.dynamics.timescale import mission_s_from_utc
 from services.orbiter.flight import Vec, unit, vec
 
-# Reference (timeline row 13): powered descent began 2024-06-01 22:09 UTC.
-PDI_S = mission_s_from_utc("2024-06-01T22:09:00Z")
 PARKING_RADIUS_M = R_MOON_M + PARKING_HEIGHT_M
 # Shape trims smaller than this are not worth a burn (m of apsis error).
 SHAPE_TOLERANCE_M = 1_000.0
@@ -204,7 +201,7 @@ def predicted_normal(r: Vec, v: Vec, t: float, burns: list[ImpulsiveBurn], t_end
 
 
 def plan_adjustment(
-    stage: int, r: Vec, v: Vec, t: float, t_pdi_s: float = PDI_S
+    stage: int, r: Vec, v: Vec, t: float, t_pdi_s: float
 ) -> list[ImpulsiveBurn]:
     """Burns (MCI) of one adjustment stage towards the parking orbit.
 

@@ -44,6 +44,7 @@ from services.dynamics.targeting import (
 )
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandError, InvalidCommand
+from services.kernel.onboard import utc_arg
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 from services.orbiter import closing, design, legs, onboard
 from services.orbiter.flight import Flight, Vec, apsides_km, period_h, unit, vec
@@ -151,6 +152,7 @@ class OrbiterCore(VehicleCore):
             stage = command.get("stage")
             if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= 4:
                 raise InvalidCommand("orbit_adjust needs an integer 'stage' in 1..4")
+            utc_arg(command, "pdi_utc")  # the plane is aimed over the site at PDI
         if op == "burn":
             _burn_vector(command, "delta_v_m_s", "the delta-v")
         if op == "finite_burn":
@@ -311,7 +313,7 @@ class OrbiterCore(VehicleCore):
     def _do_orbit_adjust(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
         stage = int(command["stage"])
-        burns = legs.plan_adjustment(stage, f.r_m, f.v_m_s, t)
+        burns = legs.plan_adjustment(stage, f.r_m, f.v_m_s, t, utc_arg(command, "pdi_utc"))
         for b in burns:
             self._queue(b.t_s, b.dv_mci_m_s, b.label, "orbit_adjustment", stage=stage)
         out.event(self.name, "orbit_adjustment_planned", t, stage=stage, burns=len(burns),

@@ -35,6 +35,8 @@ def _plan(**extra: Any) -> dict[str, Any]:
     (lambda p: p["items"][0].update(at="2024-05-01T00:00:00Z"), "before launch"),
     (lambda p: p["items"][1].update(id="a"), "unique"),
     (lambda p: p["items"][1].update(offset_s=-1), "offset_s"),
+    (lambda p: p["items"][0]["command"].update(mode="${nope}"), "names the fact 'nope'"),
+    (lambda p: p.update(facts=["pdi_utc"]), "'facts' must be an object"),
 ])
 def test_bad_plans_say_what_is_wrong(mutate: Any, words: str) -> None:
     raw = _plan()
@@ -45,6 +47,21 @@ def test_bad_plans_say_what_is_wrong(mutate: Any, words: str) -> None:
 
 def test_packaged_nominal_plan_loads() -> None:
     assert load_plan(NOMINAL_PLAN).items
+
+
+def test_a_fact_is_written_once_and_every_command_naming_it_gets_it() -> None:
+    raw = _plan(facts={"mode_a": "checkout"})
+    raw["items"][0]["command"]["mode"] = "${mode_a}"
+    raw["items"][1]["command"]["mode"] = "${mode_a}"
+    plan = parse_plan(raw)
+    assert [item.command["mode"] for item in plan.items] == ["checkout", "checkout"]
+
+
+def test_the_nominal_plan_names_pdi_once_for_the_orbiter_and_the_lander() -> None:
+    pdi = {item.id: item.command["pdi_utc"] for item in load_plan(NOMINAL_PLAN).items
+           if "pdi_utc" in item.command}
+    assert set(pdi) == {"adjust1", "adjust2", "adjust3", "trim", "descent_plan"}
+    assert set(pdi.values()) == {"2024-06-01T22:09:00Z"}  # reference timeline row 13
 
 
 def test_items_wait_on_events_not_on_clock_times() -> None:

@@ -35,6 +35,10 @@ from services.orbiter.vehicle import OrbiterCore
 from tests.authorities import SAMPLE_MASS_G
 from tests.unit.mission.driver import Drive
 
+#: Powered descent began 2024-06-01 22:09 UTC (reference timeline row 13).
+PDI_UTC = "2024-06-01T22:09:00Z"
+PDI_S = mission_s_from_utc(PDI_UTC)
+
 SEED = 6
 T_SEP = mission_s_from_utc("2024-05-03T10:04:00Z")
 T_LOI = mission_s_from_utc("2024-05-08T02:12:00Z")
@@ -45,10 +49,10 @@ CRUISE: Plan = [("2024-05-04T03:00:00Z", {"op": "trajectory_correction"}),
           ("2024-05-06T12:00:00Z", {"op": "trajectory_correction"}),
           ("2024-05-08T02:12:00Z", {"op": "lunar_orbit_insertion"})]
 ADJUST: Plan = [("2024-05-08T08:00:00Z", {"op": "release_icubeq"}),
-          ("2024-05-10T00:00:00Z", {"op": "orbit_adjust", "stage": 1}),
-          ("2024-05-14T00:00:00Z", {"op": "orbit_adjust", "stage": 2}),
-          ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3}),
-          ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4}),
+          ("2024-05-10T00:00:00Z", {"op": "orbit_adjust", "stage": 1, "pdi_utc": PDI_UTC}),
+          ("2024-05-14T00:00:00Z", {"op": "orbit_adjust", "stage": 2, "pdi_utc": PDI_UTC}),
+          ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3, "pdi_utc": PDI_UTC}),
+          ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4, "pdi_utc": PDI_UTC}),
           ("2024-05-30T06:00:00Z", {"op": "separate_lander"})]
 RETURN: Plan = [("2024-06-15T00:00:00Z", {"op": "prepare_return"}),
           ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection"}),
@@ -179,9 +183,9 @@ def test_adjustments_reach_the_parking_orbit_over_the_site_at_pdi(
     peri_km, apo_km = apsides_km(f.elements())
     assert peri_km == pytest.approx(200.0, abs=20.0) and apo_km == pytest.approx(200.0, abs=20.0)
     assert legs.inclination_deg(f.r_m, f.v_m_s, f.t_s) == pytest.approx(137.0, abs=1.0)
-    d.until_t(legs.PDI_S)  # the lander flies on in the plane the orbiter left
+    d.until_t(PDI_S)  # the lander flies on in the plane the orbiter left
     n_hat = np.cross(f.r_m, f.v_m_s) / np.linalg.norm(np.cross(f.r_m, f.v_m_s))
-    assert abs(legs.site_offset_m(n_hat, legs.PDI_S)) < 5_000.0  # a few km of crossrange
+    assert abs(legs.site_offset_m(n_hat, PDI_S)) < 5_000.0  # a few km of crossrange
 
 
 def test_icubeq_flies_its_own_orbit_and_images_the_lit_side(parking: dict[str, Any]) -> None:
@@ -331,7 +335,9 @@ def test_commands_are_validated_by_phase_and_arguments() -> None:
         core.validate({"op": "orbit_adjust", "stage": 7})
     with pytest.raises(InvalidCommand):
         core.validate({"op": "rendezvous"})  # the LA stack is still attached
-    core.validate({"op": "orbit_adjust", "stage": 2})
+    with pytest.raises(InvalidCommand, match="pdi_utc"):
+        core.validate({"op": "orbit_adjust", "stage": 2})  # the plane needs the plan's PDI
+    core.validate({"op": "orbit_adjust", "stage": 2, "pdi_utc": PDI_UTC})
     assert {"probe_separation", "rendezvous", "separate_returner"} <= core.operations()
 
 
