@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.static  # reads the sources; mutation runs leave it out
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
 #: Generated code imports itself relatively and nothing of ours.
