@@ -19,12 +19,11 @@ import nats
 import numpy as np
 import pytest
 
-from services.dynamics.timescale import mission_s_from_utc
-from services.ground.plan import FlightPlan, load_plan
 from services.kernel.envelope import decode
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.kernel.twin_pb.common_pb2 import Vector3
 from services.local.inproc import LocalTwin
+from tests.integration.twin_helpers import nominal_until
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +38,11 @@ PAUSE_AT_UTC = "2024-05-08T12:00:00Z"
 # GM; the bound allows a GM differing by a part in 10^6 and float noise.
 APSIDES_TOL_KM = 0.5
 DV_TOL_M_S = 1e-6
+#: The plan's end: after LOI (2024-05-08 ~02:27) and ICUBE-Q, before the first
+#: orbit adjustment (2024-05-10).
+IN_LUNAR_ORBIT_UTC = "2024-05-09T00:00:00Z"
 WAIT_S = 120.0  # wall seconds to fly to the pause point: a bound on a hang
 EVENT_POLLS = 20  # 10 ms apart
-
-
-def _capture_orbit_plan() -> FlightPlan:
-    nominal = load_plan(None)
-    end_s = mission_s_from_utc("2024-05-09T00:00:00Z")
-    return FlightPlan(name="burn-test", end_at_s=end_s,
-                      items=tuple(i for i in nominal.items
-                                  if i.at_s is not None and i.at_s < end_s))
 
 
 async def _orbiter_events(nc: Any, mission: str) -> list[dict[str, Any]]:
@@ -87,7 +81,8 @@ def _rtn_to_inertial(r_m: np.ndarray, v_m_s: np.ndarray, rtn: tuple[float, ...])
 async def in_capture_orbit(nats_url: str, mission_id: str) -> AsyncIterator[dict[str, Any]]:
     nc = await nats.connect(nats_url)
     events = await _orbiter_events(nc, mission_id)
-    async with LocalTwin(nats_url, mission_id, _capture_orbit_plan(), start_paused=True) as twin:
+    to_orbit = nominal_until(IN_LUNAR_ORBIT_UTC, "burn-test")
+    async with LocalTwin(nats_url, mission_id, to_orbit, start_paused=True) as twin:
         ch_ground = grpc.aio.insecure_channel(f"127.0.0.1:{twin.ground.grpc_port}")
         port = twin.vehicles["orbiter"].grpc_port
         ch_orbiter = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -229,7 +224,8 @@ async def test_bad_burns_are_refused_with_the_reason(
 
 async def test_vehicles_without_a_free_flight_refuse_burns(
         nats_url: str, mission_id: str) -> None:
-    async with LocalTwin(nats_url, mission_id, _capture_orbit_plan(), start_paused=True) as twin:
+    to_orbit = nominal_until(IN_LUNAR_ORBIT_UTC, "burn-test")
+    async with LocalTwin(nats_url, mission_id, to_orbit, start_paused=True) as twin:
         port = twin.vehicles["lander"].grpc_port
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             lander = control_pb2_grpc.VehicleControlStub(ch)

@@ -19,14 +19,17 @@ import grpc
 import nats
 import pytest
 
-from services.ground.plan import FlightPlan, load_plan
+from services.ground.plan import FlightPlan
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import decode
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.local.inproc import LocalTwin
-from tests.integration.twin_helpers import chatty, plan
+from tests.integration.twin_helpers import chatty, nominal_until, plan
 
 HOLD_WALL_S = 1.0  # how long a paused clock is watched for any tick
+#: The plan's end: after LOI (2024-05-08 ~02:27) and ICUBE-Q, before the first
+#: orbit adjustment (2024-05-10).
+IN_LUNAR_ORBIT_UTC = "2024-05-09T00:00:00Z"
 WAIT_S = 60.0  # a bound on a hang
 # Chatty cores take 30, 60 or 90 s steps: a paced clock is at most a step
 # behind or ahead of warp x wall time, plus scheduling noise on a shared
@@ -162,14 +165,6 @@ async def test_run_until_a_mission_time_pauses_exactly_there(
 # --- RunUntil on events of the real mission ------------------------------------
 
 
-def _to_lunar_orbit() -> FlightPlan:
-    nominal = load_plan(None)
-    end_s = 484_351.0  # 2024-05-09T00:00:00Z, a day into lunar orbit
-    return FlightPlan(name="to-lunar-orbit", end_at_s=end_s,
-                      items=tuple(i for i in nominal.items
-                                  if i.at_s is not None and i.at_s < end_s))
-
-
 @pytest.fixture
 async def real_twin(nats_url: str, mission_id: str) -> AsyncIterator[tuple[Any, list[Any]]]:
     nc = await nats.connect(nats_url)
@@ -180,7 +175,8 @@ async def real_twin(nats_url: str, mission_id: str) -> AsyncIterator[tuple[Any, 
 
     await nc.subscribe(f"twin.{mission_id}.evt.*", cb=cb)
     await nc.flush()
-    async with LocalTwin(nats_url, mission_id, _to_lunar_orbit(), start_paused=True) as twin:
+    to_orbit = nominal_until(IN_LUNAR_ORBIT_UTC, "to-lunar-orbit")
+    async with LocalTwin(nats_url, mission_id, to_orbit, start_paused=True) as twin:
         ch = grpc.aio.insecure_channel(f"127.0.0.1:{twin.ground.grpc_port}")
         clock = clock_pb2_grpc.MissionClockStub(ch)
         await _until(clock, lambda s: s.mode == "paused")

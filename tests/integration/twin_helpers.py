@@ -5,10 +5,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from services.ground.plan import FlightPlan, parse_plan
+from services.dynamics.timescale import mission_s_from_utc
+from services.ground.plan import FlightPlan, load_plan, parse_plan
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+
+def nominal_until(end_utc: str, name: str = "nominal-part") -> FlightPlan:
+    """The nominal plan's clock-timed items before ``end_utc``, ending there."""
+    end_s = mission_s_from_utc(end_utc)
+    items = tuple(i for i in load_plan(None).items if i.at_s is not None and i.at_s < end_s)
+    return FlightPlan(name=name, items=items, end_at_s=end_s)
 
 
 def plan(hours: float = 2.0, items: list[dict[str, Any]] | None = None) -> FlightPlan:
