@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import grpc
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -32,6 +33,18 @@ class GroundRuntime(ServiceRuntime):
         names = super().add_servicers(server)
         clock_pb2_grpc.add_MissionClockServicer_to_server(ClockServicer(self.clock), server)
         return [*names, clock_pb2.DESCRIPTOR.services_by_name["MissionClock"].full_name]
+
+    def init_own_metrics(self) -> None:
+        """The clock's series, so every one exists before its first change."""
+        m = self.metrics
+        m.steps.touch()
+        m.step_rate.labels(*m.labels()).set(0)
+        for peer in self.config.expect:
+            m.ack_overdue.labels(*m.labels(), peer).set(0)
+
+    def update_own_metrics(self, s: Any, g: dict[str, Any]) -> None:
+        """Ground flies no body: its summary counts the frames it received."""
+        self.link_metrics.update_ground(self.metrics, s.values)
 
     async def subscribe_clock(self) -> None:
         await self.clock.attach()

@@ -482,9 +482,7 @@ class LinkMetrics:
     linked: bool = False
 
     def update(self, m: Any, service: str, values: dict[str, float]) -> None:
-        if service == "ground":
-            self._ground(m, values)
-            return
+        """A vehicle's link gauges from its summary values."""
         if "link_up" not in values:
             if self.linked:
                 m.link_up.remove(m.mission, m.service, service)
@@ -497,7 +495,8 @@ class LinkMetrics:
         for key, family in _COUNTERS:
             self._inc(m, family, key, service, values.get(key, 0.0))
 
-    def _ground(self, m: Any, values: dict[str, float]) -> None:
+    def update_ground(self, m: Any, values: dict[str, float]) -> None:
+        """Ground's frame counters per vehicle, from ground's summary values."""
         prefix = "frames_received_"
         for key, value in values.items():
             if key.startswith(prefix):

@@ -88,7 +88,7 @@ class ServiceRuntime:
         self._gauges: dict[str, Any] | None = None
         self._metrics_wall = -1e9
         self._metrics_phase = ""
-        self._link_metrics = LinkMetrics()
+        self.link_metrics = LinkMetrics()
         self._stopped = False
         self.bus.on_failure = self.fail
         self._ack_subject = self.subjects.ack(self.name)
@@ -129,15 +129,13 @@ class ServiceRuntime:
         m.reconnects.labels(*m.labels())
         m.mission_time.labels(*m.labels()).set(self.t_s)
         m.set_phase(self.core.phase)
-        if self.name != "ground":
-            # Quantities that are zero until a vehicle flies (no thrust, no air).
-            for gauge in ("thrust", "acceleration", "heat_flux", "backlog"):
-                m.child(gauge, self.name).set(0.0)
-        if self.name == "ground":
-            m.steps.touch()
-            m.step_rate.labels(*m.labels()).set(0)
-            for peer in self.config.expect:
-                m.ack_overdue.labels(*m.labels(), peer).set(0)
+        self.init_own_metrics()
+
+    def init_own_metrics(self) -> None:
+        """A vehicle's series (ground, the clock authority, overrides this)."""
+        # Quantities that are zero until a vehicle flies (no thrust, no air).
+        for gauge in ("thrust", "acceleration", "heat_flux", "backlog"):
+            self.metrics.child(gauge, self.name).set(0.0)
 
     async def subscribe_clock(self) -> None:
         await self.bus.subscribe(self.subjects.tick, self._on_tick)
@@ -352,9 +350,12 @@ class ServiceRuntime:
             g["mission_time"] = m.child("mission_time")
         g["mission_time"].set(t)
         m.set_phase(s.phase)
-        self._link_metrics.update(m, self.name, s.values)
-        if self.name == "ground":
-            return
+        self.update_own_metrics(s, g)
+
+    def update_own_metrics(self, s: Any, g: dict[str, Any]) -> None:
+        """A vehicle's gauges from its summary (ground overrides this)."""
+        m = self.metrics
+        self.link_metrics.update(m, self.name, s.values)
         g["speed"].set(s.speed_m_s)
         g["mass"].set(s.mass_kg * 1000.0)
         g["propellant"].set(s.propellant_kg * 1000.0)
