@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from services.dynamics.timescale import iso_utc
 from services.kernel.config import ServiceConfig
@@ -92,23 +93,32 @@ def command_to_dict(request: control_pb2.SendCommandRequest) -> dict[str, Any]:
     if which is None:
         raise InvalidCommand("no command given: set one of impulsive_burn, finite_burn, "
                              "set_mode, deploy, start_operation")
-    args = MessageToDict(getattr(request, which), preserving_proto_field_name=True)
-    for key, value in _flatten(args):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidCommand(f"{which}.{key} must be finite")
+    message = getattr(request, which)
+    # Checked on the message: MessageToDict writes a non-finite double as the
+    # string "Infinity" or "NaN", which a float check on the dict never sees.
+    bad = _non_finite(message)
+    if bad:
+        raise InvalidCommand(f"{which}.{bad[0]} must be finite")
+    args = MessageToDict(message, preserving_proto_field_name=True)
     op = {"impulsive_burn": "burn", "finite_burn": "finite_burn", "set_mode": "set_mode",
           "deploy": "deploy", "start_operation": "operation"}[which]
     return {"op": op, **args}
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.extend(_flatten(v, f"{prefix}{k}."))
-        else:
-            out.append((f"{prefix}{k}", v))
-    return out
+def _non_finite(message: Message, prefix: str = "") -> list[str]:
+    """Dotted names of the set double fields (and double map values) of
+    ``message`` that are inf or nan. Commands hold no repeated fields."""
+    bad: list[str] = []
+    for fd, value in message.ListFields():
+        name = f"{prefix}{fd.name}"
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            bad.extend(f"{name}.{k}" for k, v in value.items()
+                       if isinstance(v, float) and not math.isfinite(v))
+        elif fd.message_type is not None:
+            bad.extend(_non_finite(value, f"{name}."))
+        elif isinstance(value, float) and not math.isfinite(value):
+            bad.append(name)
+    return bad
 
 
 class ControlServicer(control_pb2_grpc.VehicleControlServicer):
