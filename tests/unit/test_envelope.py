@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given
@@ -123,3 +124,92 @@ def test_decode_accepts_exactly_the_valid_envelopes(fields: tuple[object, ...]) 
         with pytest.raises(EnvelopeError) as info:
             decode(data, mission="ce6")
         assert info.value.reason != "bad_body" or type(raw[-1]) is not dict
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "detail"),
+    [
+        (b"3", "not_array", "int"),
+        (b'"eight ch"', "not_array", "str"),
+        (b"[2, 2]", "bad_length", "2 fields, not 8"),
+        (orjson.dumps(dict(zip(WIRE_FIELDS, [1, *GOOD[1:]], strict=True))), "bad_version",
+         "an object (v=1), not a v2 array envelope"),
+        (orjson.dumps({"x": 1}), "bad_version", "an object (v=None), not a v2 array envelope"),
+        (_with(v=1), "bad_version", "1"),
+        (_with(mission="other"), "foreign_mission", "'other'"),
+        (_with(src="mallory"), "unknown_source", "'mallory'"),
+        (_with(seq=-1), "bad_seq", "-1"),
+        (_with(t="noon"), "bad_time", "'noon'"),
+        (_with(step=-2), "bad_step", "-2"),
+        (_with(kind="gossip"), "bad_kind", "'gossip'"),
+        (_with(body=[1]), "bad_body", "list"),
+    ],
+)
+def test_each_rejection_names_the_offending_value(data: bytes, reason: str,
+                                                  detail: str) -> None:
+    """The detail is what the drop log shows an operator: the bad value itself."""
+    with pytest.raises(EnvelopeError) as info:
+        decode(data, mission="ce6")
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+    assert str(info.value) == f"{reason}: {detail}"
+
+
+def test_not_json_carries_the_parser_message() -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode(b"[2, ", mission="ce6")
+    assert info.value.reason == "not_json"
+    assert "line 1 column" in info.value.detail
+
+
+@pytest.mark.parametrize("field", ["seq", "step"])
+def test_zero_counters_are_valid(field: str) -> None:
+    """seq and step 0 are legal (step 0 is the first clock step; 0 is the
+    lower bound, not an excluded value)."""
+    env = decode(_with(**{field: 0}), mission="ce6")
+    assert getattr(env, field) == 0
+
+
+def test_integer_time_is_accepted_as_float_seconds() -> None:
+    env = decode(_with(t=12), mission="ce6")
+    assert env.t == 12.0
+    assert type(env.t) is float
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        # a legal zero before the real fault must not be blamed for it
+        ({"seq": 0, "step": -1}, "bad_step"),
+        ({"step": 0, "kind": "gossip"}, "bad_kind"),
+        ({"t": 12, "step": -1}, "bad_step"),
+        ({"seq": 0, "t": 0, "step": 0, "body": None}, "bad_body"),
+    ],
+)
+def test_first_failing_check_is_named_past_legal_edge_values(fields: dict[str, object],
+                                                               reason: str) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode(_with(**fields), mission="ce6")
+    assert info.value.reason == reason
+
+
+def test_encode_writes_the_envelopes_own_version() -> None:
+    """A v1 envelope encoded stays v1 on the wire, so a receiver rejects it."""
+    data = encode(_env(v=1))
+    assert orjson.loads(data)[0] == 1
+    with pytest.raises(EnvelopeError) as info:
+        decode(data, mission="ce6")
+    assert info.value.reason == "bad_version"
+
+
+def test_numpy_values_in_a_body_encode_as_json_numbers() -> None:
+    """Physics code hands numpy arrays and scalars straight to the body."""
+    body = {"r_m": np.array([1.0, -2.5, 3.0]), "alt_m": np.float64(100.0)}
+    env = decode(encode(_env(body=body)), mission="ce6")
+    assert env.body == {"r_m": [1.0, -2.5, 3.0], "alt_m": 100.0}
+
+
+def test_round_trip_of_edge_values() -> None:
+    env = _env(seq=0, t=-1.5e9, step=0, kind="tick", src="cli", body={})
+    assert decode(encode(env), mission="ce6") == env
+    big = _env(seq=2**53, t=1e300, step=2**31)
+    assert decode(encode(big), mission="ce6") == big
