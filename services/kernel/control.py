@@ -10,7 +10,7 @@ import asyncio
 import functools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -194,9 +194,14 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
         await context.abort(grpc.StatusCode.NOT_FOUND, f"no active fault {request.fault_id!r}")
         raise AssertionError("unreachable")
 
-    async def WatchTelemetry(self, request: control_pb2.WatchTelemetryRequest,
-                             context: grpc.aio.ServicerContext,
-                             ) -> AsyncIterator[control_pb2.TelemetryFrame]:
+    # grpc.aio takes a coroutine that writes with context.write for a
+    # server-streaming method; the generated stub knows only iterators.
+    async def WatchTelemetry(  # type: ignore[override]
+            self, request: control_pb2.WatchTelemetryRequest,
+            context: grpc.aio.ServicerContext) -> None:
+        """Stream frames as the steps make them, written with ``context.write``:
+        a coroutine rather than an async generator, so an abort is an ordinary
+        raise and wrappers (metrics, mutation tools) see a plain call."""
         if request.min_interval_s < 0 or not math.isfinite(request.min_interval_s):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_interval_s must be >= 0")
         metrics = self.rt.metrics
@@ -212,7 +217,7 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
                 if frame.mission_time_s - last_t < request.min_interval_s:
                     continue
                 last_t = frame.mission_time_s
-                yield frame
+                await context.write(frame)
                 sent += 1
                 if request.max_frames and sent >= request.max_frames:
                     return
