@@ -8,6 +8,8 @@ docs/reference/change6-timeline.csv unless named otherwise.
 
 from __future__ import annotations
 
+import math
+
 #: Launch, the zero of mission time (timeline row 1). No leap second falls in
 #: the mission, so mission seconds are UTC seconds since this instant.
 LAUNCH_UTC = "2024-05-03T09:27:29Z"
@@ -24,6 +26,8 @@ SAMPLE_MASS_G = 1_935.3
 
 #: IAU mean lunar radius (Archinal et al. 2011, Celest. Mech. Dyn. Astr. 109): 1,737.4 km.
 R_MOON_M = 1_737_400.0
+#: GM of the Moon, DE421 (Folkner et al. 2008, IPN PR 42-178, table 4): 4,902.800 km^3/s^2.
+GM_MOON_M3_S2 = 4.9028000e12
 #: IUGG mean Earth radius R1 (Moritz 2000, "Geodetic Reference System 1980").
 EARTH_MEAN_RADIUS_M = 6_371_008.8
 
@@ -41,3 +45,12 @@ SIZIWANG_REACH_M = 200_000.0
 #: (row 21), landing at Siziwang (row 31).
 REAL_UTC = {"lunar_touchdown": "2024-06-01T22:23:16Z", "docking": "2024-06-06T06:48:00Z",
             "earth_landing": "2024-06-25T06:07:00Z"}
+
+
+def central_angle_rad(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_deg: float) -> float:
+    """The great-circle angle between two points (haversine): how tests measure
+    distances on a sphere, independently of the frames code they check."""
+    p1, p2 = math.radians(lat1_deg), math.radians(lat2_deg)
+    dl = math.radians(lon2_deg - lon1_deg)
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2.0 * math.asin(min(1.0, math.sqrt(h)))

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.text import Text
 
 from services.cli.grpc_client import ClockClient
+from services.cli.output import say
 from services.cli.progress import mission_time, short_utc
 from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.twin_pb import clock_pb2
@@ -92,7 +93,7 @@ class WaitProgress:
         if self._live is not None:
             self._live.update(Text(line, no_wrap=True, overflow="ellipsis"))
         elif elapsed_s - self._last_plain >= PLAIN_EVERY_S:
-            self.console.print(line, highlight=False, soft_wrap=True)
+            say(self.console, line)
             self._last_plain = elapsed_s
 
     def __enter__(self) -> Self:

@@ -144,17 +144,6 @@ class TwinChannels:
         except grpc.aio.AioRpcError as exc:
             raise _translate(self.endpoints[service], exc) from exc
 
-    async def is_serving(self, service: str, timeout_s: float | None = None) -> bool:
-        """True when the service's overall health status is SERVING."""
-        stub = health_pb2_grpc.HealthStub(self.channel(service))
-        try:
-            reply = await self._call(
-                service, stub.Check, health_pb2.HealthCheckRequest(service=""), timeout_s
-            )
-        except TwinRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
     async def wait_serving(self, service: str) -> None:
         """Return as soon as the service's overall health is SERVING.
 

@@ -40,7 +40,8 @@ def subject_matches(pattern: str, subject: str) -> bool:
 
 
 class Bus:
-    def __init__(self, mission: str, source: str, metrics: Metrics) -> None:
+    def __init__(self, mission: str, source: str, metrics: Metrics,
+                 on_failure: Callable[[str, BaseException], None]) -> None:
         self.mission, self.source = mission, source
         self.subjects = Subjects(mission)
         self.metrics = metrics
@@ -55,9 +56,8 @@ class Bus:
         self.closing = False
         self.js: JetStreamContext | None = None
         self._labels = metrics.labels()
-        #: Called when a handler raises (the runtime stops the service); until
-        #: a runtime sets it, the failure is only counted.
-        self.on_failure: Callable[[str, BaseException], None] = self._count_failure
+        #: Called when a handler raises: the runtime counts it and stops the service.
+        self.on_failure = on_failure
         # twin_bus_messages_out's counts by kind, added to in place (HotCounter.inc
         # without its call: a dozen messages a step).
         self._out_counts = metrics.bus_out.values
@@ -95,9 +95,6 @@ class Bus:
             await self.js.add_stream(cfg)
         except Exception:
             await self.js.update_stream(cfg)
-
-    def _count_failure(self, where: str, exc: BaseException) -> None:
-        self.metrics.failures.labels(*self._labels, where).inc()
 
     def next_seq(self, kind: str) -> int:
         return (self.control_seq if kind in CONTROL_KINDS

@@ -31,7 +31,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.dynamics.links import NO_LINK, Link
+from services.dynamics.links import NO_LINK, Link, link_for, moon_eci_m
 from services.kernel.outbox import Outbox, Summary
 
 # One CCSDS TM transfer frame of 1,115 octets (the length used with
@@ -247,8 +247,6 @@ def frame_body(s: Summary) -> dict[str, Any]:
 
 
 def r_eci_of(s: Summary, t_s: float) -> tuple[float, float, float]:
-    from services.dynamics.links import moon_eci_m
-
     r = s.r_m
     if s.frame == "MCI" or (s.frame != "ECI" and s.central_body == "moon"):
         m = moon_eci_m(t_s)
@@ -281,8 +279,6 @@ def downlink_of(core: Radio) -> Downlink:
 def run_downlink(core: Radio, t_from: float, t_to: float, out: Outbox) -> Downlink | None:
     """Record this step's frame and send what the path allows. A core with no
     body of its own (stowed, or gone) records and sends nothing."""
-    from services.dynamics.links import link_for
-
     s = core.summary()
     if not s.central_body:
         return core.downlink

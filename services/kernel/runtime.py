@@ -60,7 +60,7 @@ class ServiceRuntime:
         self.name = config.service
         self.registry = registry
         self.metrics = Metrics(config.mission_id, config.service, registry)
-        self.bus = Bus(config.mission_id, config.service, self.metrics)
+        self.bus = Bus(config.mission_id, config.service, self.metrics, self.fail)
         self.subjects = self.bus.subjects
         self.inbox = Inbox()
         self.outbox = Outbox()
@@ -90,7 +90,6 @@ class ServiceRuntime:
         self._metrics_phase = ""
         self.link_metrics = LinkMetrics()
         self._stopped = False
-        self.bus.on_failure = self.fail
         self._ack_subject = self.subjects.ack(self.name)
         self._tm_subject = self.subjects.telemetry(self.name)
 
@@ -101,7 +100,6 @@ class ServiceRuntime:
                 *getattr(self.core, "extra_subjects", lambda s: [])(self.subjects)]
 
     def add_servicers(self, server: grpc.aio.Server) -> list[str]:
-
         control_pb2_grpc.add_VehicleControlServicer_to_server(ControlServicer(self), server)
         return [control_pb2.DESCRIPTOR.services_by_name["VehicleControl"].full_name]
 
@@ -161,7 +159,7 @@ class ServiceRuntime:
         """An exception escaped a handler or the clock: count it, keep the first,
         and stop the service. Its state may be half-updated, so stepping on
         would run the mission on wrong; the process exits non-zero
-        (EXIT_FAILED) and the supervisor names it."""
+        (EXIT_SERVICE_FAILED) and the supervisor names it."""
         self.metrics.failures.labels(*self.metrics.labels(), where).inc()
         log.error("service failed, stopping", exc_info=exc, extra={"where": where})
         if self.failure is None:
@@ -372,7 +370,6 @@ class ServiceRuntime:
 
     def _feed_watchers(self, s: Any, step: int, t: float) -> None:
         """One frame to every WatchTelemetry stream (the caller checks there is one)."""
-
         frame = frame_from_summary(self.name, s, step, t)
         for q in self.watchers:
             if not q.full():  # a slow watcher misses frames rather than stalling the clock
@@ -451,7 +448,7 @@ def telemetry_frame(s: Any, step: int, t: float) -> list[Any]:
 
 # --- process entry point ------------------------------------------------------
 #: Exit status of a service stopped by an exception (BSD sysexits EX_SOFTWARE).
-EXIT_FAILED = 70
+EXIT_SERVICE_FAILED = 70
 
 
 def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -> None:
@@ -488,4 +485,4 @@ async def _main(rt: ServiceRuntime) -> None:
         with contextlib.suppress(Exception):
             await rt.stop()
     if rt.failure is not None:
-        raise SystemExit(EXIT_FAILED)
+        raise SystemExit(EXIT_SERVICE_FAILED)

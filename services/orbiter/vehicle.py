@@ -206,7 +206,7 @@ class OrbiterCore(VehicleCore):
         f = self._fly()
         frame, dv = _burn_vector(command, "delta_v_m_s", "the delta-v")
         dv_inertial = inertial_from_rtn(f.r_m, f.v_m_s, dv) if frame == "RTN" else dv
-        label = f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
+        label = self._command_label(command)
         got = self._impulse(dv_inertial, label, t, out)
         self._event(out, "commanded_burn", t, burn=label, frame=frame,
                     dv_m_s=got, **self._orbit_values(f))
@@ -215,7 +215,7 @@ class OrbiterCore(VehicleCore):
         frame, direction = _burn_vector(command, "direction", "the thrust direction")
         duration = _number(command, "duration_s")
         throttle = _number(command, "thrust_n") / design.MAIN_ENGINE.max_thrust_n
-        label = f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
+        label = self._command_label(command)
         engine, m0 = design.MAIN_ENGINE, self.mass_kg()
         burnt_kg = duration * engine.mass_flow_kg_s(throttle * engine.max_thrust_n)
         planned_dv = engine.v_e_m_s * math.log(m0 / max(m0 - burnt_kg, self._dry_for_burn_kg()))
@@ -223,6 +223,10 @@ class OrbiterCore(VehicleCore):
                        "planned_dv_m_s": planned_dv, "m0": 0.0, "started": False, "late_s": 0.0,
                        "steer": {"frame": frame, "direction": direction.tolist()},
                        "throttle": throttle}
+
+    def _command_label(self, command: dict[str, Any]) -> str:
+        """An operator burn's name in events: its command id, else its ordinal."""
+        return f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
 
     def _orbit_values(self, f: Flight) -> dict[str, float]:
         if f.central != "moon":

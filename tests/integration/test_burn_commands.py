@@ -23,14 +23,11 @@ from services.kernel.envelope import decode
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.kernel.twin_pb.common_pb2 import Vector3
 from services.local.inproc import LocalTwin
+from tests.authorities import GM_MOON_M3_S2, R_MOON_M
 from tests.integration.twin_helpers import nominal_until
 
 pytestmark = pytest.mark.slow
 
-#: GM of the Moon, DE421 (Folkner et al. 2008, IPN PR 42-178, table 4): 4,902.800 km^3/s^2.
-GM_MOON_M3_S2 = 4.9028000e12
-#: IAU mean lunar radius used for altitudes (Archinal et al. 2011): 1,737.4 km.
-R_MOON_M = 1_737_400.0
 #: Paused after LOI (2024-05-08 ~02:12-02:27) and ICUBE-Q (08:00), before the
 #: first orbit adjustment (2024-05-10): the capture orbit, coasting.
 PAUSE_AT_UTC = "2024-05-08T12:00:00Z"

@@ -3,7 +3,7 @@
 Before, `Bus.subscribe` logged a handler's exception and went on: a vehicle
 whose step raised never acknowledged it, its state half-updated, while the
 service kept serving gRPC as if healthy. Now it stops, and the process exits
-with EXIT_FAILED so the supervisor (or Kubernetes) names it.
+with EXIT_SERVICE_FAILED so the supervisor (or Kubernetes) names it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from services.ground.service import GroundRuntime
 from services.kernel.config import VEHICLES, ServiceConfig
 from services.kernel.outbox import Outbox
-from services.kernel.runtime import EXIT_FAILED
+from services.kernel.runtime import EXIT_SERVICE_FAILED
 from services.kernel.vehicle import VehicleCore
 from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import chatty, plan
@@ -103,7 +103,7 @@ async def test_a_failed_service_process_exits_non_zero_saying_why(
             proc.kill()
             await proc.wait()
         await ground.stop()
-    assert code == EXIT_FAILED, log[-3000:]
+    assert code == EXIT_SERVICE_FAILED, log[-3000:]
     assert "service failed" in log and "ZeroDivisionError" in log, log[-3000:]
 
 

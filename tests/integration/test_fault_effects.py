@@ -30,11 +30,10 @@ from services.kernel.envelope import decode
 from services.kernel.natsd import NatsServer
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.local.inproc import LocalTwin
+from tests.authorities import R_MOON_M
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-#: IAU mean lunar radius (Archinal et al. 2011): 1,737.4 km.
-R_MOON_M = 1_737_400.0
 #: CE-6 site (LROC, reference timeline row 14): the twin's landing target.
 SITE_LAT_DEG, SITE_LON_DEG, SITE_HEIGHT_M = -41.6385, -153.9852, -5_256.0
 #: Full thrust of the lander's variable engine and of the ascender's (CNSA).

@@ -23,12 +23,18 @@ from services.ground.vehicle import GroundCore
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope
 from services.local.simloop import SimLoop
-from tests.authorities import LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG, LAUNCH_UTC, R_MOON_M
+from tests.authorities import (
+    GM_MOON_M3_S2,
+    LANDING_SITE_LAT_DEG,
+    LANDING_SITE_LON_DEG,
+    LAUNCH_UTC,
+    R_MOON_M,
+    central_angle_rad,
+)
 
 SEED = 6
-#: DE421 GM of the Moon (Folkner et al. 2008) and the 200 km parking orbit
-#: (reference, "Parking orbit"): one revolution of the stack, 7,652 s.
-GM_MOON_M3_S2 = 4.9028e12
+#: The 200 km parking orbit (reference, "Parking orbit"): one revolution of
+#: the stack about the DE421 Moon, 7,652 s.
 PARKING_HEIGHT_M = 200_000.0
 ORBIT_S = 2.0 * math.pi * math.sqrt((R_MOON_M + PARKING_HEIGHT_M) ** 3 / GM_MOON_M3_S2)
 NOMINAL_PDI = datetime(2024, 6, 1, 22, 9, tzinfo=UTC)  # reference timeline row 13
@@ -55,13 +61,6 @@ def _one(events: list[Envelope], name: str) -> Envelope:
     return found
 
 
-def _from_site_m(lat_deg: float, lon_deg: float) -> float:
-    p1, p2 = math.radians(lat_deg), math.radians(LANDING_SITE_LAT_DEG)
-    dl = math.radians(lon_deg - LANDING_SITE_LON_DEG)
-    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2.0 * R_MOON_M * math.asin(math.sqrt(h))
-
-
 @pytest.fixture(scope="module")
 def flights() -> tuple[list[Envelope], list[Envelope]]:
     return _fly(NOMINAL_PDI), _fly(NOMINAL_PDI + timedelta(seconds=round(ORBIT_S)))
@@ -73,7 +72,9 @@ def test_pdi_one_orbit_later_lands_one_orbit_later_at_the_same_site(
     shift_s = _one(later, "lunar_touchdown").t - _one(nominal, "lunar_touchdown").t
     assert shift_s == pytest.approx(round(ORBIT_S), abs=1.0)
     touchdown = _one(later, "lunar_touchdown").body
-    assert _from_site_m(touchdown["lat_deg"], touchdown["lon_deg"]) <= SITE_RADIUS_M
+    miss_m = R_MOON_M * central_angle_rad(touchdown["lat_deg"], touchdown["lon_deg"],
+                                          LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG)
+    assert miss_m <= SITE_RADIUS_M
 
 
 def test_the_orbiter_aims_at_the_plans_pdi_so_no_plane_change_is_left(

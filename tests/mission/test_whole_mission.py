@@ -39,6 +39,7 @@ from tests.authorities import (
     SIZIWANG_REACH_M,
     SIZIWANG_SEAT_LAT_DEG,
     SIZIWANG_SEAT_LON_DEG,
+    central_angle_rad,
 )
 
 # The first test pays for both runs (a module fixture): allow for two slow ones.
@@ -114,13 +115,6 @@ def _events(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [e for e in report["events"] if e["name"] == name]
 
 
-def _central_angle_rad(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dl = math.radians(lon2 - lon1)
-    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2.0 * math.asin(min(1.0, math.sqrt(h)))
-
-
 def test_the_mission_finishes_with_every_required_event(runs: Any) -> None:
     _, report, _ = runs
     assert report["clock"]["mode"] == "finished"
@@ -132,7 +126,7 @@ def test_the_mission_finishes_with_every_required_event(runs: Any) -> None:
 def test_lunar_touchdown_within_100_m_of_the_lroc_site(runs: Any) -> None:
     _, report, _ = runs
     (touchdown,) = _events(report, "lunar_touchdown")
-    miss_m = R_MOON_M * _central_angle_rad(touchdown["lat_deg"], touchdown["lon_deg"],
+    miss_m = R_MOON_M * central_angle_rad(touchdown["lat_deg"], touchdown["lon_deg"],
                                            LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG)
     assert miss_m <= TOUCHDOWN_RADIUS_M, f"touchdown {miss_m:.0f} m from the site"
 
@@ -147,7 +141,7 @@ def test_returner_lands_at_siziwang_with_the_whole_sample(runs: Any) -> None:
     _, report, _ = runs
     returner = report["final"]["returner"]
     assert returner["landed"] is True
-    from_seat_m = EARTH_MEAN_RADIUS_M * _central_angle_rad(
+    from_seat_m = EARTH_MEAN_RADIUS_M * central_angle_rad(
         returner["lat_deg"], returner["lon_deg"], SIZIWANG_SEAT_LAT_DEG, SIZIWANG_SEAT_LON_DEG)
     assert from_seat_m <= SIZIWANG_REACH_M, f"landed {from_seat_m / 1000:.1f} km from Wulanhua"
     assert returner["sample_mass_g"] == pytest.approx(SAMPLE_MASS_G, abs=SAMPLE_TOLERANCE_G)
