@@ -1,12 +1,12 @@
 """The lock-step mission clock, authority side (run by ground).
 
 Step ``k`` goes: tick ``(k, t_from, t_to, expect)`` -> every live service
-applies what was published before step ``k``, advances to ``t_to``, publishes
-and acknowledges with the largest next step it accepts -> when every ack is in,
-ground applies the step's messages to its own state and issues what the flight
-plan makes due -> step ``k + 1``. The next ``t_to`` is the smallest of: the
-acks' largest steps, the next scheduled flight-plan instant, a run-until target
-and the end of the mission, so the clock stops exactly on scheduled events.
+takes the step by the step rule (services/kernel/steprule.py) and acknowledges
+with the largest next step it accepts -> when every ack is in, ground takes the
+step by the same rule, last, issuing what the flight plan makes due -> step
+``k + 1``. The next ``t_to`` is the smallest of: the acks' largest steps, the
+next scheduled flight-plan instant, a run-until target and the end of the
+mission, so the clock stops exactly on scheduled events.
 
 A service that stops acknowledging is reported (metric, log, ClockState) and
 the tick is sent again; the clock waits for it instead of running on.
@@ -17,20 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from services.kernel.envelope import Envelope
-from services.kernel.runtime import ServiceRuntime, step_after
-from services.kernel.vehicle import PROMPT_STEP_S
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.steprule import FIRST_STEP_S, next_max_dt, next_t_to, take_step
 
 log = logging.getLogger("twin.clock")
 
-MIN_STEP_S = 1e-3  # the shortest step the clock makes, mission seconds
-FIRST_STEP_S = 1.0
 # Wall seconds between roll calls while waiting for services. A roll call goes
 # out on this period only: a hello wakes the clock to see who is there but calls
 # no new roll, since every present service answers each roll (a roll per hello
@@ -80,10 +77,10 @@ class ClockAuthority:
         self._paused = start_paused
         self._step_budget: int | None = None
         self._acks: set[str] = set()  # who has acknowledged the current step
-        # What the current step's acks said, gathered as they come: the smallest
-        # of their largest steps, what they published (for the next tick's
-        # expect), and whether one must act on a message at once.
-        self._ack_max_dt = math.inf
+        # What the current step's acks said, gathered as they come: their largest
+        # steps, what they published (for the next tick's expect), and whether
+        # one must act on a message at once.
+        self._ack_dts: list[float] = []
         self._ack_pub: dict[str, int] = {}
         self._ack_prompt = False
         self._ack_step = -1
@@ -135,8 +132,7 @@ class ClockAuthority:
                         extra={"peer": src, "step": self._ack_step, "body": repr(body)[:200]})
             return
         acks.add(src)
-        if 0.0 < dt < self._ack_max_dt:  # also false for nan; inf is no limit
-            self._ack_max_dt = dt
+        self._ack_dts.append(dt)
         if pub:
             sums = self._ack_pub
             for s, n in pub.items():
@@ -274,11 +270,9 @@ class ClockAuthority:
         return True
 
     def _next_t_to(self, t_from: float) -> float:
-        limit = min(self._max_dt, self.plan.next_stop_after(t_from) - t_from,
-                    self.plan.end_t_s - t_from)
-        if self.status.run_until_t_s > t_from:
-            limit = min(limit, self.status.run_until_t_s - t_from)
-        return t_from + max(limit, MIN_STEP_S)
+        plan = self.plan
+        return next_t_to(t_from, self._max_dt, plan.next_stop_after(t_from), plan.end_t_s,
+                         self.status.run_until_t_s)
 
     async def _pace(self, t_to: float) -> bool:
         """Wait until `t_to` is due at the warp; False when a change (a control
@@ -302,7 +296,7 @@ class ClockAuthority:
     async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
         rt = self.rt
         self._acks, self._ack_step = set(), step
-        self._ack_max_dt, self._ack_pub, self._ack_prompt = math.inf, {}, False
+        self._ack_dts, self._ack_pub, self._ack_prompt = [], {}, False
         self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
         data = await rt.bus.send(self._tick_subject, "tick",
@@ -314,18 +308,18 @@ class ClockAuthority:
         if self.status.waiting_for:
             self._acks_complete_again(step)
         rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
-        pub, max_dt = self._ack_pub, self._ack_max_dt
-        if pub or rt.inbox.held:  # most steps of a coast bring ground nothing to apply
-            await rt.deliver_inbox(step, rt.expected_for_me(pub) if pub else pub)
-        ground_dt = step_after(rt.core, t_from, t_to, rt.outbox)
+        pub = self._ack_pub
+        # Ground takes the step last: what the vehicles published in it too.
+        held = (await rt.collect(step, rt.expected_for_me(pub) if pub else pub)
+                if pub or rt.inbox.held else ())  # most steps of a coast bring ground nothing
+        ground_dt = take_step(rt.core, held, t_from, t_to, rt.outbox)
         rt.step, rt.t_s = step, t_to
         own = await rt.flush_outbox(step, t_to)
         for subject, n in own.items():
             pub[subject] = pub.get(subject, 0) + n
         self._expect_next = pub
-        if rt.last_prompt or self._ack_prompt:
-            max_dt = min(max_dt, PROMPT_STEP_S)  # someone must act on a message: PROMPT_TYPES
-        self._max_dt = max(min(ground_dt, max_dt), MIN_STEP_S)
+        self._max_dt = next_max_dt((*self._ack_dts, ground_dt),
+                                   rt.last_prompt or self._ack_prompt)
 
     def _acks_complete_again(self, step: int) -> None:
         """Every ack is in after the watchdog reported some overdue."""

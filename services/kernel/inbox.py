@@ -3,8 +3,9 @@
 NATS delivers messages from different connections in a different interleaving
 on every run, and a client dispatches each subscription on its own task. So a
 receiver never applies a message when it arrives. It buffers it, and at the
-start of step ``k`` applies everything published during steps before ``k``,
-sorted by (mission time, source, sequence). The tick of step ``k`` says how
+start of step ``k`` hands everything published during steps before ``k`` to the
+step rule (services/kernel/steprule.py), which applies it in (mission time,
+source, sequence) order. The tick of step ``k`` says how
 many messages were published on each subject during step ``k - 1``; the
 receiver waits until it holds that many before it applies them, so a message
 still on its way cannot slip into a later step.
@@ -55,14 +56,14 @@ class Inbox:
         return {}
 
     def take(self, up_to_step: int) -> list[Envelope]:
-        """Remove and return the messages of steps <= ``up_to_step``, in apply order."""
+        """Remove and return the messages of steps <= ``up_to_step``, in arrival
+        order (the step rule, services/kernel/steprule.py, orders them)."""
         ready = [e for e in self.held if e.step <= up_to_step]
         if not ready:
             return []
         self.held = [e for e in self.held if e.step > up_to_step]
         for step in [s for s in self._counts if s <= up_to_step]:
             del self._counts[step]
-        ready.sort(key=lambda e: e.order_key)
         return ready
 
     def __len__(self) -> int:

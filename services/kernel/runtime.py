@@ -34,6 +34,7 @@ from services.kernel.errors import ConfigError, TwinError
 from services.kernel.inbox import Inbox
 from services.kernel.logs import setup_logging
 from services.kernel.metrics import Metrics, serve_metrics
+from services.kernel.steprule import take_step
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
 from services.kernel.vehicle import Outbox, VehicleCore
 
@@ -219,9 +220,9 @@ class ServiceRuntime:
             return
         t_from, t_to = float(body["t_from"]), float(body["t_to"])
         expect = body.get("expect")
-        if expect or self.inbox.held:  # most steps of a coast bring nothing to apply
-            await self.deliver_inbox(step - 1, self.expected_for_me(expect) if expect else {})
-        max_dt = step_after(core, t_from, t_to, self.outbox)
+        held = (await self.collect(step - 1, self.expected_for_me(expect) if expect else {})
+                if expect or self.inbox.held else ())  # most steps of a coast bring nothing
+        max_dt = take_step(core, held, t_from, t_to, self.outbox)
         self.step, self.t_s = step, t_to
         pub = await self.flush_outbox(step, t_to)
         # The common ack is as small as the floor's; ``pub`` and ``prompt`` only
@@ -233,15 +234,14 @@ class ServiceRuntime:
             ack["prompt"] = True
         self._last_ack = await self.bus.send(self._ack_subject, "ack", ack, t_to, step)
 
-    async def deliver_inbox(self, prev_step: int, expect: dict[str, int]) -> None:
-        """Apply everything published up to ``prev_step``, in deterministic order."""
+    async def collect(self, last_step: int, expect: dict[str, int]) -> list[Envelope]:
+        """The messages published up to ``last_step`` (for the step rule to apply),
+        once every one ``expect`` counts has arrived."""
         if expect:
-            missing = await self.inbox.wait_for(prev_step, expect, DELIVERY_TIMEOUT_S)
+            missing = await self.inbox.wait_for(last_step, expect, DELIVERY_TIMEOUT_S)
             if missing:
-                log.error("messages never arrived", extra={"step": prev_step, "missing": missing})
-        if self.inbox.held:
-            for msg in self.inbox.take(prev_step):
-                self.core.apply(msg, self.outbox)
+                log.error("messages never arrived", extra={"step": last_step, "missing": missing})
+        return self.inbox.take(last_step) if self.inbox.held else []
 
     async def flush_outbox(self, step: int, t: float) -> dict[str, int]:
         """Publish what the step wrote and add the step's truth-telemetry frame to
@@ -407,27 +407,6 @@ _VALUE_GAUGES = (
     ("heat_flux_w_m2", "heat_flux", 1.0),
     ("backlog_frames", "backlog", 1.0),
 )
-
-
-def step_after(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> float:
-    """One step of a core as every driver runs it: fault events, advance, run the
-    time-tagged commands now due, on-board comms; the next step stops on the next
-    tag or fault end.
-
-    Nearly every step has no fault and no time-tagged command: the hooks that
-    would find nothing to do are not called then (this is where that is
-    checked; each call is about a per cent of the lock-step's instructions)."""
-    if core.faults or core.cleared_faults:
-        core.note_faults(t_from, out)
-    max_dt = core.advance(t_from, t_to, out)
-    if core.timed:
-        core.run_timed(t_to, out)
-    core.after_step(t_from, t_to, out)
-    if core.faults or core.timed:
-        nxt = core.next_timed_s()
-        if nxt is not None and nxt > t_to:
-            max_dt = min(max_dt, nxt - t_to)
-    return max_dt
 
 
 #: The fields of a truth-telemetry frame, in the order every frame lists them.

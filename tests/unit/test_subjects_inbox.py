@@ -1,4 +1,4 @@
-"""Subject scheme and the deterministic inbox."""
+"""Subject scheme, the deterministic inbox, and the step rule's message order."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from services.kernel.bus import subject_matches
 from services.kernel.envelope import Envelope
 from services.kernel.inbox import Inbox
+from services.kernel.steprule import in_order
 from services.kernel.subjects import Subjects
 
 
@@ -45,7 +46,7 @@ async def test_inbox_orders_by_time_source_sequence_and_keeps_later_steps() -> N
     for env in [_e("relay", 2, 5.0, 1), _e("lander", 4, 5.0, 1), _e("lander", 3, 4.0, 1),
                 _e("orbiter", 1, 1.0, 2)]:
         box.add(env, "twin.m.xfer.x")
-    taken = box.take(1)
+    taken = in_order(box.take(1))
     assert [(e.src, e.seq) for e in taken] == [("lander", 3), ("lander", 4), ("relay", 2)]
     assert len(box) == 1
 
@@ -58,7 +59,7 @@ async def test_inbox_orders_same_time_same_source_by_sequence_whatever_the_arriv
         box = Inbox()
         for env in arrival:
             box.add(env, "twin.m.cmd.lander")
-        assert [e.seq for e in box.take(1)] == [7, 8, 9], arrival
+        assert [e.seq for e in in_order(box.take(1))] == [7, 8, 9], arrival
 
 
 async def test_inbox_waits_for_messages_still_on_their_way() -> None:

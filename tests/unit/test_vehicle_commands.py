@@ -7,7 +7,7 @@ import orjson
 from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.runtime import step_after
+from services.kernel.steprule import advance as step_after
 from services.kernel.vehicle import COAST_STEP_S, Outbox, VehicleCore
 from services.local.simloop import SimLoop
 

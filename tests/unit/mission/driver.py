@@ -1,8 +1,10 @@
 """Drive one vehicle core through the clock protocol with hand-made messages.
 
-The same semantics as the runtime and SimLoop (messages are applied at the
-start of a step, the step length is what the core accepted last), but with
-the other vehicles replaced by messages the test writes: fast and explicit.
+Each step is taken by the step rule (services/kernel/steprule.py), as the
+services and SimLoop take it, so faults, time-tagged commands and the
+on-board downlink run as in flight; the step length is what the core accepted
+last. The other vehicles are replaced by messages the test writes: fast and
+explicit.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.kernel.envelope import Envelope
+from services.kernel.steprule import take_step
 from services.kernel.vehicle import Outbox, Outgoing, VehicleCore
 
 
@@ -36,11 +39,9 @@ class Drive:
 
     def step(self) -> None:
         out = Outbox()
-        for msg in sorted(self.pending, key=lambda e: e.order_key):
-            self.core.apply(msg, out)
-        self.pending = []
+        held, self.pending = self.pending, []
         t_to = self.t_s + self.dt_s
-        self.dt_s = self.core.advance(self.t_s, t_to, out)
+        self.dt_s = take_step(self.core, held, self.t_s, t_to, out)
         assert self.dt_s > 0.0 and math.isfinite(self.dt_s)
         self.steps += 1
         self.t_s = t_to
