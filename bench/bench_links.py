@@ -20,7 +20,7 @@ from services.dynamics.kepler import Elements, propagate_kepler, rv_from_element
 from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.downlink import run_downlink
+from services.kernel.radio import run_downlink
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 from services.local.simloop import SimLoop
 from services.relay.vehicle import RelayCore

@@ -26,6 +26,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
 #: Generated code imports itself relatively and nothing of ours.
 SKIP = ("services.kernel.twin_pb",)
+#: The modelled comms, one concern a module, and which of the others each may
+#: import: the vehicle's side (recorder, then the radio that runs it each
+#: step) and ground's (archive, then the telecommands routed by it) never
+#: import each other; the metrics read the recorder's figures.
+COMMS_IMPORTS = {
+    "services.kernel.recorder": set(),
+    "services.kernel.radio": {"services.kernel.recorder"},
+    "services.kernel.archive": set(),
+    "services.kernel.telecommand": {"services.kernel.archive"},
+    "services.kernel.linkmetrics": {"services.kernel.recorder"},
+}
+#: What runs the comms: the comms import none of it (they stay pure, and the
+#: vehicle core and the runtime import them).
+COMMS_RUNNERS = {"services.kernel.vehicle", "services.kernel.runtime", "services.kernel.bus",
+                 "services.kernel.clock", "services.kernel.downlink"}
 
 
 def _layer(module: str) -> tuple[int, str]:
@@ -135,6 +150,37 @@ def test_every_import_goes_down_a_layer_or_stays_in_its_package() -> None:
 
 def test_no_two_modules_import_each_other_even_lazily() -> None:
     assert cycles(import_graph()) == []
+
+
+def comms_violations(graph: Mapping[str, set[str]]) -> list[str]:
+    """Imports between the comms modules outside :data:`COMMS_IMPORTS`, and
+    imports of what runs them."""
+    bad = []
+    for module, allowed in COMMS_IMPORTS.items():
+        imported = graph.get(module, set())
+        for target in sorted(imported & (set(COMMS_IMPORTS) | COMMS_RUNNERS) - allowed):
+            bad.append(f"{module} imports {target}")
+    return bad
+
+
+def test_the_comms_modules_import_one_way() -> None:
+    graph = import_graph()
+    assert set(COMMS_IMPORTS) <= set(graph), "a comms module was renamed: update COMMS_IMPORTS"
+    assert comms_violations(graph) == []
+
+
+@pytest.mark.parametrize(("graph", "expected"), [
+    ({"services.kernel.recorder": {"services.kernel.radio"}},
+     ["services.kernel.recorder imports services.kernel.radio"]),
+    ({"services.kernel.archive": {"services.kernel.telecommand", "services.kernel.envelope"}},
+     ["services.kernel.archive imports services.kernel.telecommand"]),
+    ({"services.kernel.radio": {"services.kernel.recorder", "services.kernel.vehicle"}},
+     ["services.kernel.radio imports services.kernel.vehicle"]),
+    ({"services.kernel.telecommand": {"services.kernel.archive", "services.kernel.outbox"}}, []),
+])
+def test_the_comms_check_sees_imports_against_the_grain(
+        graph: dict[str, set[str]], expected: list[str]) -> None:
+    assert comms_violations(graph) == expected
 
 
 @pytest.mark.parametrize(("graph", "expected"), [

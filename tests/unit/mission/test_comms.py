@@ -22,8 +22,10 @@ from services.dynamics.links import Link
 from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import parse_plan
 from services.ground.vehicle import GroundCore
-from services.kernel.downlink import FRAME_BITS, Downlink, FrameArchive, GroundLinks
+from services.kernel.archive import FrameArchive
 from services.kernel.envelope import Envelope
+from services.kernel.recorder import FRAME_BITS, Downlink
+from services.kernel.telecommand import GroundLinks
 from services.kernel.vehicle import Outbox
 
 TOUCHDOWN_S = mission_s_from_utc("2024-06-01T22:23:16Z")
@@ -131,7 +133,7 @@ def test_ground_holds_frames_until_their_light_time_has_passed() -> None:
                    "sent_at_s": 100.0, "deliver_at_s": 101.3})
     assert g.deliver(101.0) == 0
     assert g.deliver(101.3) == 1
-    assert g.archives["orbiter"].received == 1
+    assert g.heard.archives["orbiter"].received == 1
 
 
 # --- Link geometry ----------------------------------------------------------------------
