@@ -1,12 +1,14 @@
 """The ascender's plans: ascent plane, four phasing burns, the aim point, deorbit.
 
-The orbiter's state is known from the newest ``orbiter_state`` (or the one the
-lander forwarded from separation) and predicted with the full lunar force
-model. Phasing uses ``guidance.rendezvous.plan_phasing`` (two-body) for M1-M3
-with an aim-time window, and re-plans M4 on board as a Lambert arc shot
-through the perturbed model onto the aim point (50 km ahead of and 10 km
-above the orbiter, reference timeline rows 20-21), which also removes what
-J2 and the Earth did to M1-M3.
+The orbiter's state is the OR stack's at the LA stack's separation, which the
+lander forwards in the ascender's hand-over, predicted with the full lunar
+force model: the orbiter coasts from separation until its closing approach
+(no burn in between), so the prediction is what it flies. Phasing uses
+``guidance.rendezvous.plan_phasing`` (two-body) for M1-M3 with an aim-time
+window, and re-plans M4 on board as a Lambert arc shot through the perturbed
+model onto the aim point (50 km ahead of and 10 km above the orbiter,
+reference timeline rows 20-21), which also removes what J2 and the Earth did
+to M1-M3.
 
 Deorbit (choice; the CE-6 ascender's impact point is unpublished, CE-5's
 was near 30 S, 0 E): at the next apolune after the command, a retrograde

@@ -28,6 +28,17 @@ from services.dynamics.kepler import elements_from_rv
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
+from services.kernel.messages import (
+    Docked,
+    Handover,
+    HandoverAck,
+    SampleAck,
+    SampleHandover,
+    TargetState,
+    Transfer,
+    Undocked,
+    vec3,
+)
 from services.kernel.onboard import (
     Coast,
     FixedPointState,
@@ -39,7 +50,7 @@ from services.kernel.onboard import (
     step_limit,
     utc_arg,
 )
-from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
+from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore, execute_at_s
 
 CONTAINER_ID = "CE6-SC"
 #: Default aim window: docking was at 2024-06-06T06:48Z (timeline row 21) and
@@ -57,89 +68,96 @@ class AscenderCore(VehicleCore):
     name = "ascender"
     fault_kinds = frozenset({"thrust_loss"})
 
+    mass_kg: float
+    dry_mass_kg: float
+    sample_mg: int
+    pad_fixed_m: list[float] | None
+    orbiter: ph.KnownState | None
+    coast: Coast | None
+    ascent: ag.AscentState | None
+    target_normal: list[float] | None
+    burns: list[PlannedBurn]
+    t_aim_s: float | None
+    t_impact_s: float | None
+    impact: dict[str, float]
+    impact_fixed_m: list[float] | None
+    thrust_n: float
+
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         self.phase = "stowed"
         self.mass_kg = 0.0
         self.dry_mass_kg = ag.ASCENDER_DRY_MASS_KG
         self.sample_mg = 0
-        self.pad_fixed_m: list[float] | None = None
-        self.orbiter: ph.KnownState | None = None
-        self.coast: Coast | None = None
-        self.ascent: ag.AscentState | None = None
-        self.target_normal: list[float] | None = None
-        self.burns: list[PlannedBurn] = []
-        self.t_aim_s: float | None = None
-        self.t_impact_s: float | None = None
-        self.impact: dict[str, float] = {}
-        self.impact_fixed_m: list[float] | None = None
+        self.pad_fixed_m = None
+        self.orbiter = None
+        self.coast = None
+        self.ascent = None
+        self.target_normal = None
+        self.burns = []
+        self.t_aim_s = None
+        self.t_impact_s = None
+        self.impact = {}
+        self.impact_fixed_m = None
         self.thrust_n = 0.0
         self._pad = FixedPointState()
 
     # --- messages --------------------------------------------------------------
-    def apply(self, msg: Envelope, out: Outbox) -> None:
-        body, kind = msg.body, msg.body.get("type")
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
-            self.receive_command(body, out)
-        elif msg.kind != "transfer":
-            return
-        elif kind == "sample_handover":
-            self._take_sample(msg, out)
-        elif kind == "handover" and body.get("what") == "ascender":
-            self._take_body(msg, out)
-        elif kind == "orbiter_state":
-            self.orbiter = _known(body)
-        elif kind in ("docked", "stack_state") and self.phase in ("rendezvous", "docked"):
-            self._follow(body, out, docked_now=kind == "docked" and self.phase != "docked")
-        elif kind == "undocked" and self.phase == "docked":
-            self._follow(body, out, docked_now=False)
-            self.phase = "free"
-            out.event(self.name, "ascender_free", self.t_s, **self._here())
-        elif kind == "sample_ack":
-            out.event(self.name, "handover_acknowledged", self.t_s,
-                      handover_id=body.get("handover_id"), by=msg.src)
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        match message:
+            case SampleHandover():
+                self._take_sample(message, msg, out)
+            case Handover(what="ascender"):
+                self._take_body(message, msg, out)
+            case Docked() if self.phase in ("rendezvous", "docked"):
+                self._follow(message, out, docked_now=self.phase != "docked")
+            case Undocked() if self.phase == "docked":
+                self._follow(message, out, docked_now=False)
+                self.phase = "free"
+                out.event(self.name, "ascender_free", self.t_s, **self._here())
+            case SampleAck():
+                out.event(self.name, "handover_acknowledged", self.t_s,
+                          handover_id=message.handover_id, by=msg.src)
 
-    def _take_sample(self, msg: Envelope, out: Outbox) -> None:
-        body = msg.body
-        self.sample_mg += round(float(body["sample_mass_g"]) * 1000.0)
+    def _take_sample(self, sample: SampleHandover, msg: Envelope, out: Outbox) -> None:
+        self.sample_mg += round(sample.sample_mass_g * 1000.0)
         out.event(self.name, "sample_custody", self.t_s, owner="ascender",
-                  sample_mass_g=self.sample_mg / 1000.0, handover_id=body.get("handover_id"),
-                  container_id=body.get("container_id", CONTAINER_ID))
-        out.send("xfer", msg.src, self.t_s, {"type": "sample_ack",
-                                              "handover_id": body.get("handover_id"),
-                                              "sample_mass_g": self.sample_mg / 1000.0})
+                  sample_mass_g=self.sample_mg / 1000.0, handover_id=sample.handover_id,
+                  container_id=sample.container_id)
+        out.transfer(msg.src, self.t_s, SampleAck(handover_id=sample.handover_id,
+                                                  sample_mass_g=self.sample_mg / 1000.0))
 
-    def _take_body(self, msg: Envelope, out: Outbox) -> None:
-        body = msg.body
+    def _take_body(self, h: Handover, msg: Envelope, out: Outbox) -> None:
         if self.phase != "stowed":
             return
-        extra = body.get("extra", {})
-        t = float(body["t_s"])
-        fixed = extra.get("fixed_r_m") or as_list(frames.moon_fixed_from_mci(body["r_m"], t))
+        x = h.extra
+        fixed = x.fixed_r_m or as_list(frames.moon_fixed_from_mci(list(h.r_m), h.t_s))
         self.pad_fixed_m = [float(c) for c in fixed]
-        self.mass_kg = float(body["mass_kg"])
-        self.dry_mass_kg = float(body.get("dry_mass_kg") or ag.ASCENDER_DRY_MASS_KG)
-        if extra.get("orbiter_r_m") is not None and self.orbiter is None:
-            self.orbiter = _known({"r_m": extra["orbiter_r_m"], "v_m_s": extra["orbiter_v_m_s"],
-                                   "t_s": extra["orbiter_t_s"]})
+        self.mass_kg = h.mass_kg
+        self.dry_mass_kg = h.dry_mass_kg or ag.ASCENDER_DRY_MASS_KG
+        # The OR stack as the LA stack knew it at separation: the orbiter coasts
+        # from then until it closes in on the ascender, so the prediction holds.
+        if (x.orbiter_r_m is not None and x.orbiter_v_m_s is not None
+                and x.orbiter_t_s is not None and self.orbiter is None):
+            self.orbiter = ph.KnownState(as_vec(x.orbiter_r_m), as_vec(x.orbiter_v_m_s),
+                                         x.orbiter_t_s)
         self.phase = "on_pad"
         out.event(self.name, "handover_accepted", self.t_s, what="ascender",
-                  handover_id=body.get("handover_id"), **self._here())
-        out.send("xfer", msg.src, self.t_s, {"type": "handover_ack",
-                                              "handover_id": body.get("handover_id"),
-                                              "accepted": True})
+                  handover_id=h.handover_id, **self._here())
+        out.transfer(msg.src, self.t_s, HandoverAck(handover_id=h.handover_id, accepted=True))
 
-    def _follow(self, body: dict[str, Any], out: Outbox, docked_now: bool) -> None:
-        t = float(body.get("t_s", self.t_s))
-        self.coast = Coast(as_vec(body["r_m"]), as_vec(body["v_m_s"]), t)
+    def _follow(self, stack: Docked | Undocked, out: Outbox, docked_now: bool) -> None:
+        self.coast = Coast(as_vec(stack.r_m), as_vec(stack.v_m_s), stack.t_s)
         self.coast.to(self.t_s)
         if docked_now:
             self.phase = "docked"
             out.event(self.name, "ascender_docked", self.t_s, **self._here())
 
     # --- commands ----------------------------------------------------------------
-    def operations(self) -> frozenset[str]:
-        return frozenset({"set_mode", "liftoff", "plan_phasing", "transfer_sample", "deorbit"})
+    def command_table(self) -> dict[str, CommandHandler]:
+        return {**super().command_table(), "liftoff": self._liftoff,
+                "plan_phasing": self._plan_phasing, "transfer_sample": self._transfer_sample,
+                "deorbit": self._plan_deorbit}
 
     def validate(self, command: dict[str, Any]) -> None:
         super().validate(command)
@@ -164,19 +182,6 @@ class AscenderCore(VehicleCore):
         elif op == "deorbit":
             self.check_allowed(("free",), "deorbit")
 
-    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
-        op = command.get("op")
-        if op == "liftoff":
-            self._liftoff(out)
-        elif op == "plan_phasing":
-            self._plan_phasing(command, out)
-        elif op == "transfer_sample":
-            self._transfer_sample(out)
-        elif op == "deorbit":
-            self._plan_deorbit(out)
-        else:
-            super().execute(command, t, out)
-
     def _ascent_config(self) -> ag.AscentConfig:
         assert self.ascent is not None and self.pad_fixed_m is not None
         assert self.target_normal is not None
@@ -192,7 +197,7 @@ class AscenderCore(VehicleCore):
                                site_lon_deg=lon, site_height_m=h, engine=engine,
                                dry_mass_kg=self.dry_mass_kg)
 
-    def _liftoff(self, out: Outbox) -> None:
+    def _liftoff(self, command: dict[str, Any], t_cmd: float, out: Outbox) -> None:
         assert self.pad_fixed_m is not None
         t = self.t_s
         if self.orbiter is not None:
@@ -208,7 +213,7 @@ class AscenderCore(VehicleCore):
         self.phase = "ascent"
         out.event(self.name, "ascent_liftoff", t, **self._here())
 
-    def _plan_phasing(self, command: dict[str, Any], out: Outbox) -> None:
+    def _plan_phasing(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         assert self.coast is not None and self.orbiter is not None
         after = mission_s_from_utc(str(command.get("aim_after_utc", AIM_AFTER_UTC)))
         before = mission_s_from_utc(str(command.get("aim_before_utc", AIM_BEFORE_UTC)))
@@ -222,16 +227,16 @@ class AscenderCore(VehicleCore):
                   burns=[{"burn": b.label, "t_s": round(b.t_s, 3), "dv_m_s": round(b.dv_m_s, 3)}
                          for b in self.burns])
 
-    def _transfer_sample(self, out: Outbox) -> None:
+    def _transfer_sample(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         grams, self.sample_mg = self.sample_mg / 1000.0, 0
         hid = f"sample-{self.t_s:.3f}"
-        out.send("xfer", "orbiter", self.t_s, {
-            "type": "sample_handover", "handover_id": hid, "from": "ascender", "to": "returner",
-            "container_id": CONTAINER_ID, "sample_mass_g": grams})
+        out.transfer("orbiter", self.t_s, SampleHandover(
+            handover_id=hid, from_="ascender", to="returner", container_id=CONTAINER_ID,
+            sample_mass_g=grams))
         out.event(self.name, "sample_custody", self.t_s, owner="ascender", sample_mass_g=0.0,
                   to="returner", handover_id=hid)
 
-    def _plan_deorbit(self, out: Outbox) -> None:
+    def _plan_deorbit(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         assert self.coast is not None
         self.burns = [ph.plan_deorbit(self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s)]
         self.phase = "deorbit"
@@ -246,9 +251,9 @@ class AscenderCore(VehicleCore):
         elif self.coast is not None and self.phase != "impacted":
             self._coast(t_to, out)
         if self.phase == "rendezvous" and self.coast is not None:
-            out.send("xfer", "orbiter", t_to, {
-                "type": "target_state", "r_m": as_list(self.coast.r_mci_m),
-                "v_m_s": as_list(self.coast.v_mci_m_s), "t_s": t_to, "mass_kg": self.mass_kg})
+            out.transfer("orbiter", t_to, TargetState(
+                r_m=vec3(self.coast.r_mci_m), v_m_s=vec3(self.coast.v_mci_m_s), t_s=t_to,
+                mass_kg=self.mass_kg))
         self.run_timed(t_to, out)
         if self.phase == "rendezvous":
             return RENDEZVOUS_STEP_S
@@ -277,7 +282,6 @@ class AscenderCore(VehicleCore):
                   apolune_alt_m=round(el.a_m * (1 + el.e) - R_MOON_M, 1),
                   inclination_deg=round(math.degrees(el.i_rad), 4),
                   burn_s=round(state.cutoff_s - state.liftoff_s, 2), **self._here())
-        out.send("xfer", "orbiter", t_to, {"type": "state_request", "from": self.name})
 
     def _coast(self, t_to: float, out: Outbox) -> None:
         """Coast, stopping inside the step for burns, the aim point, impact."""
@@ -398,40 +402,6 @@ class AscenderCore(VehicleCore):
             values={"thrust_n": self.thrust_n, "propellant_reserve_kg": propellant})
 
     # --- snapshots --------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        a, o = self.ascent, self.orbiter
-        return {**super().snapshot(), "mass_kg": self.mass_kg, "dry_mass_kg": self.dry_mass_kg,
-                "sample_mg": self.sample_mg, "pad_fixed_m": self.pad_fixed_m,
-                "orbiter": None if o is None else {"r_m": as_list(o.r_mci_m),
-                                                   "v_m_s": as_list(o.v_mci_m_s), "t_s": o.t_s},
-                "coast": None if self.coast is None else self.coast.snapshot(),
-                "ascent": None if a is None else {
-                    "t_s": a.t_s, "r": as_list(a.r_mci_m), "v": as_list(a.v_mci_m_s),
-                    "mass_kg": a.mass_kg, "phase": a.phase, "liftoff_s": a.liftoff_s,
-                    "cutoff_s": a.cutoff_s},
-                "target_normal": self.target_normal, "burns": [b.to_json() for b in self.burns],
-                "t_aim_s": self.t_aim_s, "t_impact_s": self.t_impact_s, "impact": self.impact,
-                "impact_fixed_m": self.impact_fixed_m,
-                "thrust_n": self.thrust_n, "timed": self.timed}
+    def restored(self) -> None:
+        self._pad = FixedPointState()
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
-        self.mass_kg, self.dry_mass_kg = float(snap["mass_kg"]), float(snap["dry_mass_kg"])
-        self.sample_mg, self.pad_fixed_m = int(snap["sample_mg"]), snap["pad_fixed_m"]
-        self.orbiter = None if snap["orbiter"] is None else _known(snap["orbiter"])
-        self.coast = None if snap["coast"] is None else Coast.from_snapshot(snap["coast"])
-        a = snap["ascent"]
-        self.ascent = None if a is None else ag.AscentState(
-            float(a["t_s"]), as_vec(a["r"]), as_vec(a["v"]), float(a["mass_kg"]),
-            str(a["phase"]), float(a["liftoff_s"]),
-            None if a["cutoff_s"] is None else float(a["cutoff_s"]))
-        self.target_normal = snap["target_normal"]
-        self.burns = [PlannedBurn.from_json(b) for b in snap["burns"]]
-        self.t_aim_s, self.t_impact_s = snap["t_aim_s"], snap["t_impact_s"]
-        self.impact, self.thrust_n = dict(snap["impact"]), float(snap["thrust_n"])
-        self.impact_fixed_m = snap.get("impact_fixed_m")
-        self.timed = list(snap["timed"])
-
-
-def _known(body: dict[str, Any]) -> ph.KnownState:
-    return ph.KnownState(as_vec(body["r_m"]), as_vec(body["v_m_s"]), float(body["t_s"]))

@@ -15,6 +15,17 @@ Format (JSON)::
 ``after`` names a mission event published by any vehicle, or the id of an
 earlier plan item (seen when it is issued). An item with ``after`` waits on it
 whatever the clock says; ``not_before`` keeps it from running early.
+
+An item may inject a fault instead of sending a command, the test conductor's
+hand rather than a telecommand (so no link, no phase rule delays it)::
+
+    {"id": "loi_weak", "at": "2024-05-08T01:50:00Z", "target": "orbiter",
+     "fault": {"kind": "thrust_loss", "magnitude": 0.05, "duration_s": 3600}}
+
+It reaches the vehicle as the command ``inject_fault`` (services/kernel/
+vehicle.py), with the item's id as the fault id, so a scheduled fault strikes
+at the same step in every run and every driver; gRPC ``InjectFault`` strikes
+when the operator calls.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import orjson
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.config import SERVICE_NAMES
 from services.kernel.errors import FlightPlanError
+from services.kernel.faults import INJECT_FAULT_OP
 
 NOMINAL_PLAN = Path(__file__).parent / "plans" / "nominal.json"
 
@@ -106,9 +118,35 @@ def _with_facts(x: Any, facts: dict[str, Any], where: str) -> Any:
     return {**x, "command": command}
 
 
+def _fault_command(fault: Any, where: str) -> dict[str, Any]:
+    """A plan item's ``fault`` as the command that injects it."""
+    if not isinstance(fault, dict) or not isinstance(fault.get("kind"), str):
+        raise FlightPlanError(where, "fault must be an object with a 'kind'")
+    unknown = set(fault) - {"kind", "magnitude", "duration_s", "subsystem"}
+    if unknown:
+        raise FlightPlanError(where, f"fault has unknown keys {sorted(unknown)}; "
+                              "known: kind, magnitude, duration_s, subsystem")
+    if fault["kind"] == "stall_clock":
+        raise FlightPlanError(where, "stall_clock holds mission time still, so a plan cannot "
+                              "end it: inject it with gRPC InjectFault and end it with ClearFault")
+    try:
+        magnitude = float(fault.get("magnitude", 0.0))
+        duration = float(fault.get("duration_s", 0.0))
+    except (TypeError, ValueError) as exc:
+        raise FlightPlanError(where, "fault magnitude and duration_s must be numbers") from exc
+    if not math.isfinite(magnitude) or not math.isfinite(duration) or duration < 0:
+        raise FlightPlanError(where, "fault magnitude must be finite and duration_s >= 0")
+    return {"op": INJECT_FAULT_OP, "kind": fault["kind"], "magnitude": magnitude,
+            "duration_s": duration, "subsystem": str(fault.get("subsystem", ""))}
+
+
 def _item(x: Any, where: str) -> PlanItem:
     if not isinstance(x, dict):
         raise FlightPlanError(where, "must be an object")
+    if "fault" in x:
+        if "command" in x:
+            raise FlightPlanError(where, "give one of 'command' or 'fault', not both")
+        x = {**x, "command": _fault_command(x["fault"], where)}
     for key in ("id", "target", "command"):
         if key not in x:
             raise FlightPlanError(where, f"missing {key!r}")

@@ -1,6 +1,6 @@
 """Ground's state: flight-plan progress, mission phase, telemetry archive. Pure.
 
-Comms (services/kernel/downlink.py, `GroundLinks`): frames from ``dl.*`` are
+Comms (services/kernel/telecommand.py, `GroundLinks`): frames from ``dl.*`` are
 archived by origin and ``frame_seq`` once their ``deliver_at_s`` has passed,
 with gap detection; plan commands go by the path the target last showed in
 its downlink (direct on ``cmd.<target>``, or via Queqiao-2), and wait while it
@@ -15,9 +15,10 @@ from bisect import bisect_right
 from typing import Any
 
 from services.ground.plan import FlightPlan, PlanItem
-from services.kernel.downlink import GroundLinks
 from services.kernel.envelope import Envelope
+from services.kernel.faults import INJECT_FAULT_OP
 from services.kernel.subjects import Subjects
+from services.kernel.telecommand import GroundLinks
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
 #: Ground never needs the clock to stop for it between plan instants (those it
@@ -29,15 +30,23 @@ class GroundCore(VehicleCore):
     name = "ground"
     downlink_enabled = False  # ground receives the downlink; it has none of its own
 
+    issued: dict[str, float]  # plan item id -> when
+    seen: dict[str, float]  # event or plan item -> first time
+    events: list[dict[str, Any]]
+    frames: dict[str, int]  # downlink frames received per vehicle
+    last_frame: dict[str, dict[str, Any]]
+    links: GroundLinks
+    finished: bool
+
     def __init__(self, seed: int, plan: FlightPlan) -> None:
         super().__init__(seed)
-        self.plan = plan
+        self.plan = plan  # given, not state: a restored ground flies its own
         self.phase = "launch"
-        self.issued: dict[str, float] = {}
-        self.seen: dict[str, float] = {}
-        self.events: list[dict[str, Any]] = []
-        self.frames: dict[str, int] = {}
-        self.last_frame: dict[str, dict[str, Any]] = {}
+        self.issued = {}
+        self.seen = {}
+        self.events = []
+        self.frames = {}
+        self.last_frame = {}
         self.links = GroundLinks()
         self.finished = False
         self._due: list[float] = []
@@ -113,6 +122,8 @@ class GroundCore(VehicleCore):
             self.seen.setdefault(item.id, t_to)
             if item.target == self.name:  # ground's own step: no message to itself
                 self.execute({**item.command, "plan_id": item.id}, t_to, out)
+            elif item.command["op"] == INJECT_FAULT_OP:  # the conductor's hand: no link
+                out.send("cmd", item.target, t_to, {**item.command, "plan_id": item.id})
             else:
                 self.links.route(item.target, {**item.command, "plan_id": item.id}, t_to, out,
                                  stored=item.at_s is not None)
@@ -138,15 +149,5 @@ class GroundCore(VehicleCore):
                     "events_seen": float(len(self.events)), **self.links.values()},
             info={"plan": self.plan.name, **self.links.info()})
 
-    def snapshot(self) -> dict[str, Any]:
-        return {**super().snapshot(), "issued": self.issued, "seen": self.seen,
-                "frames": self.frames, "finished": self.finished,
-                "links": self.links.snapshot()}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
+    def restored(self) -> None:
         self._due_key = (-1, -1)  # recompute the schedule from the restored state
-        self.issued, self.seen = dict(snap["issued"]), dict(snap["seen"])
-        self.frames, self.finished = dict(snap["frames"]), bool(snap["finished"])
-        if "links" in snap:
-            self.links = GroundLinks.from_snapshot(snap["links"])

@@ -5,6 +5,7 @@ Hierarchy::
     TwinError
     ├── ConfigError          a bad configuration value (process stops at start)
     ├── EnvelopeError        a malformed or foreign bus message (counted, dropped)
+    ├── MessageError         a transfer body that is not its type (an event, dropped)
     ├── CommandError         a command the vehicle refuses
     │   ├── InvalidCommand       bad arguments       -> gRPC INVALID_ARGUMENT
     │   └── CommandNotAllowed    wrong state for it  -> gRPC FAILED_PRECONDITION
@@ -32,6 +33,16 @@ class EnvelopeError(TwinError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class MessageError(TwinError):
+    """A message body that does not match its type: which type, which field, why."""
+
+    def __init__(self, message_type: str, field: str, problem: str) -> None:
+        self.message_type = message_type
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{message_type} message: {field!r} {problem}")
 
 
 class CommandError(TwinError):

@@ -1,4 +1,12 @@
-"""Names of the mission events (docs/mission.md has the owner and values of each)."""
+"""Names of the mission events, by the package that publishes them.
+
+docs/mission.md has the owner and values of each. Ground and the CLI check
+``twin clock until <event>`` against :data:`KNOWN_EVENTS`; neither may import a
+vehicle package (nor may the kernel), so the names are written here, per
+publisher, and tests/unit/test_events_catalogue.py reads every
+``out.event(...)`` in services/ and fails unless each package publishes
+exactly the names listed for it.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +19,47 @@ KEY_EVENTS: tuple[str, ...] = (
     "earth_landing",
 )
 
-#: Every other event name a service may publish.
-OTHER_EVENTS: tuple[str, ...] = (
-    "trajectory_correction", "orbit_adjustment", "handover_accepted", "handover_acknowledged",
-    "descent_orbit_lowering", "hover_start", "surface_setup", "drill_complete", "scoop_complete",
-    "flag_deployed", "sample_sealed", "payload_on", "payload_off", "phasing_burn",
-    "rendezvous_aim_point", "closing_burn", "undocking", "ascender_deorbit_burn", "second_entry",
-    "parachute_attitude", "recovery", "link_acquired", "link_lost", "burn_start", "burn_end",
-    "sample_custody", "fault_injected", "fault_cleared", "plan_item_issued", "mission_end",
-    "mode_changed", "command_held", "command_released",
-)
+#: Published by every vehicle through the shared kernel: commands, faults,
+#: transfers, the radio; and ground's held telecommands.
+_KERNEL = frozenset({
+    "command_rejected", "mode_changed", "fault_injected", "fault_cleared", "message_rejected",
+    "link_acquired", "link_lost", "command_held", "command_released",
+})
+_ORBITER = frozenset({
+    "probe_separation", "trajectory_correction", "lunar_orbit_insertion", "icubeq_release",
+    "orbit_adjustment_planned", "orbit_adjustment", "la_or_separation", "closing_burn",
+    "docking", "handover_acknowledged", "sample_transfer", "sample_custody", "undocking",
+    "tei_planned", "tei_burn_1", "tei_burn_2", "returner_separation", "avoidance_burn",
+    "frame_switch", "burn_start", "burn_end", "burn_failed", "propellant_reserve_used",
+    "commanded_burn", "command_rejected",
+})
+_LANDER = frozenset({
+    "handover_accepted", "handover_acknowledged", "descent_planned", "burn_start", "burn_end",
+    "descent_orbit_lowering", "powered_descent_start", "descent_phase", "hover_start",
+    "lunar_touchdown", "surface_setup", "payload_on", "payload_off", "drill_start",
+    "drill_increment", "drill_complete", "scoop_start", "scoop_increment", "scoop_complete",
+    "flag_deployed", "sample_custody", "sample_sealed", "sampling_complete", "lander_dormant",
+})
+_ASCENDER = frozenset({
+    "sample_custody", "handover_accepted", "handover_acknowledged", "ascent_liftoff",
+    "ascent_orbit_insertion", "phasing_planned", "burn_start", "burn_end", "phasing_burn",
+    "rendezvous_aim_point", "ascender_docked", "ascender_free", "deorbit_planned",
+    "ascender_deorbit_burn", "ascender_impact",
+})
+_REENTRY = frozenset({
+    "handover_accepted", "sample_custody", "entry_interface", "skip_out", "second_entry",
+    "parachute_attitude", "parachute_deploy", "earth_landing", "recovery",
+})
+_GROUND = frozenset({"plan_item_issued", "mission_end"})
 
-KNOWN_EVENTS: frozenset[str] = frozenset(KEY_EVENTS + OTHER_EVENTS)
+#: Package (services/<package>/) -> the events its code publishes.
+PUBLISHED: dict[str, frozenset[str]] = {
+    "kernel": _KERNEL, "orbiter": _ORBITER, "lander": _LANDER, "ascender": _ASCENDER,
+    "reentry": _REENTRY, "ground": _GROUND,
+}
+
+#: Every event name a service may publish.
+KNOWN_EVENTS: frozenset[str] = frozenset().union(*PUBLISHED.values())
+
+#: The events that are not key events, alphabetical (listings follow the key ones).
+OTHER_EVENTS: tuple[str, ...] = tuple(sorted(KNOWN_EVENTS - set(KEY_EVENTS)))

@@ -178,14 +178,6 @@ class PlannedBurn:
     def dv_m_s(self) -> float:
         return math.sqrt(sum(c * c for c in self.dv_mci_m_s))
 
-    def to_json(self) -> dict[str, Any]:
-        return {"t_s": self.t_s, "dv": list(self.dv_mci_m_s), "label": self.label}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> PlannedBurn:
-        dv = [float(c) for c in raw["dv"]]
-        return cls(float(raw["t_s"]), (dv[0], dv[1], dv[2]), str(raw["label"]))
-
 
 def planned(t_s: float, dv: ArrayLike, label: str) -> PlannedBurn:
     d = as_list(dv)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.kernel.messages import TRANSFERS, Transfer, encode
+
 __all__ = ["PROMPT_STEP_S", "PROMPT_TYPES", "Outbox", "Outgoing", "Summary"]
 
 
@@ -18,8 +20,7 @@ __all__ = ["PROMPT_STEP_S", "PROMPT_TYPES", "Outbox", "Outgoing", "Summary"]
 #: after one the clock takes a short step and the receiver's own limit applies
 #: from then on: a hand-over is accepted within a second, not at the end of a
 #: half-hour coast step.
-PROMPT_TYPES = frozenset({"handover", "handover_ack", "sample_handover", "sample_ack",
-                          "docked", "undocked", "relay_cmd"})
+PROMPT_TYPES = frozenset(cls.TYPE for cls in TRANSFERS if cls.PROMPT)
 PROMPT_STEP_S = 1.0
 
 
@@ -47,6 +48,10 @@ class Outbox:
 
     def send(self, kind: str, target: str, t: float, body: dict[str, Any]) -> None:
         self.items.append(Outgoing(kind, target, body, t))
+
+    def transfer(self, target: str, t: float, message: Transfer) -> None:
+        """Send a typed message to ``target`` on ``xfer.<target>``."""
+        self.items.append(Outgoing("xfer", target, encode(message), t))
 
     def drain(self) -> list[Outgoing]:
         items, self.items = self.items, []

@@ -17,16 +17,26 @@ from __future__ import annotations
 import math
 import random
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.downlink import Downlink, run_downlink
 from services.kernel.envelope import Envelope
-from services.kernel.errors import CommandError, CommandNotAllowed, InvalidCommand
+from services.kernel.errors import (
+    CommandError,
+    CommandNotAllowed,
+    InvalidCommand,
+    MessageError,
+)
+from services.kernel.faults import FAULT_KINDS_COMMON, INJECT_FAULT_OP, make_fault
+from services.kernel.messages import Transfer, parse
 from services.kernel.outbox import PROMPT_STEP_S, PROMPT_TYPES, Outbox, Outgoing, Summary
+from services.kernel.state import restore_state, snapshot_state
 
 __all__ = ["AUTONOMOUS_PHASES", "COAST_STEP_S", "COMMAND_SOURCES", "PROMPT_STEP_S",
-           "PROMPT_TYPES", "Outbox", "Outgoing", "Summary", "VehicleCore", "execute_at_s"]
+           "PROMPT_TYPES", "CommandHandler", "Outbox", "Outgoing", "Summary", "VehicleCore",
+           "execute_at_s"]
 
 #: Phases that run on board without ground (CNSA: "ground cannot intervene" in
 #: landing; liftoff used onboard sensors), so telecommands are refused.
@@ -63,28 +73,69 @@ def execute_at_s(command: dict[str, Any]) -> float | None:
     return None
 
 
+#: Carries out one validated command: (command, mission time, outbox).
+CommandHandler = Callable[[dict[str, Any], float, Outbox], None]
+
+
 class VehicleCore:
-    """Base of every service's state machine. Subclasses override the hooks."""
+    """Base of every service's state machine. Subclasses override the hooks.
+
+    State: the attributes a core class annotates in its body, here and in each
+    subclass, are its state; :meth:`snapshot` and :meth:`restore` encode them
+    by their types (services/kernel/state.py). Attributes only assigned in
+    ``__init__`` are derived (caches, constants, the command table) and are
+    rebuilt by :meth:`restored`.
+    """
 
     name = "vehicle"
 
+    # One stream of random numbers per service, derived from the mission seed.
+    rng: random.Random
+    t_s: float
+    phase: str
+    faults: dict[str, dict[str, Any]]  # kind -> fault (set by InjectFault)
+    cleared_faults: list[dict[str, Any]]  # ended, not yet announced
+    timed: list[dict[str, Any]]  # time-tagged commands, soonest first
+    #: The on-board recorder and radio (services/kernel/downlink.py), from
+    #: the first step that runs it.
+    downlink: Downlink | None
+
     def __init__(self, seed: int) -> None:
-        # One stream of random numbers per service, derived from the mission seed.
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(self.name.encode()))
         self.t_s = 0.0
         self.phase = "prelaunch"
-        self.faults: dict[str, dict[str, Any]] = {}  # kind -> fault (set by InjectFault)
-        self.cleared_faults: list[dict[str, Any]] = []  # ended, not yet announced
-        self.timed: list[dict[str, Any]] = []  # time-tagged commands, soonest first
-        #: The on-board recorder and radio (services/kernel/downlink.py), from
-        #: the first step that runs it.
-        self.downlink: Downlink | None = None
+        self.faults = {}
+        self.cleared_faults = []
+        self.timed = []
+        self.downlink = None
+        #: op -> the bound method that carries it out, built once.
+        self.command_handlers: dict[str, CommandHandler] = self.command_table()
 
     # --- hooks -------------------------------------------------------------
     def apply(self, msg: Envelope, out: Outbox) -> None:
         """Apply one message received during an earlier step."""
         if msg.kind == "command" and (msg.src in COMMAND_SOURCES or msg.src == self.name):
-            self.receive_command(msg.body, out)
+            if msg.body.get("op") == INJECT_FAULT_OP and msg.src == "ground":
+                self.planned_fault(msg.body, out)
+            else:
+                self.receive_command(msg.body, out)
+        elif msg.kind == "transfer":
+            self._receive_transfer(msg, out)
+
+    def _receive_transfer(self, msg: Envelope, out: Outbox) -> None:
+        """Type a transfer once, here, for :meth:`receive`. A malformed one is
+        reported (``message_rejected``) and dropped: a bad message is never fatal."""
+        try:
+            message = parse(msg)
+        except MessageError as exc:
+            out.event(self.name, "message_rejected", self.t_s, message_type=exc.message_type,
+                      src=msg.src, field=exc.field, reason=exc.problem)
+            return
+        self.receive(message, msg, out)
+
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        """Act on a typed transfer from ``msg.src``: each core matches its own types
+        (tests/unit/test_messages.py checks that every type sent is handled)."""
 
     # --- commands, time tags --------------------------------------------------
     def receive_command(self, command: dict[str, Any], out: Outbox) -> None:
@@ -117,6 +168,32 @@ class VehicleCore:
         return min(ends) if ends else None
 
     # --- injected faults -------------------------------------------------------
+    def fault_kinds_known(self) -> frozenset[str]:
+        """Every fault kind this core can suffer."""
+        return FAULT_KINDS_COMMON | getattr(self, "fault_kinds", frozenset())
+
+    def inject_fault(self, fault_id: str, kind: str, *, magnitude: float = 0.0,
+                     duration_s: float = 0.0, subsystem: str = "") -> dict[str, Any]:
+        """Start a fault now (InjectFault or a plan's fault item): it is announced
+        at the start of the next step; InvalidCommand if it cannot be."""
+        fault = make_fault(fault_id, kind, self.fault_kinds_known(), since_s=self.t_s,
+                           magnitude=magnitude, duration_s=duration_s, subsystem=subsystem)
+        self.faults[kind] = fault
+        return fault
+
+    def planned_fault(self, command: dict[str, Any], out: Outbox) -> None:
+        """A flight-plan fault item (services/ground/plan.py): the plan item's id
+        is the fault's, so runs and drivers name it alike."""
+        try:
+            self.inject_fault(str(command.get("plan_id", "")), str(command.get("kind", "")),
+                              magnitude=float(command.get("magnitude", 0.0)),
+                              duration_s=float(command.get("duration_s", 0.0)),
+                              subsystem=str(command.get("subsystem", "")))
+        except (CommandError, TypeError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, CommandError) else str(exc)
+            out.event(self.name, "command_rejected", self.t_s, op=INJECT_FAULT_OP,
+                      plan_id=command.get("plan_id"), reason=reason)
+
     def clear_fault(self, fault_id: str) -> bool:
         """End a fault now (ClearFault); False if no active fault has that id."""
         for kind, fault in list(self.faults.items()):
@@ -187,7 +264,12 @@ class VehicleCore:
         execute_at_s(command)  # a malformed time tag makes the command invalid
 
     def operations(self) -> frozenset[str]:
-        return frozenset({"set_mode"})
+        """The ops this vehicle knows: those of its command table."""
+        return frozenset(self.command_handlers)
+
+    def command_table(self) -> dict[str, CommandHandler]:
+        """op -> handler; a subclass extends its parent's table."""
+        return {"set_mode": self._set_mode}
 
     def validate_set_mode(self, command: dict[str, Any]) -> None:
         mode = command.get("mode")
@@ -199,10 +281,14 @@ class VehicleCore:
 
     def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         """Carry out a validated command at the start of a step."""
-        if command.get("op") == "set_mode":
-            mode = str(command.get("mode", ""))
-            out.event(self.name, "mode_changed", t, mode=mode, previous=self.phase)
-            self.phase = mode
+        handler = self.command_handlers.get(str(command.get("op")))
+        if handler is not None:
+            handler(command, t, out)
+
+    def _set_mode(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        mode = str(command.get("mode", ""))
+        out.event(self.name, "mode_changed", t, mode=mode, previous=self.phase)
+        self.phase = mode
 
     def check_allowed(self, allowed_phases: tuple[str, ...], what: str) -> None:
         if self.phase not in allowed_phases:
@@ -212,22 +298,14 @@ class VehicleCore:
     # --- snapshots ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
-        snap: dict[str, Any] = {"t_s": self.t_s, "phase": self.phase, "faults": self.faults,
-                                "cleared_faults": self.cleared_faults,
-                                "rng": _rng_state(self.rng), "timed": self.timed}
-        if self.downlink is not None:
-            snap["downlink"] = self.downlink.snapshot()
-        return snap
+        return snapshot_state(self)
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self.t_s = float(snap["t_s"])
-        self.phase = str(snap["phase"])
-        self.faults = dict(snap["faults"])
-        self.cleared_faults = list(snap.get("cleared_faults", []))
-        self.timed = list(snap.get("timed", []))
-        self.rng.setstate(_rng_from(snap["rng"]))
-        if "downlink" in snap:
-            self.downlink = Downlink.from_snapshot(snap["downlink"])
+        restore_state(self, snap)
+        self.restored()
+
+    def restored(self) -> None:
+        """Rebuild what is derived from the state, after :meth:`restore`."""
 
 
 def _fault_end_s(fault: dict[str, Any]) -> float | None:
@@ -235,11 +313,3 @@ def _fault_end_s(fault: dict[str, Any]) -> float | None:
     duration = float(fault.get("duration_s") or 0.0)
     return float(fault["since"]) + duration if duration > 0 else None
 
-
-def _rng_state(rng: random.Random) -> list[Any]:
-    version, internal, gauss = rng.getstate()
-    return [version, list(internal), gauss]
-
-
-def _rng_from(raw: list[Any]) -> tuple[Any, ...]:
-    return (raw[0], tuple(raw[1]), raw[2])

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,7 +91,7 @@ def _split(total_mg: int, parts: int, rng: random.Random) -> list[int]:
 
 @dataclass
 class Surface:
-    """Surface state of the lander (JSON-able through :meth:`to_json`)."""
+    """Surface state of the lander."""
 
     site_fixed_m: list[float]
     payloads_on: list[str] = field(default_factory=list)
@@ -192,15 +191,6 @@ class Surface:
                 "drill_depth_m": round(sum(self.drill.depths_m[: self.drill.count]), 4),
                 "drill_sample_g": self.drill.done_mg / 1000.0,
                 "scoop_sample_g": self.scoop.done_mg / 1000.0}
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Surface:
-        raw = dict(raw)
-        raw["drill"], raw["scoop"] = Tool(**raw["drill"]), Tool(**raw["scoop"])
-        return cls(**raw)
 
 
 def _relax(value: float, target: float, dt_s: float, tau_s: float) -> float:

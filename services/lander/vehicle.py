@@ -32,6 +32,15 @@ from services.dynamics.guidance import descent as dg
 from services.dynamics.guidance.ascent import ASCENDER_DRY_MASS_KG, ASCENDER_WET_MASS_KG
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
+from services.kernel.messages import (
+    Handover,
+    HandoverAck,
+    HandoverExtra,
+    SampleAck,
+    SampleHandover,
+    Transfer,
+    vec3,
+)
 from services.kernel.onboard import (
     Coast,
     FixedPointState,
@@ -43,7 +52,7 @@ from services.kernel.onboard import (
     step_limit,
     utc_arg,
 )
-from services.kernel.vehicle import Outbox, Summary, VehicleCore, execute_at_s
+from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore, execute_at_s
 from services.lander import descent_plan as dp
 from services.lander.surface import PASSIVE_PAYLOADS, PAYLOAD_POWER_W, Surface
 
@@ -67,67 +76,80 @@ class LanderCore(VehicleCore):
     name = "lander"
     fault_kinds = frozenset({"engine_thrust_loss", "hazard_sensor_bias"})
 
+    seed: int
+    coast: Coast | None
+    mass_kg: float
+    dry_mass_kg: float
+    t_pdi_s: float | None
+    burns: list[PlannedBurn]
+    descent: dg.DescentState | None
+    thrust_n: float
+    surface: Surface | None
+    sample_sent_mg: int
+    sealed: bool
+    ascender_gone: bool
+    orbiter_state: dict[str, Any]
+
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         self.phase = "stowed"
         self.seed = seed
-        self.coast: Coast | None = None
+        self.coast = None
         self.mass_kg = 0.0
         self.dry_mass_kg = dg.LANDER_DRY_MASS_KG
-        self.t_pdi_s: float | None = None
-        self.burns: list[PlannedBurn] = []
-        self.descent: dg.DescentState | None = None
+        self.t_pdi_s = None
+        self.burns = []
+        self.descent = None
         self.thrust_n = 0.0
-        self.surface: Surface | None = None
+        self.surface = None
         self.sample_sent_mg = 0
         self.sealed = False
         self.ascender_gone = False
-        self.orbiter_state: dict[str, Any] = {}
+        self.orbiter_state = {}
+        # Derived from t_pdi_s (restored() rebuilds them) and a cache.
         self._targets: dp.DescentTargets | None = None
         self._rotation: MoonRotation | None = None
         self._site = FixedPointState()
 
     # --- messages --------------------------------------------------------------
-    def apply(self, msg: Envelope, out: Outbox) -> None:
-        body = msg.body
-        if msg.kind == "command" and msg.src in ("ground", self.name, "cli", "relay"):
-            self.receive_command(body, out)
-        elif msg.kind == "transfer" and body.get("type") == "handover":
-            self._take_la_stack(msg, out)
-        elif msg.kind == "transfer" and body.get("type") == "sample_ack":
-            self._sample_acked(body, out)
-        elif msg.kind == "transfer" and body.get("type") == "handover_ack":
-            out.event(self.name, "handover_acknowledged", self.t_s,
-                      handover_id=body.get("handover_id"), by=msg.src)
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        match message:
+            case Handover(what="la_stack"):
+                self._take_la_stack(message, msg, out)
+            case SampleAck():
+                self._sample_acked(message, out)
+            case HandoverAck():
+                out.event(self.name, "handover_acknowledged", self.t_s,
+                          handover_id=message.handover_id, by=msg.src)
 
-    def _take_la_stack(self, msg: Envelope, out: Outbox) -> None:
-        body = msg.body
-        if self.phase != "stowed" or body.get("what") != "la_stack":
+    def _take_la_stack(self, h: Handover, msg: Envelope, out: Outbox) -> None:
+        if self.phase != "stowed":
             return
-        r, v, t = as_vec(body["r_m"]), as_vec(body["v_m_s"]), float(body["t_s"])
-        if body.get("frame", "MCI") == "ECI":
+        r, v, t = as_vec(h.r_m), as_vec(h.v_m_s), h.t_s
+        if h.frame == "ECI":
             r, v = frames.mci_from_eci_state(r, v, t)
         self.coast = Coast(r, v, t)
         self.coast.to(self.t_s)
-        self.mass_kg = float(body["mass_kg"])
-        self.dry_mass_kg = float(body.get("dry_mass_kg") or dg.LANDER_DRY_MASS_KG)
-        extra = body.get("extra", {})
-        if extra.get("orbiter_r_m") is not None:
-            self.orbiter_state = {k: extra[k] for k in ("orbiter_r_m", "orbiter_v_m_s",
-                                                        "orbiter_t_s")}
+        self.mass_kg = h.mass_kg
+        self.dry_mass_kg = h.dry_mass_kg or dg.LANDER_DRY_MASS_KG
+        x = h.extra
+        if x.orbiter_r_m is not None and x.orbiter_v_m_s is not None and x.orbiter_t_s is not None:
+            self.orbiter_state = {"orbiter_r_m": list(x.orbiter_r_m),
+                                  "orbiter_v_m_s": list(x.orbiter_v_m_s),
+                                  "orbiter_t_s": x.orbiter_t_s}
         else:  # at the separation instant the OR stack is where the LA stack is
             self.orbiter_state = {"orbiter_r_m": as_list(r), "orbiter_v_m_s": as_list(v),
                                   "orbiter_t_s": t}
         self.phase = "lunar_orbit"
         out.event(self.name, "handover_accepted", self.t_s, what="la_stack",
-                  handover_id=body.get("handover_id"), **self._here())
-        out.send("xfer", msg.src, self.t_s, {"type": "handover_ack",
-                                              "handover_id": body.get("handover_id"),
-                                              "accepted": True})
+                  handover_id=h.handover_id, **self._here())
+        out.transfer(msg.src, self.t_s, HandoverAck(handover_id=h.handover_id, accepted=True))
 
     # --- commands ----------------------------------------------------------------
-    def operations(self) -> frozenset[str]:
-        return frozenset({"set_mode", "plan_descent", "surface_setup", "operation", "deploy"})
+    def command_table(self) -> dict[str, CommandHandler]:
+        return {**super().command_table(), "plan_descent": self._plan_descent,
+                "surface_setup": self._surface_setup, "operation": self._operation,
+                "deploy": self._deploy_flag}
 
     def validate(self, command: dict[str, Any]) -> None:
         super().validate(command)
@@ -162,30 +184,21 @@ class LanderCore(VehicleCore):
         if what == "seal_sample" and (not s.scoop_done or self.sample_sent_mg):
             raise CommandNotAllowed("sealing needs drill and scoop complete, once")
 
-    def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
-        op = command.get("op")
-        if op == "plan_descent":
-            self._plan_descent(utc_arg(command, "pdi_utc"), out)
-        elif op == "surface_setup":
-            self._surface_setup(out)
-        elif op == "operation":
-            self._operation(command_arg(command), out)
-        elif op == "deploy":
-            assert self.surface is not None
-            self.surface.flag = True
-            out.event(self.name, "flag_deployed", self.t_s, **self._here())
-        else:
-            super().execute(command, t, out)
+    def _deploy_flag(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        assert self.surface is not None
+        self.surface.flag = True
+        out.event(self.name, "flag_deployed", self.t_s, **self._here())
 
-    def _plan_descent(self, t_pdi: float, out: Outbox) -> None:
+    def _plan_descent(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         assert self.coast is not None
+        t_pdi = utc_arg(command, "pdi_utc")
         targets, burns = dp.plan_all(self.coast.r_mci_m, self.coast.v_mci_m_s, self.t_s, t_pdi)
         self.t_pdi_s, self._targets, self.burns = t_pdi, targets, burns
         out.event(self.name, "descent_planned", self.t_s, pdi_s=t_pdi, doi_s=targets.t_doi_s,
                   burns=[{"burn": b.label, "t_s": round(b.t_s, 3), "dv_m_s": round(b.dv_m_s, 3)}
                          for b in burns])
 
-    def _surface_setup(self, out: Outbox) -> None:
+    def _surface_setup(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         s = self.surface
         assert s is not None
         out.event(self.name, "surface_setup", self.t_s, solar_arrays="deployed",
@@ -197,9 +210,10 @@ class LanderCore(VehicleCore):
                           passive=name in PASSIVE_PAYLOADS)
         s.setup_done = True
 
-    def _operation(self, what: str, out: Outbox) -> None:
+    def _operation(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         s = self.surface
         assert s is not None
+        what = command_arg(command)
         if what == "drill":
             s.start_drill(self.t_s, self.rng)
             out.event(self.name, "drill_start", self.t_s, radar_survey_s=900.0)
@@ -209,20 +223,19 @@ class LanderCore(VehicleCore):
         else:
             self.sample_sent_mg, s.sample_mg = s.sample_mg, 0
             hid = f"sample-{self.t_s:.3f}"
-            out.send("xfer", "ascender", self.t_s, {
-                "type": "sample_handover", "handover_id": hid, "from": "lander",
-                "to": "ascender", "container_id": CONTAINER_ID,
-                "sample_mass_g": self.sample_sent_mg / 1000.0})
+            out.transfer("ascender", self.t_s, SampleHandover(
+                handover_id=hid, from_="lander", to="ascender", container_id=CONTAINER_ID,
+                sample_mass_g=self.sample_sent_mg / 1000.0))
             out.event(self.name, "sample_custody", self.t_s, owner="lander", sample_mass_g=0.0,
                       to="ascender", handover_id=hid)
 
-    def _sample_acked(self, body: dict[str, Any], out: Outbox) -> None:
+    def _sample_acked(self, ack: SampleAck, out: Outbox) -> None:
         if self.sealed or not self.sample_sent_mg:
             return
         self.sealed = True
         grams = self.sample_sent_mg / 1000.0
         out.event(self.name, "sample_sealed", self.t_s, container_id=CONTAINER_ID,
-                  sample_mass_g=grams, handover_id=body.get("handover_id"))
+                  sample_mass_g=grams, handover_id=ack.handover_id)
         out.event(self.name, "sampling_complete", self.t_s, sample_mass_g=grams)
         self._hand_over_ascender(out)
 
@@ -231,15 +244,26 @@ class LanderCore(VehicleCore):
         assert self.surface is not None
         r, v = self._surface_state(self.t_s)
         prop = ASCENDER_WET_MASS_KG - ASCENDER_DRY_MASS_KG
-        out.send("xfer", "ascender", self.t_s, {
-            "type": "handover", "handover_id": f"ascender-{self.t_s:.3f}", "what": "ascender",
-            "frame": "MCI", "r_m": as_list(r), "v_m_s": as_list(v), "t_s": self.t_s,
-            "mass_kg": ASCENDER_WET_MASS_KG, "propellant_kg": prop,
-            "dry_mass_kg": ASCENDER_DRY_MASS_KG, "sample_mass_g": 0.0,
-            "extra": {"fixed_r_m": list(self.surface.site_fixed_m), **self.orbiter_state}})
+        out.transfer("ascender", self.t_s, Handover(
+            handover_id=f"ascender-{self.t_s:.3f}", what="ascender", frame="MCI",
+            r_m=vec3(r), v_m_s=vec3(v), t_s=self.t_s, mass_kg=ASCENDER_WET_MASS_KG,
+            propellant_kg=prop, dry_mass_kg=ASCENDER_DRY_MASS_KG, sample_mass_g=0.0,
+            extra=self._pad_extra()))
         self.mass_kg -= ASCENDER_WET_MASS_KG
         self.dry_mass_kg -= ASCENDER_WET_MASS_KG
         self.ascender_gone = True
+
+    def _pad_extra(self) -> HandoverExtra:
+        """The pad, and the OR stack as known from the separation (for the ascent
+        plane and the phasing)."""
+        assert self.surface is not None
+        o = self.orbiter_state
+        known = bool(o)
+        return HandoverExtra(
+            fixed_r_m=vec3(self.surface.site_fixed_m),
+            orbiter_r_m=vec3(o["orbiter_r_m"]) if known else None,
+            orbiter_v_m_s=vec3(o["orbiter_v_m_s"]) if known else None,
+            orbiter_t_s=o["orbiter_t_s"] if known else None)
 
     # --- time ---------------------------------------------------------------------
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
@@ -435,54 +459,12 @@ class LanderCore(VehicleCore):
             info={"descent_phase": self.descent.phase} if self.descent is not None else {})
 
     # --- snapshots --------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        d = self.descent
-        return {**super().snapshot(), "seed": self.seed, "mass_kg": self.mass_kg,
-                "dry_mass_kg": self.dry_mass_kg, "t_pdi_s": self.t_pdi_s,
-                "coast": None if self.coast is None else self.coast.snapshot(),
-                "burns": [b.to_json() for b in self.burns],
-                "descent": None if d is None else _descent_json(d),
-                "thrust_n": self.thrust_n,
-                "surface": None if self.surface is None else self.surface.to_json(),
-                "sample_sent_mg": self.sample_sent_mg, "sealed": self.sealed,
-                "ascender_gone": self.ascender_gone, "orbiter_state": self.orbiter_state,
-                "timed": self.timed}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
-        self.seed, self.mass_kg = int(snap["seed"]), float(snap["mass_kg"])
-        self.dry_mass_kg, self.thrust_n = float(snap["dry_mass_kg"]), float(snap["thrust_n"])
-        self.t_pdi_s = None if snap["t_pdi_s"] is None else float(snap["t_pdi_s"])
-        self.coast = None if snap["coast"] is None else Coast.from_snapshot(snap["coast"])
-        self.burns = [PlannedBurn.from_json(b) for b in snap["burns"]]
-        self.descent = None if snap["descent"] is None else _descent_from(snap["descent"])
-        self.surface = None if snap["surface"] is None else Surface.from_json(snap["surface"])
-        self.sample_sent_mg, self.sealed = int(snap["sample_sent_mg"]), bool(snap["sealed"])
-        self.ascender_gone = bool(snap["ascender_gone"])
-        self.orbiter_state, self.timed = dict(snap["orbiter_state"]), list(snap["timed"])
+    def restored(self) -> None:
         self._targets = None if self.t_pdi_s is None else dp.descent_targets(self.t_pdi_s)
         self._rotation = None if self.t_pdi_s is None else MoonRotation.at(self.t_pdi_s)
+        self._site = FixedPointState()
 
 
 def _triple(v: Any) -> tuple[float, float, float]:
     return float(v[0]), float(v[1]), float(v[2])
 
-
-def _descent_json(d: dg.DescentState) -> dict[str, Any]:
-    return {"t_s": d.t_s, "r": as_list(d.r_mci_m), "v": as_list(d.v_mci_m_s),
-            "mass_kg": d.mass_kg, "phase": d.phase, "phase_start_s": d.phase_start_s,
-            "ignition_s": d.ignition_s, "tgo_s": d.tgo_s if np.isfinite(d.tgo_s) else None,
-            "aim_en_m": list(d.aim_en_m),
-            "touchdown_v_m_s": None if d.touchdown_v_m_s is None else list(d.touchdown_v_m_s),
-            "landed_fixed_m": None if d.landed_fixed_m is None else list(d.landed_fixed_m)}
-
-
-def _descent_from(raw: dict[str, Any]) -> dg.DescentState:
-    td, lf = raw["touchdown_v_m_s"], raw["landed_fixed_m"]
-    return dg.DescentState(
-        float(raw["t_s"]), as_vec(raw["r"]), as_vec(raw["v"]), float(raw["mass_kg"]),
-        str(raw["phase"]), float(raw["phase_start_s"]), float(raw["ignition_s"]),
-        float("inf") if raw["tgo_s"] is None else float(raw["tgo_s"]),
-        (float(raw["aim_en_m"][0]), float(raw["aim_en_m"][1])),
-        None if td is None else (float(td[0]), float(td[1])),
-        None if lf is None else (float(lf[0]), float(lf[1]), float(lf[2])))

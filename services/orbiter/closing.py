@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
@@ -53,14 +52,6 @@ class Target:
         if abs(t_s - self.t_s) < 1e-9:
             return self.r_m.copy(), self.v_m_s.copy()
         return propagate_kepler(self.r_m, self.v_m_s, t_s - self.t_s, GM_MOON_M3_S2)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"r_m": self.r_m.tolist(), "v_m_s": self.v_m_s.tolist(), "t_s": self.t_s,
-                "mass_kg": self.mass_kg}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Target:
-        return cls(vec(raw["r_m"]), vec(raw["v_m_s"]), float(raw["t_s"]), float(raw["mass_kg"]))
 
 
 def period_s(r_m: Vec, v_m_s: Vec) -> float:

@@ -99,12 +99,14 @@ class Flight:
         radius = R_MOON_M if self.central == "moon" else R_EARTH_EQ_M
         return float(np.linalg.norm(self.r_m)) - radius
 
-    def to_json(self) -> dict[str, Any]:
+    # The integrator keeps its step size between clock steps: a restored flight
+    # must continue with the same one, so the snapshot carries it.
+    def snapshot(self) -> dict[str, Any]:
         return {"central": self.central, "r_m": self.r_m.tolist(), "v_m_s": self.v_m_s.tolist(),
                 "t_s": self.t_s, "h_s": self.prop.step_hint_s, "steps": self.prop.steps}
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Flight:
+    def from_snapshot(cls, raw: dict[str, Any]) -> Flight:
         f = cls(str(raw["central"]), vec(raw["r_m"]), vec(raw["v_m_s"]), float(raw["t_s"]))
         f.prop.step_hint_s = None if raw["h_s"] is None else float(raw["h_s"])
         f.prop.steps = int(raw["steps"])

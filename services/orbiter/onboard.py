@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -70,14 +69,6 @@ class Icubeq:
         per_camera = math.floor(self.lit_time_s / design.ICUBEQ_IMAGE_INTERVAL_S)
         return design.ICUBEQ_CAMERAS * per_camera
 
-    def to_json(self) -> dict[str, Any]:
-        return {"r0": self.r0_mci_m.tolist(), "v0": self.v0_mci_m_s.tolist(), "t0": self.t0_s,
-                "lit": self.lit_time_s}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Icubeq:
-        return cls(vec(raw["r0"]), vec(raw["v0"]), float(raw["t0"]), float(raw["lit"]))
-
 
 @dataclass
 class Power:
@@ -90,17 +81,6 @@ class Power:
     @classmethod
     def initial(cls) -> Power:
         return cls(Battery(design.BATTERY_CAPACITY_WH, design.BATTERY_CAPACITY_WH))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"charge_wh": self.battery.charge_wh, "power_w": self.power_w,
-                "sunlit": self.sunlit, "temperature_c": self.temperature_c,
-                "unmet_wh": self.unmet_wh}
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Power:
-        battery = Battery(design.BATTERY_CAPACITY_WH, float(raw["charge_wh"]))
-        return cls(battery, float(raw["power_w"]), float(raw["sunlit"]),
-                   float(raw["temperature_c"]), float(raw["unmet_wh"]))
 
 
 def sample_times(t_from: float, t_to: float) -> list[float]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from services.dynamics import change6
 from services.dynamics.burns import (
     finite_burn,
     inertial_from_rtn,
@@ -35,19 +36,35 @@ from services.dynamics.guidance.loi import (
 )
 from services.dynamics.kepler import elements_from_rv, propagate_kepler
 from services.dynamics.power import PropellantError, PropellantTank
-from services.dynamics.targeting import (
-    MOON_SOI_SWITCH_S,
-    EntryInterfaceTarget,
-    LunarArrivalTarget,
-    plan_tcm,
-    plan_tei_detailed,
-)
+from services.dynamics.targeting import MOON_SOI_SWITCH_S, plan_tcm, plan_tei_detailed
 from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandError, InvalidCommand
+from services.kernel.messages import (
+    Docked,
+    Handover,
+    HandoverAck,
+    HandoverExtra,
+    SampleAck,
+    SampleHandover,
+    TargetState,
+    Transfer,
+    Undocked,
+    vec3,
+)
 from services.kernel.onboard import utc_arg
-from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore
 from services.orbiter import closing, design, legs, onboard
 from services.orbiter.flight import Flight, Vec, apsides_km, period_h, unit, vec
+from services.orbiter.schedule import (
+    Carried,
+    Counts,
+    FiniteBurn,
+    PeriluneAim,
+    QueuedBurn,
+    Recentring,
+    Rendezvous,
+    Steer,
+)
 
 CRUISE_STEP_S = 3_600.0
 ORBIT_STEP_S = 1_800.0
@@ -61,7 +78,8 @@ AVOIDANCE_DELAY_S = 120.0  # the avoidance burn follows the returner separation
 _EPS_S = 1e-6
 
 _PHASES_IN_ORBIT = ("lunar_orbit",)
-_OPS = {
+#: op -> the phases it is allowed in (every op but set_mode has a rule).
+OP_PHASES = {
     "probe_separation": ("launch",),
     "trajectory_correction": ("earth_moon_transfer", "moon_earth_transfer"),
     "lunar_orbit_insertion": ("earth_moon_transfer",),
@@ -79,6 +97,14 @@ _OPS = {
     "burn": ("lunar_orbit", "earth_moon_transfer", "moon_earth_transfer"),
     "finite_burn": _PHASES_IN_ORBIT,
 }
+#: op -> the flight plan's fact (an ISO UTC instant) it must carry: what it aims
+#: at. The orbiter holds no mission dates of its own (docs/mission.md, "Flight plan").
+OP_FACTS = {
+    "probe_separation": "loi_utc",  # the coast ends at a perilune then
+    "orbit_adjust": "pdi_utc",  # the plane is aimed over the site at PDI
+    "prepare_return": "ei_utc",  # the return plane and TEI aim at the entry interface
+    "trans_earth_injection": "ei_utc",
+}
 #: Frames an operator's burn may be given in. MCI and ECI share the ICRF axes,
 #: so a delta-v vector reads the same in both; RTN is the local orbital frame.
 BURN_FRAMES = ("RTN", "MCI", "ECI")
@@ -90,37 +116,58 @@ class OrbiterCore(VehicleCore):
     name = "orbiter"
     fault_kinds = frozenset({"thrust_loss"})
 
+    flight: Flight | None
+    tank: PropellantTank
+    carrying: Carried
+    ascender_kg: float
+    sample_g: float
+    burns: list[QueuedBurn]  # impulsive burns queued, by time
+    finite: FiniteBurn | None
+    switch: Recentring | None
+    loi_epoch_s: float  # the plan's LOI (probe_separation's loi_utc); nan before
+    ei_epoch_s: float  # the plan's entry interface (ei_utc of the return commands); nan before
+    perilune_aim: PeriluneAim | None
+    pending: dict[str, str]  # hand-over id -> what, awaiting ack
+    samples_seen: list[str]
+    target: closing.Target | None
+    rdv: Rendezvous | None
+    icubeq: onboard.Icubeq | None
+    power: onboard.Power
+    thrust_n: float
+    counts: Counts
+
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         self.phase = "launch"
-        self.flight: Flight | None = None
+        self.flight = None
         self.tank = PropellantTank("orbiter", design.ORBITER_PROPELLANT_KG,
                                    design.ORBITER_PROPELLANT_KG, design.PROPELLANT_RESERVE_KG)
-        self.carrying = {"la_stack": True, "icubeq": True, "returner": True}
+        self.carrying = Carried()
         self.ascender_kg = 0.0
         self.sample_g = 0.0
-        self.burns: list[dict[str, Any]] = []  # impulsive burns queued, by time
-        self.finite: dict[str, Any] | None = None  # the LOI burn
-        self.switch: list[Any] | None = None  # [t_s, central] of the next recentring
-        self.loi_epoch_s = LunarArrivalTarget.change6().t_perilune_s
-        self.perilune_aim: list[float] | None = None  # set by the first cruise correction
-        self.pending: dict[str, str] = {}  # hand-over id -> what, awaiting ack
-        self.samples_seen: list[str] = []
-        self.target: closing.Target | None = None
-        self.rdv: dict[str, Any] | None = None  # {"leg": i, "next_s": t}
-        self.icubeq: onboard.Icubeq | None = None
+        self.burns = []
+        self.finite = None
+        self.switch = None
+        self.loi_epoch_s = math.nan
+        self.ei_epoch_s = math.nan
+        self.perilune_aim = None
+        self.pending = {}
+        self.samples_seen = []
+        self.target = None
+        self.rdv = None
+        self.icubeq = None
         self.power = onboard.Power.initial()
         self.thrust_n = 0.0
-        self.counts = {"steps": 0, "burns": 0, "ignored_acks": 0}
+        self.counts = Counts()
 
     # --- bookkeeping --------------------------------------------------------------------
     def mass_kg(self) -> float:
         m = design.ORBITER_DRY_MASS_KG + self.tank.mass_kg + self.ascender_kg
-        if self.carrying["la_stack"]:
+        if self.carrying.la_stack:
             m += design.LA_STACK_MASS_KG
-        if self.carrying["icubeq"]:
+        if self.carrying.icubeq:
             m += design.ICUBEQ_MASS_KG
-        if self.carrying["returner"]:
+        if self.carrying.returner:
             m += design.RETURNER_EMPTY_MASS_KG + self.sample_g / 1_000.0
         return m
 
@@ -140,27 +187,51 @@ class OrbiterCore(VehicleCore):
         return min(1.0, max(0.0, 1.0 - float(fault.get("magnitude", 0.0))))
 
     # --- commands -----------------------------------------------------------------------
-    def operations(self) -> frozenset[str]:
-        return super().operations() | frozenset(_OPS)
+    def command_table(self) -> dict[str, CommandHandler]:
+        return {**super().command_table(),
+                "probe_separation": self._do_probe_separation,
+                "trajectory_correction": self._do_trajectory_correction,
+                "lunar_orbit_insertion": self._do_lunar_orbit_insertion,
+                "release_icubeq": self._do_release_icubeq,
+                "orbit_adjust": self._do_orbit_adjust,
+                "separate_lander": self._do_separate_lander,
+                "rendezvous": self._do_rendezvous,
+                "undock": self._do_undock,
+                "prepare_return": self._do_prepare_return,
+                "trans_earth_injection": self._do_trans_earth_injection,
+                "separate_returner": self._do_separate_returner,
+                "burn": self._do_burn,
+                "finite_burn": self._do_finite_burn}
 
     def validate(self, command: dict[str, Any]) -> None:
         super().validate(command)
         op = str(command["op"])
-        if op in _OPS:
-            self.check_allowed(_OPS[op], op)
+        if op in OP_PHASES:
+            self.check_allowed(OP_PHASES[op], op)
         if op == "orbit_adjust":
             stage = command.get("stage")
             if not isinstance(stage, int) or isinstance(stage, bool) or not 1 <= stage <= 4:
                 raise InvalidCommand("orbit_adjust needs an integer 'stage' in 1..4")
-            utc_arg(command, "pdi_utc")  # the plane is aimed over the site at PDI
+        if op in OP_FACTS:
+            utc_arg(command, OP_FACTS[op])
         if op == "burn":
             _burn_vector(command, "delta_v_m_s", "the delta-v")
         if op == "finite_burn":
             self._validate_finite(command)
-        if op == "trajectory_correction" and command.get("target") not in (
-                None, "perilune", "entry_interface"):
-            raise InvalidCommand("trajectory_correction 'target' is perilune or entry_interface")
+        if op == "trajectory_correction":
+            self._validate_correction(command)
         self._validate_state(op)
+
+    def _validate_correction(self, command: dict[str, Any]) -> None:
+        if command.get("target") not in (None, "perilune", "entry_interface"):
+            raise InvalidCommand("trajectory_correction 'target' is perilune or entry_interface")
+        if self._correction_target(command) == "entry_interface" and math.isnan(self.ei_epoch_s):
+            raise InvalidCommand("trajectory_correction to the entry interface needs the "
+                                 "'ei_utc' of trans_earth_injection first")
+
+    def _correction_target(self, command: dict[str, Any]) -> str:
+        return str(command.get("target") or (
+            "perilune" if self.phase == "earth_moon_transfer" else "entry_interface"))
 
     def _validate_finite(self, command: dict[str, Any]) -> None:
         _burn_vector(command, "direction", "the thrust direction")
@@ -174,17 +245,17 @@ class OrbiterCore(VehicleCore):
             raise InvalidCommand(f"finite_burn duration_s must be in (0, "
                                  f"{MAX_COMMANDED_BURN_S:g}] s, got {duration:g}")
         if self.finite is not None:
-            raise InvalidCommand(f"a finite burn ({self.finite['label']}) is already planned "
+            raise InvalidCommand(f"a finite burn ({self.finite.label}) is already planned "
                                  "or under way")
 
     def _validate_state(self, op: str) -> None:
-        if op == "release_icubeq" and not self.carrying["icubeq"]:
+        if op == "release_icubeq" and not self.carrying.icubeq:
             raise InvalidCommand("ICUBE-Q was already released")
-        if op == "separate_lander" and not self.carrying["la_stack"]:
+        if op == "separate_lander" and not self.carrying.la_stack:
             raise InvalidCommand("the LA stack was already separated")
-        if op == "rendezvous" and self.carrying["la_stack"]:
+        if op == "rendezvous" and self.carrying.la_stack:
             raise InvalidCommand("rendezvous needs the LA stack separated first")
-        if op == "separate_returner" and not self.carrying["returner"]:
+        if op == "separate_returner" and not self.carrying.returner:
             raise InvalidCommand("the returner was already separated")
 
     def execute(self, command: dict[str, Any], t: float, out: Outbox) -> None:
@@ -194,13 +265,9 @@ class OrbiterCore(VehicleCore):
             out.event(self.name, "command_rejected", t, op=str(command.get("op")),
                       reason=str(exc), plan_id=command.get("plan_id"))
             return
-        op = str(command["op"])
-        if op == "set_mode":
-            super().execute(command, t, out)
-            return
-        if self.flight is not None:
+        if command["op"] != "set_mode" and self.flight is not None:
             self.flight.coast_to(t)  # commands act at the start of a step: already there
-        getattr(self, f"_do_{op}")(command, t, out)
+        super().execute(command, t, out)
 
     def _do_burn(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
@@ -219,14 +286,12 @@ class OrbiterCore(VehicleCore):
         engine, m0 = design.MAIN_ENGINE, self.mass_kg()
         burnt_kg = duration * engine.mass_flow_kg_s(throttle * engine.max_thrust_n)
         planned_dv = engine.v_e_m_s * math.log(m0 / max(m0 - burnt_kg, self._dry_for_burn_kg()))
-        self.finite = {"label": label, "t_start": t, "t_end": t + duration,
-                       "planned_dv_m_s": planned_dv, "m0": 0.0, "started": False, "late_s": 0.0,
-                       "steer": {"frame": frame, "direction": direction.tolist()},
-                       "throttle": throttle}
+        self.finite = FiniteBurn(label, t, t + duration, planned_dv,
+                                 steer=Steer(frame, direction), throttle=throttle)
 
     def _command_label(self, command: dict[str, Any]) -> str:
         """An operator burn's name in events: its command id, else its ordinal."""
-        return f"CMD-{command.get('command_id') or self.counts['burns'] + 1}"
+        return f"CMD-{command.get('command_id') or self.counts.burns + 1}"
 
     def _orbit_values(self, f: Flight) -> dict[str, float]:
         if f.central != "moon":
@@ -236,18 +301,11 @@ class OrbiterCore(VehicleCore):
         return {"perilune_km": peri, "apolune_km": apo}
 
     def _do_probe_separation(self, command: dict[str, Any], t: float, out: Outbox) -> None:
-        sol = legs.tli_solution()
-        target = LunarArrivalTarget.change6()
-        self.flight = Flight("earth", vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s),
-                             target.t_sep_s)
-        if abs(t - target.t_sep_s) > _EPS_S:  # commanded off-nominal: fly the same arc
-            from services.dynamics.propagate import propagate
-
-            r, v = propagate(self.flight.r_m, self.flight.v_m_s, target.t_sep_s,
-                             t - target.t_sep_s, self.flight.prop.model)
-            self.flight = Flight("earth", r, v, t)
-        self.loi_epoch_s = target.t_perilune_s
-        self.switch = [target.t_perilune_s - MOON_SOI_SWITCH_S, "moon"]
+        """The free coast from now to a perilune at the plan's LOI."""
+        self.loi_epoch_s = utc_arg(command, "loi_utc")
+        sol = legs.tli_solution(change6.lunar_arrival_target(t, self.loi_epoch_s))
+        self.flight = Flight("earth", vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s), t)
+        self.switch = Recentring(self.loi_epoch_s - MOON_SOI_SWITCH_S, "moon")
         self.phase = "earth_moon_transfer"
         self._event(out, "probe_separation", t, perilune_alt_m=sol.perilune_alt_m,
                     perilune_inclination_deg=sol.inclination_deg,
@@ -255,29 +313,28 @@ class OrbiterCore(VehicleCore):
 
     def _do_trajectory_correction(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
-        target = command.get("target") or (
-            "perilune" if self.phase == "earth_moon_transfer" else "entry_interface")
+        target = self._correction_target(command)
         r_eci, v_eci = f.eci()
         if target == "perilune":
             if self.perilune_aim is None:  # centre the LOI burn on perilune, once
                 self.perilune_aim = self._loi_aim(r_eci, v_eci, t)
-            t_peri, alt = self.perilune_aim
-            dv, peri = legs.plan_cruise_tcm(r_eci, v_eci, t, float(self._switch_t()), t_peri,
-                                            alt, PARKING_INCLINATION_DEG)
+            aim = self.perilune_aim
+            dv, peri = legs.plan_cruise_tcm(r_eci, v_eci, t, self._switch_t(), aim.t_s,
+                                            aim.alt_m, PARKING_INCLINATION_DEG)
             info = {"perilune_alt_m": peri.alt_m, "perilune_t_s": peri.t_s,
                     "perilune_inclination_deg": peri.inclination_deg}
         else:
-            dv = plan_tcm((r_eci, v_eci), t, EntryInterfaceTarget.change6())
-            info = {"target_t_ei_s": EntryInterfaceTarget.change6().t_ei_s}
+            dv = plan_tcm((r_eci, v_eci), t, change6.entry_interface_target(self.ei_epoch_s))
+            info = {"target_t_ei_s": self.ei_epoch_s}
         self._impulse(dv, "TCM", t, out)
         self._event(out, "trajectory_correction", t, dv_m_s=float(np.linalg.norm(dv)),
                     target=target, **info)
 
     def _switch_t(self) -> float:
-        return float(self.switch[0]) if self.switch else self.loi_epoch_s - MOON_SOI_SWITCH_S
+        return self.switch.t_s if self.switch else self.loi_epoch_s - MOON_SOI_SWITCH_S
 
-    def _loi_aim(self, r_eci: Vec, v_eci: Vec, t: float) -> list[float]:
-        """[time, altitude] of the approach perilune that centres the LOI burn on it
+    def _loi_aim(self, r_eci: Vec, v_eci: Vec, t: float) -> PeriluneAim:
+        """Time and altitude of the approach perilune that centres the LOI burn on it
         (burn starting at the LOI epoch) and leaves a 200 km perilune after it:
         a ~15 min burn lowers the perilune by ~13 km, so aim that much higher."""
         peri = legs.predict_perilune(r_eci, v_eci, t, self._switch_t())
@@ -289,7 +346,7 @@ class OrbiterCore(VehicleCore):
         res = plan.result
         peri_after_m, _ = apsides_km(elements_from_rv(res.r_mci_m, res.v_mci_m_s, GM_MOON_M3_S2))
         drop_m = peri.alt_m - 1e3 * peri_after_m
-        return [self.loi_epoch_s + 0.5 * plan.duration_s, PARKING_HEIGHT_M + drop_m]
+        return PeriluneAim(self.loi_epoch_s + 0.5 * plan.duration_s, PARKING_HEIGHT_M + drop_m)
 
     def _dry_for_burn_kg(self) -> float:
         return self.mass_kg() - self.tank.available_kg(use_reserve=True)
@@ -301,16 +358,15 @@ class OrbiterCore(VehicleCore):
         plan = plan_loi_finite(f.r_m, f.v_m_s, self.mass_kg(), t, design.MAIN_ENGINE,
                                dry_mass_kg=self._dry_for_burn_kg())
         start = max(t, plan.t_start_s)
-        self.finite = {"label": "LOI", "t_start": start, "t_end": start + plan.duration_s,
-                       "planned_dv_m_s": plan.result.dv_m_s, "m0": 0.0, "started": False,
-                       "late_s": max(0.0, t - plan.t_start_s)}
+        self.finite = FiniteBurn("LOI", start, start + plan.duration_s, plan.result.dv_m_s,
+                                 late_s=max(0.0, t - plan.t_start_s))
         self.phase = "lunar_orbit_insertion"
 
     def _do_release_icubeq(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
         dv = design.ICUBEQ_RELEASE_DV_M_S * unit(f.r_m)  # radially away from the orbiter
         self.icubeq = onboard.Icubeq(f.r_m.copy(), f.v_m_s + dv, t)
-        self.carrying["icubeq"] = False
+        self.carrying.icubeq = False
         self._event(out, "icubeq_release", t, icubeq_mass_kg=design.ICUBEQ_MASS_KG,
                     separation_dv_m_s=design.ICUBEQ_RELEASE_DV_M_S)
 
@@ -327,7 +383,7 @@ class OrbiterCore(VehicleCore):
         f = self._fly()
         from services.dynamics.guidance.descent import LANDER_DRY_MASS_KG
 
-        self.carrying["la_stack"] = False
+        self.carrying.la_stack = False
         hid = f"la_stack-{t:.0f}"
         self._handover(out, "lander", hid, "la_stack", f, t, design.LA_STACK_MASS_KG,
                        design.LA_STACK_MASS_KG - LANDER_DRY_MASS_KG, LANDER_DRY_MASS_KG, 0.0)
@@ -337,22 +393,20 @@ class OrbiterCore(VehicleCore):
     def _handover(self, out: Outbox, to: str, hid: str, what: str, f: Flight, t: float,
                   mass: float, prop: float, dry: float, sample_g: float) -> None:
         self.pending[hid] = what
-        out.send("xfer", to, t, {
-            "type": "handover", "handover_id": hid, "what": what, "frame": f.frame,
-            "r_m": f.r_m.tolist(), "v_m_s": f.v_m_s.tolist(), "t_s": t, "mass_kg": mass,
-            "propellant_kg": prop, "dry_mass_kg": dry, "sample_mass_g": sample_g,
-            "extra": {"central_body": f.central}})
+        out.transfer(to, t, Handover(
+            handover_id=hid, what=what, frame=f.frame, r_m=vec3(f.r_m), v_m_s=vec3(f.v_m_s),
+            t_s=t, mass_kg=mass, propellant_kg=prop, dry_mass_kg=dry, sample_mass_g=sample_g,
+            extra=HandoverExtra(central_body=f.central)))
 
     def _do_rendezvous(self, command: dict[str, Any], t: float, out: Outbox) -> None:
-        self.rdv = {"leg": 0, "next_s": t}
+        self.rdv = Rendezvous(0, t)
         self.phase = "rendezvous"
 
     def _do_undock(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
         v_asc = f.v_m_s - UNDOCK_DV_M_S * unit(f.v_m_s)
-        out.send("xfer", "ascender", t, {
-            "type": "undocked", "t_s": t, "frame": "MCI", "r_m": f.r_m.tolist(),
-            "v_m_s": v_asc.tolist(), "mass_kg": self.ascender_kg})
+        out.transfer("ascender", t, Undocked(t_s=t, frame="MCI", r_m=vec3(f.r_m),
+                                             v_m_s=vec3(v_asc), mass_kg=self.ascender_kg))
         asc = self.ascender_kg
         self.ascender_kg = 0.0
         self.phase = "lunar_orbit"
@@ -360,7 +414,9 @@ class OrbiterCore(VehicleCore):
 
     def _do_prepare_return(self, command: dict[str, Any], t: float, out: Outbox) -> None:
         f = self._fly()
-        burns, angle = legs.plan_return_plane(f.r_m, f.v_m_s, t, EntryInterfaceTarget.change6())
+        self.ei_epoch_s = utc_arg(command, "ei_utc")
+        burns, angle = legs.plan_return_plane(f.r_m, f.v_m_s, t,
+                                              change6.entry_interface_target(self.ei_epoch_s))
         for b in burns:
             self._queue(b.t_s, b.dv_mci_m_s, "return-plane", "orbit_adjustment",
                         stage="return_plane")
@@ -371,7 +427,8 @@ class OrbiterCore(VehicleCore):
     def _do_trans_earth_injection(self, command: dict[str, Any], t: float,
                                   out: Outbox) -> None:
         f = self._fly()
-        plan = plan_tei_detailed(f.r_m, f.v_m_s, t, EntryInterfaceTarget.change6())
+        self.ei_epoch_s = utc_arg(command, "ei_utc")
+        plan = plan_tei_detailed(f.r_m, f.v_m_s, t, change6.entry_interface_target(self.ei_epoch_s))
         for i, b in enumerate(plan.burns, start=1):
             self._queue(b.t_s, b.dv_mci_m_s, b.label, f"tei_burn_{i}")
         self.phase = "trans_earth_injection"
@@ -385,7 +442,7 @@ class OrbiterCore(VehicleCore):
         f.recentre("earth")
         self.switch = None
         sample = self.sample_g
-        self.carrying["returner"] = False
+        self.carrying.returner = False
         self.sample_g = 0.0
         hid = f"returner-{t:.0f}"
         self._handover(out, "reentry", hid, "returner", f, t,
@@ -397,51 +454,43 @@ class OrbiterCore(VehicleCore):
         self.phase = "extended_mission"
 
     # --- messages -----------------------------------------------------------------------
-    def apply(self, msg: Envelope, out: Outbox) -> None:
-        kind = msg.body.get("type") if msg.kind == "transfer" else None
-        if kind == "target_state":
-            self._on_target_state(msg.body)
-        elif kind == "handover_ack":
-            self._on_ack(msg, out)
-        elif kind == "sample_handover":
-            self._on_sample(msg, out)
-        else:
-            super().apply(msg, out)
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        match message:
+            case TargetState():
+                self._on_target_state(message)
+            case HandoverAck():
+                self._on_ack(message, msg, out)
+            case SampleHandover():
+                self._on_sample(message, msg, out)
 
-    def _on_target_state(self, body: dict[str, Any]) -> None:
-        t = float(body["t_s"])
-        if self.target is None or t >= self.target.t_s:
-            self.target = closing.Target(vec(body["r_m"]), vec(body["v_m_s"]), t,
-                                         float(body.get("mass_kg", 0.0)))
+    def _on_target_state(self, m: TargetState) -> None:
+        if self.target is None or m.t_s >= self.target.t_s:
+            self.target = closing.Target(vec(m.r_m), vec(m.v_m_s), m.t_s, m.mass_kg)
 
-    def _on_ack(self, msg: Envelope, out: Outbox) -> None:
-        hid = str(msg.body.get("handover_id"))
+    def _on_ack(self, ack: HandoverAck, msg: Envelope, out: Outbox) -> None:
+        hid = ack.handover_id
         what = self.pending.pop(hid, None)
         if what is None:  # stale or duplicate: already recorded
-            self.counts["ignored_acks"] += 1
+            self.counts.ignored_acks += 1
             return
         self._event(out, "handover_acknowledged", msg.t, handover_id=hid, what=what,
-                    accepted=bool(msg.body.get("accepted", False)), by=msg.src)
+                    accepted=ack.accepted, by=msg.src)
 
-    def _on_sample(self, msg: Envelope, out: Outbox) -> None:
-        body = msg.body
-        hid = str(body.get("handover_id"))
-        grams = float(body.get("sample_mass_g", 0.0))
-        out.send("xfer", msg.src, msg.t, {"type": "sample_ack", "handover_id": hid,
-                                           "sample_mass_g": grams})
+    def _on_sample(self, sample: SampleHandover, msg: Envelope, out: Outbox) -> None:
+        hid, grams = sample.handover_id, sample.sample_mass_g
+        out.transfer(msg.src, msg.t, SampleAck(handover_id=hid, sample_mass_g=grams))
         if hid in self.samples_seen:
             return
         self.samples_seen.append(hid)
         self.sample_g += grams
         self._event(out, "sample_transfer", msg.t, handover_id=hid, sample_mass_g=grams,
-                    container_id=body.get("container_id", ""), from_vehicle=msg.src)
+                    container_id=sample.container_id, from_vehicle=msg.src)
         self._event(out, "sample_custody", msg.t, owner="returner", sample_mass_g=self.sample_g)
 
     # --- burns --------------------------------------------------------------------------
     def _queue(self, t: float, dv: Vec | None, label: str, event: str, **values: Any) -> None:
-        self.burns.append({"t_s": t, "dv": None if dv is None else vec(dv).tolist(),
-                           "label": label, "event": event, "values": values})
-        self.burns.sort(key=lambda b: (b["t_s"], b["label"]))
+        self.burns.append(QueuedBurn(t, None if dv is None else vec(dv), label, event, values))
+        self.burns.sort(key=lambda b: (b.t_s, b.label))
 
     def _impulse(self, dv: Vec, label: str, t: float, out: Outbox) -> float:
         """Apply an impulsive burn (thrust faults honoured); returns the delta-v delivered."""
@@ -461,36 +510,36 @@ class OrbiterCore(VehicleCore):
                 out.event(self.name, "burn_failed", t, burn=label, reason=str(exc))
                 return 0.0
         f.v_m_s = f.v_m_s + dv
-        self.counts["burns"] += 1
+        self.counts.burns += 1
         self.thrust_n = design.MAIN_ENGINE.max_thrust_n * self._thrust_scale()
         out.event(self.name, "burn_end", t, burn=label, dv_m_s=mag, propellant_kg=used)
         return mag
 
-    def _run_queued(self, burn: dict[str, Any], t: float, out: Outbox) -> None:
+    def _run_queued(self, burn: QueuedBurn, t: float, out: Outbox) -> None:
         f = self._fly()
-        if burn["dv"] is None:  # planned at execution: the avoidance burn
+        if burn.dv is None:  # planned at execution: the avoidance burn
             r_eci, v_eci = f.eci()
             dv = legs.avoidance_dv(r_eci, v_eci)
         else:
-            dv = vec(burn["dv"])
-        got = self._impulse(dv, burn["label"], t, out)
-        extra: dict[str, Any] = dict(burn["values"])
-        if burn["event"] == "tei_burn_2":
+            dv = burn.dv
+        got = self._impulse(dv, burn.label, t, out)
+        extra: dict[str, Any] = dict(burn.values)
+        if burn.event == "tei_burn_2":
             self.phase = "moon_earth_transfer"
-            self.switch = [t + MOON_SOI_SWITCH_S, "earth"]
-        if burn["event"] == "avoidance_burn":
+            self.switch = Recentring(t + MOON_SOI_SWITCH_S, "earth")
+        if burn.event == "avoidance_burn":
             el = f.elements()
             extra["perigee_alt_m"] = el.a_m * (1.0 - el.e) - R_EARTH_EQ_M
-        if burn["event"] == "orbit_adjustment" and f.central == "moon":
+        if burn.event == "orbit_adjustment" and f.central == "moon":
             peri, apo = apsides_km(f.elements())
             extra.update(perilune_km=peri, apolune_km=apo,
                          inclination_deg=legs.inclination_deg(f.r_m, f.v_m_s, t))
-        self._event(out, burn["event"], t, burn=burn["label"], dv_m_s=got, **extra)
+        self._event(out, burn.event, t, burn=burn.label, dv_m_s=got, **extra)
 
     # --- stepping -----------------------------------------------------------------------
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
         self.t_s = t_to
-        self.counts["steps"] += 1
+        self.counts.steps += 1
         self.thrust_n = 0.0
         f = self.flight
         if f is None:
@@ -505,8 +554,8 @@ class OrbiterCore(VehicleCore):
                 self._terminal(t, t_to, out)
                 break
             t_next = min(t_to, self._next_event_after(t))
-            if self.finite is not None and t >= self.finite["t_start"] - _EPS_S:
-                t_next = min(t_next, self.finite["t_end"])
+            if self.finite is not None and t >= self.finite.t_start_s - _EPS_S:
+                t_next = min(t_next, self.finite.t_end_s)
                 self._burn_finite(t, t_next, out)
             else:
                 f.coast_to(t_next)
@@ -517,16 +566,16 @@ class OrbiterCore(VehicleCore):
         return self._max_step(t_to)
 
     def _terminal_active(self) -> bool:
-        return self.rdv is not None and self.rdv["leg"] >= len(closing.LEG_FRACTIONS)
+        return self.rdv is not None and self.rdv.leg >= len(closing.LEG_FRACTIONS)
 
     def _on_board_times(self) -> list[float]:
-        times = [float(b["t_s"]) for b in self.burns]
+        times = [b.t_s for b in self.burns]
         if self.switch is not None:
-            times.append(float(self.switch[0]))
+            times.append(self.switch.t_s)
         if self.finite is not None:
-            times += [self.finite["t_start"], self.finite["t_end"]]
+            times += [self.finite.t_start_s, self.finite.t_end_s]
         if self.rdv is not None and not self._terminal_active() and self.target is not None:
-            times.append(float(self.rdv["next_s"]))
+            times.append(self.rdv.next_s)
         return times
 
     def _next_event_after(self, t: float) -> float:
@@ -537,7 +586,7 @@ class OrbiterCore(VehicleCore):
         limit = ORBIT_STEP_S
         if f is not None and (f.central == "earth" or self.phase == "earth_moon_transfer"):
             limit = CRUISE_STEP_S
-        if self.finite is not None and t_to >= self.finite["t_start"] - _EPS_S:
+        if self.finite is not None and t_to >= self.finite.t_start_s - _EPS_S:
             limit = design.BURN_STEP_S
         if self.phase in ("rendezvous",):
             limit = TERMINAL_STEP_S if self._terminal_active() else NEAR_EVENT_STEP_S
@@ -549,14 +598,14 @@ class OrbiterCore(VehicleCore):
     def _due(self, t: float, out: Outbox) -> None:
         """Carry out the on-board events that fall at ``t``."""
         f = self._fly()
-        while self.burns and self.burns[0]["t_s"] <= t + _EPS_S:
+        while self.burns and self.burns[0].t_s <= t + _EPS_S:
             self._run_queued(self.burns.pop(0), t, out)
-        if self.switch is not None and float(self.switch[0]) <= t + _EPS_S:
-            f.recentre(str(self.switch[1]))
+        if self.switch is not None and self.switch.t_s <= t + _EPS_S:
+            f.recentre(self.switch.central)
             out.event(self.name, "frame_switch", t, central_body=f.central)
             self.switch = None
         if (self.rdv is not None and self.target is not None and not self._terminal_active()
-                and float(self.rdv["next_s"]) <= t + _EPS_S):
+                and self.rdv.next_s <= t + _EPS_S):
             self._closing_burn(t, out)
 
     def _closing_burn(self, t: float, out: Outbox) -> None:
@@ -564,17 +613,17 @@ class OrbiterCore(VehicleCore):
         assert self.rdv is not None and self.target is not None
         f = self._fly()
         rt, vt = self.target.at(t)
-        leg = int(self.rdv["leg"])
-        if self.rdv.get("arrived"):
+        leg = self.rdv.leg
+        if self.rdv.arrived:
             dv = closing.stop_dv(rt, vt, f.r_m, f.v_m_s)
             self._small_burn(dv, f"closing-arrival-{leg}", t, out)
             leg += 1
         if leg < len(closing.LEG_FRACTIONS):
             dv, t_arrive = closing.leg_departure(rt, vt, f.r_m, f.v_m_s, t, leg)
             self._small_burn(dv, f"closing-departure-{leg}", t, out)
-            self.rdv = {"leg": leg, "next_s": t_arrive, "arrived": True}
+            self.rdv = Rendezvous(leg, t_arrive, arrived=True)
         else:
-            self.rdv = {"leg": leg, "next_s": t, "arrived": True}  # terminal approach
+            self.rdv = Rendezvous(leg, t, arrived=True)  # terminal approach
 
     def _small_burn(self, dv: Vec, label: str, t: float, out: Outbox) -> None:
         assert self.target is not None
@@ -607,9 +656,8 @@ class OrbiterCore(VehicleCore):
         self._event(out, "docking", t, range_m=float(np.linalg.norm(rel_r)),
                     closing_speed_m_s=float(np.linalg.norm(rel_v)),
                     ascender_mass_kg=self.ascender_kg)
-        out.send("xfer", "ascender", t, {
-            "type": "docked", "t_s": t, "frame": "MCI", "r_m": f.r_m.tolist(),
-            "v_m_s": f.v_m_s.tolist(), "mass_kg": self.mass_kg()})
+        out.transfer("ascender", t, Docked(t_s=t, frame="MCI", r_m=vec3(f.r_m),
+                                           v_m_s=vec3(f.v_m_s), mass_kg=self.mass_kg()))
 
     def _burn_finite(self, t_from: float, t_to: float, out: Outbox) -> None:
         """Fly the finite burn from t_from to t_to (1 s guidance cycle): LOI
@@ -617,16 +665,16 @@ class OrbiterCore(VehicleCore):
         burn = self.finite
         assert burn is not None
         f = self._fly()
-        steer = burn.get("steer")
+        steer = burn.steer
         steering = steer_velocity(-1.0)
         if steer is not None:
-            steering = (steer_rtn(steer["direction"]) if steer["frame"] == "RTN"
-                        else steer_inertial(steer["direction"]))
-        throttle = float(burn.get("throttle", 1.0)) * self._thrust_scale()
-        if not burn["started"]:
-            burn.update(started=True, m0=self.mass_kg())
-            out.event(self.name, "burn_start", t_from, burn=burn["label"],
-                      dv_m_s=burn["planned_dv_m_s"], propellant_kg=0.0)
+            steering = (steer_rtn(steer.direction) if steer.frame == "RTN"
+                        else steer_inertial(steer.direction))
+        throttle = burn.throttle * self._thrust_scale()
+        if not burn.started:
+            burn.started, burn.m0_kg = True, self.mass_kg()
+            out.event(self.name, "burn_start", t_from, burn=burn.label,
+                      dv_m_s=burn.planned_dv_m_s, propellant_kg=0.0)
         m = self.mass_kg()
         res = finite_burn(f.r_m, f.v_m_s, m, t_from, t_to - t_from, design.MAIN_ENGINE,
                           steering, dry_mass_kg=self._dry_for_burn_kg(),
@@ -634,7 +682,7 @@ class OrbiterCore(VehicleCore):
         self.tank = self.tank.draw(m - res.mass_kg, use_reserve=True)
         f.r_m, f.v_m_s, f.t_s = res.r_mci_m, res.v_mci_m_s, t_to
         self.thrust_n = design.MAIN_ENGINE.max_thrust_n * throttle
-        if t_to >= burn["t_end"] - _EPS_S:
+        if t_to >= burn.t_end_s - _EPS_S:
             if steer is None:
                 self._end_loi(t_to, out)
             else:
@@ -643,32 +691,33 @@ class OrbiterCore(VehicleCore):
     def _end_commanded_finite(self, t: float, out: Outbox) -> None:
         burn = self.finite
         assert burn is not None
-        used = burn["m0"] - self.mass_kg()
-        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn["m0"] / self.mass_kg())
+        used = burn.m0_kg - self.mass_kg()
+        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
         self.finite = None
-        self.counts["burns"] += 1
-        out.event(self.name, "burn_end", t, burn=burn["label"], dv_m_s=dv, propellant_kg=used)
-        self._event(out, "commanded_burn", t, burn=burn["label"],
-                    frame=burn["steer"]["frame"], dv_m_s=dv, propellant_kg=used,
-                    burn_s=t - burn["t_start"], **self._orbit_values(self._fly()))
+        self.counts.burns += 1
+        assert burn.steer is not None
+        out.event(self.name, "burn_end", t, burn=burn.label, dv_m_s=dv, propellant_kg=used)
+        self._event(out, "commanded_burn", t, burn=burn.label,
+                    frame=burn.steer.frame, dv_m_s=dv, propellant_kg=used,
+                    burn_s=t - burn.t_start_s, **self._orbit_values(self._fly()))
 
     def _end_loi(self, t: float, out: Outbox) -> None:
         burn = self.finite
         assert burn is not None
         f = self._fly()
-        used = burn["m0"] - self.mass_kg()
-        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn["m0"] / self.mass_kg())
+        used = burn.m0_kg - self.mass_kg()
+        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
         self.finite = None
-        self.counts["burns"] += 1
+        self.counts.burns += 1
         out.event(self.name, "burn_end", t, burn="LOI", dv_m_s=dv, propellant_kg=used)
         el = f.elements()
         peri, apo = apsides_km(el)
         self.phase = "lunar_orbit"
         self._event(out, "lunar_orbit_insertion", t, perilune_km=peri, apolune_km=apo,
                     period_h=period_h(el, GM_MOON_M3_S2), dv_m_s=dv, propellant_kg=used,
-                    burn_s=t - burn["t_start"],
+                    burn_s=t - burn.t_start_s,
                     inclination_deg=legs.inclination_deg(f.r_m, f.v_m_s, t),
-                    late_start_s=burn["late_s"])
+                    late_start_s=burn.late_s)
 
     # --- status ---------------------------------------------------------------------------
     def summary(self) -> Summary:
@@ -695,44 +744,6 @@ class OrbiterCore(VehicleCore):
             altitude_m=f.altitude_m(), speed_m_s=float(np.linalg.norm(f.v_m_s)),
             mass_kg=self.mass_kg(), propellant_kg=self.tank.mass_kg,
             sample_mass_g=self.sample_g, values=values, info=info)
-
-    # --- snapshots ------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        return {**super().snapshot(),
-                "flight": None if self.flight is None else self.flight.to_json(),
-                "tank_kg": self.tank.mass_kg, "carrying": dict(self.carrying),
-                "ascender_kg": self.ascender_kg, "sample_g": self.sample_g,
-                "burns": [dict(b) for b in self.burns], "finite": self.finite,
-                "switch": self.switch, "loi_epoch_s": self.loi_epoch_s,
-                "perilune_aim": self.perilune_aim,
-                "pending": dict(self.pending), "samples_seen": list(self.samples_seen),
-                "target": None if self.target is None else self.target.to_json(),
-                "rdv": self.rdv,
-                "icubeq": None if self.icubeq is None else self.icubeq.to_json(),
-                "power": self.power.to_json(), "thrust_n": self.thrust_n,
-                "counts": dict(self.counts)}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
-        self.flight = None if snap["flight"] is None else Flight.from_json(snap["flight"])
-        self.tank = PropellantTank("orbiter", design.ORBITER_PROPELLANT_KG,
-                                   float(snap["tank_kg"]), design.PROPELLANT_RESERVE_KG)
-        self.carrying = {k: bool(v) for k, v in snap["carrying"].items()}
-        self.ascender_kg, self.sample_g = float(snap["ascender_kg"]), float(snap["sample_g"])
-        self.burns = [dict(b) for b in snap["burns"]]
-        self.finite = None if snap["finite"] is None else dict(snap["finite"])
-        self.switch = None if snap["switch"] is None else list(snap["switch"])
-        self.loi_epoch_s = float(snap["loi_epoch_s"])
-        aim = snap["perilune_aim"]
-        self.perilune_aim = None if aim is None else [float(x) for x in aim]
-        self.pending = {str(k): str(v) for k, v in snap["pending"].items()}
-        self.samples_seen = [str(x) for x in snap["samples_seen"]]
-        self.target = None if snap["target"] is None else closing.Target.from_json(snap["target"])
-        self.rdv = None if snap["rdv"] is None else dict(snap["rdv"])
-        self.icubeq = None if snap["icubeq"] is None else onboard.Icubeq.from_json(snap["icubeq"])
-        self.power = onboard.Power.from_json(snap["power"])
-        self.thrust_n = float(snap["thrust_n"])
-        self.counts = {str(k): int(v) for k, v in snap["counts"].items()}
 
 
 def _number(values: dict[str, Any], key: str, where: str = "") -> float:

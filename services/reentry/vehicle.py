@@ -5,7 +5,8 @@
 reference row 27). From then `entry.step` flies it every clock step: in the
 vacuum coast (J2 gravity, 10 s RK4 substeps) with steps that shrink to 1 s as
 the entry interface nears, then 1 s steps through the skip entry, chute and
-touchdown (the guidance, events and Siziwang target are `entry`'s).
+touchdown (the guidance and events are `entry`'s; the capsule's figures and
+the Siziwang target point are `change6`'s).
 
 Events: ``handover_accepted``, ``sample_custody``, then `entry`'s
 ``entry_interface``, ``skip_out``, ``second_entry``, ``parachute_attitude``,
@@ -20,22 +21,21 @@ Communications: plasma blackout (no link at all) while faster than
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict
 from typing import Any
 
-from services.dynamics import entry
+from services.dynamics import change6, entry
 from services.dynamics.entry import (
-    Capsule,
     EntryOutputs,
     EntryPhase,
     EntryState,
-    Guidance,
-    LandingTarget,
 )
 from services.dynamics.links import eci_from_ecef_state_fast
-from services.kernel.downlink import downlink_of, downlink_values, publish_frames
 from services.kernel.envelope import Envelope
+from services.kernel.messages import Handover, HandoverAck, Transfer
+from services.kernel.radio import downlink_of, publish_frames
+from services.kernel.recorder import downlink_values
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
 Vec3 = tuple[float, float, float]
@@ -70,53 +70,47 @@ _EVENT_PHASE = {"entry_interface": "entry", "earth_landing": "landed"}
 class ReentryCore(VehicleCore):
     name = "reentry"
 
+    state: EntryState | None
+    sample_mass_g: float
+    landed_t_s: float | None
+    recovery_t_s: float | None
+
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
         self.phase = "stowed"
-        self.state: EntryState | None = None
-        self.last: EntryOutputs | None = None
+        self.state = None
         self.sample_mass_g = 0.0
-        self.landed_t_s: float | None = None
-        self.recovery_t_s: float | None = None
+        self.landed_t_s = None
+        self.recovery_t_s = None
+        # Derived from the state (restored() rebuilds it), a cache, and a flag
+        # that lives within one step.
+        self.last: EntryOutputs | None = None
         self._eci_cache: tuple[float, Vec3, Vec3] | None = None
         self._read_out = False  # set in the step the recovery team arrives
 
     # --- messages -----------------------------------------------------------------
-    def apply(self, msg: Envelope, out: Outbox) -> None:
-        kind = msg.body.get("type") if msg.kind == "transfer" else None
-        if kind == "handover" and msg.body.get("what") == "returner":
-            self._take(msg, out)
-        elif kind == "sample_handover":
-            self._take_sample(msg, out)
-        else:
-            super().apply(msg, out)
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        match message:
+            case Handover(what="returner"):
+                self._take(message, msg, out)
 
-    def _take(self, msg: Envelope, out: Outbox) -> None:
-        b = msg.body
-        if b.get("frame", "ECI") != "ECI":
-            raise ValueError(f"returner hand-over must be in ECI, got {b.get('frame')!r}")
-        cap = Capsule(mass_kg=float(b.get("mass_kg", Capsule().mass_kg)))
-        t_s = float(b.get("t_s", msg.t))
-        self.state = entry.entry_state_from_eci(b["r_m"], b["v_m_s"], t_s, capsule=cap)
+    def _take(self, h: Handover, msg: Envelope, out: Outbox) -> None:
+        """The returner with the sample container in it (its mass in the hand-over)."""
+        if h.frame != "ECI":
+            raise ValueError(f"returner hand-over must be in ECI, got {h.frame!r}")
+        cap = dataclasses.replace(change6.RETURNER, mass_kg=h.mass_kg)
+        self.state = entry.entry_state_from_eci(h.r_m, h.v_m_s, h.t_s, cap, change6.SIZIWANG)
         self.last = entry.outputs(self.state)
         self.phase = "coast"
         out.event(self.name, "handover_accepted", msg.t, what="returner",
-                  handover_id=b.get("handover_id"), **self._where())
-        out.send("xfer", msg.src, msg.t, {"type": "handover_ack",
-                                          "handover_id": b.get("handover_id"), "accepted": True})
-        if float(b.get("sample_mass_g", 0.0)) > 0.0:
-            self._set_sample(float(b["sample_mass_g"]), msg.t, out)
-
-    def _take_sample(self, msg: Envelope, out: Outbox) -> None:
-        mass = float(msg.body.get("sample_mass_g", 0.0))
-        out.send("xfer", msg.src, msg.t, {"type": "sample_ack",
-                                          "handover_id": msg.body.get("handover_id"),
-                                          "sample_mass_g": mass})
-        self._set_sample(mass, msg.t, out)
+                  handover_id=h.handover_id, **self._where())
+        out.transfer(msg.src, msg.t, HandoverAck(handover_id=h.handover_id, accepted=True))
+        if h.sample_mass_g > 0.0:
+            self._set_sample(h.sample_mass_g, msg.t, out)
 
     def _set_sample(self, mass_g: float, t_s: float, out: Outbox) -> None:
-        """The container is in the returner: set, never add (the hand-over and a
-        custody message may both name it)."""
+        """The container is in the returner: set, never add (a repeated hand-over
+        names it again)."""
         if mass_g == self.sample_mass_g:
             return
         self.sample_mass_g = mass_g
@@ -221,38 +215,6 @@ class ReentryCore(VehicleCore):
                              "lat_lon_deg": f"{o.lat_deg:.4f},{o.lon_deg:.4f}"})
 
     # --- snapshots ------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        state = None if self.state is None else _state_to_json(self.state)
-        return {**super().snapshot(), "state": state, "sample_mass_g": self.sample_mass_g,
-                "landed_t_s": self.landed_t_s, "recovery_t_s": self.recovery_t_s}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
-        raw = snap["state"]
-        self.state = None if raw is None else _state_from_json(raw)
+    def restored(self) -> None:
         self.last = None if self.state is None else entry.outputs(self.state)
-        self.sample_mass_g = float(snap["sample_mass_g"])
-        self.landed_t_s, self.recovery_t_s = snap["landed_t_s"], snap["recovery_t_s"]
         self._eci_cache = None
-
-
-def _state_to_json(s: EntryState) -> dict[str, Any]:
-    raw = asdict(s)
-    raw["phase"] = str(s.phase)
-    raw["chute_open_t_s"] = None if math.isinf(s.chute_open_t_s) else s.chute_open_t_s
-    return raw
-
-
-def _state_from_json(raw: dict[str, Any]) -> EntryState:
-    chute = raw["chute_open_t_s"]
-    return EntryState(
-        t_s=float(raw["t_s"]), r_ecef_m=_v3(raw["r_ecef_m"]), v_ecef_m_s=_v3(raw["v_ecef_m_s"]),
-        mass_kg=float(raw["mass_kg"]), phase=EntryPhase(raw["phase"]),
-        guidance=Guidance(**raw["guidance"]),
-        chute_open_t_s=math.inf if chute is None else float(chute),
-        capsule=Capsule(**raw["capsule"]), target=LandingTarget(**raw["target"]))
-
-
-def _v3(a: list[float]) -> tuple[float, float, float]:
-    return (float(a[0]), float(a[1]), float(a[2]))
-

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from services.dynamics import comms, links
 from services.dynamics.constants import AU_M, R_MOON_M
 from services.dynamics.power import Battery, battery_step
-from services.kernel.downlink import FRAME_BITS, downlink_values
 from services.kernel.envelope import Envelope
+from services.kernel.messages import Forwarded, RelayCmd, RelayFrame, Transfer, encode
+from services.kernel.recorder import FRAME_BITS, downlink_values
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
 Vec3 = tuple[float, float, float]
@@ -68,8 +70,24 @@ def array_power_w(r_mci_m: tuple[float, float, float], t_s: float) -> float:
     return ARRAY_RATED_W * (AU_M / d_sun) ** 2
 
 
+@dataclass
+class RelayCounts:
+    forwarded: int = 0  # frames sent on at once
+    stored: int = 0  # frames kept for later
+    played_back: int = 0  # stored frames sent on
+    commands: int = 0  # telecommands forwarded
+    max_store: int = 0  # most frames held at once
+
+
 class RelayCore(VehicleCore):
     name = "relay"
+
+    battery: Battery
+    power_w: float
+    unmet_wh: float
+    ground: links.Link  # Queqiao-2 to a station, at self.t_s
+    store: deque[dict[str, Any]]
+    counts: RelayCounts
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
@@ -77,36 +95,32 @@ class RelayCore(VehicleCore):
         self.battery = Battery(BATTERY_WH, BATTERY_WH)
         self.power_w = 0.0
         self.unmet_wh = 0.0
-        self.ground = links.NO_LINK  # Queqiao-2 to a station, at self.t_s
-        self.store: deque[dict[str, Any]] = deque()
-        self.counts = {"forwarded": 0, "stored": 0, "played_back": 0, "commands": 0,
-                       "max_store": 0}
+        self.ground = links.NO_LINK
+        self.store = deque()
+        self.counts = RelayCounts()
         # (t, r, v) of the last state asked for: advance and summary share it
         self._state_cache: tuple[float, Vec3, Vec3] | None = None
 
     # --- messages -----------------------------------------------------------------
-    def apply(self, msg: Envelope, out: Outbox) -> None:
-        kind = msg.body.get("type") if msg.kind == "transfer" else None
-        if kind == "relay_frame":
-            self._accept(dict(msg.body["frame"]), msg.t, out)
-        elif kind == "relay_cmd":
-            out.send("cmd", str(msg.body["to"]), msg.t, dict(msg.body["command"]))
-            self.counts["commands"] += 1
-        else:
-            super().apply(msg, out)
+    def receive(self, message: Transfer, msg: Envelope, out: Outbox) -> None:
+        match message:
+            case RelayFrame():
+                self._accept(dict(message.frame), msg.t, out)
+            case RelayCmd():
+                out.send("cmd", message.to, msg.t, dict(message.command))
+                self.counts.commands += 1
 
     def _accept(self, frame: dict[str, Any], t_s: float, out: Outbox) -> None:
         if self.ground.up and not self.store:
             self._forward({**frame, "relayed_at_s": t_s}, t_s, out)
             return
         self.store.append(frame)
-        self.counts["stored"] += 1
-        self.counts["max_store"] = max(self.counts["max_store"], len(self.store))
+        self.counts.stored += 1
+        self.counts.max_store = max(self.counts.max_store, len(self.store))
 
     def _forward(self, frame: dict[str, Any], t_s: float, out: Outbox) -> None:
-        out.send("dl", self.name, t_s, {"type": "forwarded", "origin": frame["origin"],
-                                        "frame": frame})
-        self.counts["forwarded"] += 1
+        out.send("dl", self.name, t_s, encode(Forwarded(origin=frame["origin"], frame=frame)))
+        self.counts.forwarded += 1
 
     # --- steps ----------------------------------------------------------------------
     def advance(self, t_from: float, t_to: float, out: Outbox) -> float:
@@ -128,7 +142,7 @@ class RelayCore(VehicleCore):
             stamp = {"relayed_at_s": t_to, "deliver_at_s": t_to + self.ground.light_time_s,
                      "relay_playback": True}
             self._forward({**frame, **stamp}, t_to, out)
-            self.counts["played_back"] += 1
+            self.counts.played_back += 1
             budget -= 1
 
     # --- views --------------------------------------------------------------------------
@@ -146,29 +160,13 @@ class RelayCore(VehicleCore):
         dist = math.sqrt(sum(x * x for x in r))
         values = {"power_w": self.power_w, "battery_soc_ratio": self.battery.soc,
                   "unmet_load_wh": self.unmet_wh, "relay_store_frames": float(len(self.store)),
-                  "relay_max_store_frames": float(self.counts["max_store"]),
-                  "frames_forwarded": float(self.counts["forwarded"]),
-                  "frames_relay_played_back": float(self.counts["played_back"]),
-                  "commands_forwarded": float(self.counts["commands"]),
+                  "relay_max_store_frames": float(self.counts.max_store),
+                  "frames_forwarded": float(self.counts.forwarded),
+                  "frames_relay_played_back": float(self.counts.played_back),
+                  "commands_forwarded": float(self.counts.commands),
                   "ground_link_up": float(self.ground.up),
                   **downlink_values(self.downlink)}
         return Summary(phase=self.phase, frame="MCI", central_body="moon", r_m=r, v_m_s=v,
                        altitude_m=dist - R_MOON_M, speed_m_s=math.sqrt(sum(x * x for x in v)),
                        mass_kg=MASS_KG, values=values,
                        info={"ground_station": self.ground.station or "none"})
-
-    def snapshot(self) -> dict[str, Any]:
-        g = self.ground
-        return {**super().snapshot(), "battery_wh": self.battery.charge_wh,
-                "power_w": self.power_w, "unmet_wh": self.unmet_wh,
-                "ground": [g.path, g.station, g.light_time_s, g.rate_bps],
-                "store": list(self.store), "counts": dict(self.counts)}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        super().restore(snap)
-        self.battery = Battery(BATTERY_WH, float(snap["battery_wh"]))
-        self.power_w, self.unmet_wh = float(snap["power_w"]), float(snap["unmet_wh"])
-        p, st, lt, rate = snap["ground"]
-        self.ground = links.Link(str(p), str(st), float(lt), float(rate))
-        self.store = deque(dict(f) for f in snap["store"])
-        self.counts = {k: int(v) for k, v in snap["counts"].items()}

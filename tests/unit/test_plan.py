@@ -37,6 +37,17 @@ def _plan(**extra: Any) -> dict[str, Any]:
     (lambda p: p["items"][1].update(offset_s=-1), "offset_s"),
     (lambda p: p["items"][0]["command"].update(mode="${nope}"), "names the fact 'nope'"),
     (lambda p: p.update(facts=["pdi_utc"]), "'facts' must be an object"),
+    (lambda p: p["items"][0].update(fault={"kind": "thrust_loss"}), "not both"),
+    (lambda p: p["items"][0].update(fault=3, command=None) or p["items"][0].pop("command"),
+     "fault must be an object with a 'kind'"),
+    (lambda p: p["items"][0].pop("command") and p["items"][0].update(
+        fault={"kind": "thrust_loss", "size": 1}), "unknown keys \\['size'\\]"),
+    (lambda p: p["items"][0].pop("command") and p["items"][0].update(
+        fault={"kind": "stall_clock"}), "stall_clock holds mission time still"),
+    (lambda p: p["items"][0].pop("command") and p["items"][0].update(
+        fault={"kind": "thrust_loss", "duration_s": -5}), "duration_s >= 0"),
+    (lambda p: p["items"][0].pop("command") and p["items"][0].update(
+        fault={"kind": "thrust_loss", "magnitude": "lots"}), "must be numbers"),
 ])
 def test_bad_plans_say_what_is_wrong(mutate: Any, words: str) -> None:
     raw = _plan()
@@ -62,6 +73,20 @@ def test_the_nominal_plan_names_pdi_once_for_the_orbiter_and_the_lander() -> Non
            if "pdi_utc" in item.command}
     assert set(pdi) == {"adjust1", "adjust2", "adjust3", "trim", "descent_plan"}
     assert set(pdi.values()) == {"2024-06-01T22:09:00Z"}  # reference timeline row 13
+
+
+def test_a_fault_item_goes_straight_to_its_vehicle_as_inject_fault() -> None:
+    """Not a telecommand: no link path is needed (the orbiter has shown none yet)."""
+    raw = _plan()
+    raw["items"][0] = {"id": "weak", "at": T1, "target": "orbiter",
+                       "fault": {"kind": "thrust_loss", "magnitude": 0.1, "duration_s": 60}}
+    core = GroundCore(6, parse_plan(raw))
+    out = Outbox()
+    core.advance(0.0, mission_s_from_utc(T1), out)
+    [cmd] = [i for i in out.drain() if i.kind == "cmd"]
+    assert (cmd.target, cmd.body) == ("orbiter", {
+        "op": "inject_fault", "kind": "thrust_loss", "magnitude": 0.1, "duration_s": 60.0,
+        "subsystem": "", "plan_id": "weak"})
 
 
 def test_items_wait_on_events_not_on_clock_times() -> None:

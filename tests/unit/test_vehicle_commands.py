@@ -110,3 +110,27 @@ def test_ground_runs_its_own_time_tagged_commands() -> None:
     assert not loop.ground.timed
     assert any(e.body["name"] == "mode_changed" and e.t == tag and e.src == "ground"
                for e in loop.events)
+
+
+def test_a_planned_fault_strikes_on_schedule_and_ends_after_its_duration() -> None:
+    loop, probe = _loop([
+        {"id": "quiet", "at": "2024-05-03T10:00:00Z", "target": "orbiter",
+         "fault": {"kind": "drop_telemetry", "duration_s": 1800}},
+        {"id": "gremlin", "at": "2024-05-03T10:00:00Z", "target": "orbiter",
+         "fault": {"kind": "flux_capacitor"}},
+    ])
+    loop.run()
+    events = {(e.body["name"], e.body.get("fault_id") or e.body.get("plan_id")): e
+              for e in loop.events if e.src == "orbiter"}
+    # Issued by ground at the end of the step ending 10:00, struck by the
+    # orbiter as it starts the next one: at 10:00.
+    issued = mission_s_from_utc("2024-05-03T10:00:00Z")
+    injected = events[("fault_injected", "quiet")]
+    assert injected.t == issued and injected.body["kind"] == "drop_telemetry"
+    cleared = events[("fault_cleared", "quiet")]
+    assert cleared.body["reason"] == "expired"
+    assert cleared.t == injected.t + 1800.0  # the clock stops on the fault's end
+    rejected = events[("command_rejected", "gremlin")]
+    assert rejected.body["op"] == "inject_fault"
+    assert "unknown fault kind 'flux_capacitor'" in rejected.body["reason"]
+    assert probe.faults == {}

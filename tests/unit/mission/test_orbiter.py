@@ -2,7 +2,7 @@
 
 Authorities for the tolerances: reference (c) "Orbits and trajectory"
 (capture ~200 x 8,600 km, ~12 h; parking ~200 km, 137 deg), docs/mission.md
-(hand-over fields), targeting.EntryInterfaceTarget (120 km, -6.4 deg).
+(hand-over fields), change6.entry_interface_target (120 km, -6.4 deg).
 The flight is built once per module in stages (snapshots), so the file runs
 in seconds.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.dynamics import change6
 from services.dynamics.burns import rtn_basis
 from services.dynamics.constants import GM_MOON_M3_S2
 from services.dynamics.guidance.rendezvous import lvlh_relative
@@ -24,7 +25,6 @@ from services.dynamics.targeting import (
     EARTH_MODEL,
     MOON_MODEL,
     MOON_SOI_SWITCH_S,
-    EntryInterfaceTarget,
     entry_interface_state,
 )
 from services.dynamics.timescale import mission_s_from_utc
@@ -32,7 +32,7 @@ from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.orbiter import legs
 from services.orbiter.flight import apsides_km, vec
 from services.orbiter.vehicle import OrbiterCore
-from tests.authorities import SAMPLE_MASS_G
+from tests.authorities import EI_UTC, LOI_UTC, SAMPLE_MASS_G, SEPARATION_UTC
 from tests.unit.mission.driver import Drive
 
 #: Powered descent began 2024-06-01 22:09 UTC (reference timeline row 13).
@@ -40,8 +40,9 @@ PDI_UTC = "2024-06-01T22:09:00Z"
 PDI_S = mission_s_from_utc(PDI_UTC)
 
 SEED = 6
-T_SEP = mission_s_from_utc("2024-05-03T10:04:00Z")
-T_LOI = mission_s_from_utc("2024-05-08T02:12:00Z")
+T_SEP = mission_s_from_utc(SEPARATION_UTC)
+T_LOI = mission_s_from_utc(LOI_UTC)
+T_EI = mission_s_from_utc(EI_UTC)
 T_LA_SEP = mission_s_from_utc("2024-05-30T06:00:00Z")
 T_RET_SEP = mission_s_from_utc("2024-06-25T05:21:00Z")
 Plan = list[tuple[str, dict[str, Any]]]
@@ -54,8 +55,8 @@ ADJUST: Plan = [("2024-05-08T08:00:00Z", {"op": "release_icubeq"}),
           ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3, "pdi_utc": PDI_UTC}),
           ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4, "pdi_utc": PDI_UTC}),
           ("2024-05-30T06:00:00Z", {"op": "separate_lander"})]
-RETURN: Plan = [("2024-06-15T00:00:00Z", {"op": "prepare_return"}),
-          ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection"}),
+RETURN: Plan = [("2024-06-15T00:00:00Z", {"op": "prepare_return", "ei_utc": EI_UTC}),
+          ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection", "ei_utc": EI_UTC}),
           ("2024-06-23T00:00:00Z", {"op": "trajectory_correction", "target": "entry_interface"}),
           ("2024-06-25T05:21:00Z", {"op": "separate_returner"})]
 HANDOVER_FIELDS = {"type", "handover_id", "what", "frame", "r_m", "v_m_s", "t_s", "mass_kg",
@@ -88,7 +89,7 @@ def resume(snap: dict[str, Any], dt_s: float) -> Drive:
 def cruise() -> dict[str, Any]:
     """Separation through LOI, with a snapshot taken in the middle of the LOI burn."""
     d = Drive(OrbiterCore(SEED), T_SEP)
-    d.deliver("command", {"op": "probe_separation"})
+    d.deliver("command", {"op": "probe_separation", "loi_utc": LOI_UTC})
     d.step()
     sep_state = orb(d).snapshot()["flight"]
     fly(d, CRUISE[:2])
@@ -114,7 +115,7 @@ def parking(cruise: dict[str, Any]) -> dict[str, Any]:
 def test_separation_state_comes_from_the_solver_and_reaches_the_loi_perilune(
         cruise: dict[str, Any]) -> None:
     sep = cruise["sep_state"]
-    sol = legs.tli_solution()
+    sol = legs.tli_solution(change6.lunar_arrival_target(T_SEP, T_LOI))
     assert sep["central"] == "earth"
     # the first step after separation flew the solver's state (1 m: integrator steps)
     r_sol, _ = propagate(sol.r_sep_eci_m, sol.v_sep_eci_m_s, T_SEP, sep["t_s"] - T_SEP,
@@ -159,7 +160,7 @@ def test_snapshot_restore_continues_identically(cruise: dict[str, Any]) -> None:
     assert restored_flight["t_s"] == orig_after["t_s"]
     assert restored_flight["r_m"] == orig_after["r_m"]
     assert restored_flight["v_m_s"] == orig_after["v_m_s"]
-    assert orb(d).snapshot()["tank_kg"] == cruise["after_loi"][0]["tank_kg"]
+    assert orb(d).snapshot()["tank"] == cruise["after_loi"][0]["tank"]
 
 
 def test_thrust_loss_fault_under_burns_the_loi(cruise: dict[str, Any]) -> None:
@@ -219,7 +220,7 @@ def test_la_stack_handover_has_every_field_and_acks_are_taken_once(
     d.deliver("transfer", {**ack, "handover_id": "la_stack-0"}, src="lander")  # stale
     d.step()
     assert d.names().count("handover_acknowledged") == 1
-    assert orb(d).counts["ignored_acks"] == 2
+    assert orb(d).counts.ignored_acks == 2
 
 
 # --- rendezvous, docking, sample transfer --------------------------------------------------
@@ -308,7 +309,7 @@ def test_tei_and_tcm_reach_the_entry_interface_and_the_returner_is_handed_over(
     assert ho.body["mass_kg"] == pytest.approx(330.0)  # entry.Capsule
     assert orb(d).summary().sample_mass_g == 0.0
 
-    tgt = EntryInterfaceTarget.change6()
+    tgt = change6.entry_interface_target(T_EI)
     r, v = propagate(vec(ho.body["r_m"]), vec(ho.body["v_m_s"]), T_RET_SEP,
                      tgt.t_ei_s - T_RET_SEP, EARTH_MODEL)
     ei = entry_interface_state(r, v, tgt.t_ei_s, tgt.site)
@@ -338,7 +339,30 @@ def test_commands_are_validated_by_phase_and_arguments() -> None:
     with pytest.raises(InvalidCommand, match="pdi_utc"):
         core.validate({"op": "orbit_adjust", "stage": 2})  # the plane needs the plan's PDI
     core.validate({"op": "orbit_adjust", "stage": 2, "pdi_utc": PDI_UTC})
+    for op in ("prepare_return", "trans_earth_injection"):  # aimed at the plan's EI
+        with pytest.raises(InvalidCommand, match="ei_utc"):
+            core.validate({"op": op})
+        core.validate({"op": op, "ei_utc": EI_UTC})
     assert {"probe_separation", "rendezvous", "separate_returner"} <= core.operations()
+
+
+def test_separation_needs_the_plans_loi_which_is_unknown_before() -> None:
+    core = OrbiterCore(SEED)
+    assert math.isnan(core.loi_epoch_s)
+    with pytest.raises(InvalidCommand, match="loi_utc"):
+        core.validate({"op": "probe_separation"})
+    with pytest.raises(InvalidCommand, match="loi_utc"):
+        core.validate({"op": "probe_separation", "loi_utc": "next Tuesday"})
+    core.validate({"op": "probe_separation", "loi_utc": LOI_UTC})
+
+
+def test_a_correction_to_the_entry_interface_needs_the_ei_of_the_return_first() -> None:
+    core = OrbiterCore(SEED)
+    core.phase = "moon_earth_transfer"
+    with pytest.raises(InvalidCommand, match="ei_utc"):
+        core.validate({"op": "trajectory_correction"})  # the return leg's default target
+    core.ei_epoch_s = T_EI
+    core.validate({"op": "trajectory_correction", "target": "entry_interface"})
 
 
 def test_the_stack_has_no_state_before_separation_and_weighs_8350_kg() -> None:
