@@ -10,20 +10,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import orjson
 
+from services.dynamics import change6
 from services.dynamics.entry import (
     EntryPhase,
-    LandingTarget,
     bearing_deg,
     entry_state_from_geodetic,
     simulate_entry,
     site_point,
     step,
 )
+from services.dynamics.guidance.loi import PARKING_HEIGHT_M, PARKING_INCLINATION_DEG
 from services.dynamics.propagate import ForceModel, propagate
 from services.dynamics.targeting import (
-    EntryInterfaceTarget,
-    LunarArrivalTarget,
     fly_home,
     parking_orbit_for_return,
     plan_tcm,
@@ -31,13 +31,21 @@ from services.dynamics.targeting import (
     plan_tli,
 )
 from services.dynamics.timescale import mission_s_from_utc
+from services.ground.plan import NOMINAL_PLAN
+
+#: The nominal plan's dates: separation (its first item) and the LOI and EI facts.
+_PLAN = orjson.loads(NOMINAL_PLAN.read_bytes())
+T_SEP_S = mission_s_from_utc(_PLAN["items"][0]["at"])
+T_LOI_S = mission_s_from_utc(_PLAN["facts"]["loi_utc"])
+T_EI_S = mission_s_from_utc(_PLAN["facts"]["ei_utc"])
 
 
 def bench_entry_steps() -> None:
-    tgt = LandingTarget()
+    tgt = change6.SIZIWANG
     lat, lon = site_point(tgt.lat_deg, tgt.lon_deg, 5_400_000.0, 240.0)
     state = entry_state_from_geodetic(
-        0.0, lat, lon, 120_000.0, 11_000.0, -6.4, bearing_deg(lat, lon, tgt.lat_deg, tgt.lon_deg)
+        0.0, lat, lon, 120_000.0, 11_000.0, -6.4, bearing_deg(lat, lon, tgt.lat_deg, tgt.lon_deg),
+        change6.RETURNER, tgt,
     )
     guided_s, guided_n, all_s, all_n = 0.0, 0, 0.0, 0
     while state.phase is not EntryPhase.LANDED:
@@ -63,6 +71,8 @@ def bench_entry_steps() -> None:
             11_000.0,
             -6.4,
             bearing_deg(lat, lon, tgt.lat_deg, tgt.lon_deg),
+            change6.RETURNER,
+            tgt,
         )
     )
     wall = time.perf_counter() - t0
@@ -78,15 +88,15 @@ def bench_targeting() -> None:
     # warm the ephemeris tables so the first solve is not charged for them
     propagate(np.array([7e6, 0, 0]), np.array([0, 7.5e3, 0]), 0.0, 60.0, ForceModel("earth"))
     t0 = time.perf_counter()
-    arr = plan_tli(LunarArrivalTarget.change6())
+    arr = plan_tli(change6.lunar_arrival_target(T_SEP_S, T_LOI_S))
     wall = time.perf_counter() - t0
     print(
         f"TLI solve                   : {wall:9.3f} s, {arr.iterations} iterations, "
         f"perilune {arr.perilune_alt_m / 1e3:.2f} km, i {arr.inclination_deg:.2f} deg"
     )
-    tgt = EntryInterfaceTarget.change6()
+    tgt = change6.entry_interface_target(T_EI_S)
     t_s = mission_s_from_utc("2024-06-19T12:00:00Z")
-    r0, v0 = parking_orbit_for_return(tgt, t_s)
+    r0, v0 = parking_orbit_for_return(tgt, t_s, PARKING_INCLINATION_DEG, PARKING_HEIGHT_M)
     t0 = time.perf_counter()
     plan = plan_tei_detailed(r0, v0, t_s, tgt)
     wall = time.perf_counter() - t0

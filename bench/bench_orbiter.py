@@ -15,31 +15,40 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 
+from services.dynamics import change6
 from services.dynamics.burns import rtn_basis
 from services.dynamics.constants import GM_MOON_M3_S2, SAMPLE_MASS_G
 from services.dynamics.propagate import Propagator
 from services.dynamics.targeting import MOON_MODEL
 from services.dynamics.timescale import iso_utc, mission_s_from_utc
+from services.ground.plan import NOMINAL_PLAN
 from services.kernel.envelope import Envelope
 from services.kernel.vehicle import Outbox
 from services.orbiter import legs
 from services.orbiter.vehicle import OrbiterCore
 
-PLAN: list[tuple[str, dict[str, Any]]] = [("2024-05-03T10:04:00Z", {"op": "probe_separation"}),
+#: The nominal plan's facts the orbiter's commands carry.
+FACTS: dict[str, str] = orjson.loads(NOMINAL_PLAN.read_bytes())["facts"]
+LOI = {"loi_utc": FACTS["loi_utc"]}
+PDI = {"pdi_utc": FACTS["pdi_utc"]}
+EI = {"ei_utc": FACTS["ei_utc"]}
+PLAN: list[tuple[str, dict[str, Any]]] = [
+        ("2024-05-03T10:04:00Z", {"op": "probe_separation", **LOI}),
         ("2024-05-04T03:00:00Z", {"op": "trajectory_correction"}),
         ("2024-05-06T12:00:00Z", {"op": "trajectory_correction"}),
         ("2024-05-08T02:12:00Z", {"op": "lunar_orbit_insertion"}),
         ("2024-05-08T08:00:00Z", {"op": "release_icubeq"}),
-        ("2024-05-10T00:00:00Z", {"op": "orbit_adjust", "stage": 1}),
-        ("2024-05-14T00:00:00Z", {"op": "orbit_adjust", "stage": 2}),
-        ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3}),
-        ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4}),
+        ("2024-05-10T00:00:00Z", {"op": "orbit_adjust", "stage": 1, **PDI}),
+        ("2024-05-14T00:00:00Z", {"op": "orbit_adjust", "stage": 2, **PDI}),
+        ("2024-05-20T00:00:00Z", {"op": "orbit_adjust", "stage": 3, **PDI}),
+        ("2024-05-28T12:00:00Z", {"op": "orbit_adjust", "stage": 4, **PDI}),
         ("2024-05-30T06:00:00Z", {"op": "separate_lander"}),
         ("2024-06-06T05:31:00Z", {"op": "rendezvous"}),
         ("2024-06-06T08:30:00Z", {"op": "undock"}),
-        ("2024-06-15T00:00:00Z", {"op": "prepare_return"}),
-        ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection"}),
+        ("2024-06-15T00:00:00Z", {"op": "prepare_return", **EI}),
+        ("2024-06-19T00:00:00Z", {"op": "trans_earth_injection", **EI}),
         ("2024-06-23T00:00:00Z", {"op": "trajectory_correction", "target": "entry_interface"}),
         ("2024-06-25T05:21:00Z", {"op": "separate_returner"})]
 T_AIM = mission_s_from_utc("2024-06-06T05:30:00Z")
@@ -78,7 +87,9 @@ class Ascender:
 
 
 def main() -> None:
-    legs.tli_solution()  # the one-off TLI solve, timed apart
+    # the one-off TLI solve, timed apart (the core's separation asks for the same target)
+    legs.tli_solution(change6.lunar_arrival_target(mission_s_from_utc(PLAN[0][0]),
+                                                   mission_s_from_utc(FACTS["loi_utc"])))
     core, asc = OrbiterCore(1), Ascender()
     plan = [(mission_s_from_utc(u), c) for u, c in PLAN]
     stops = sorted({t for t, _ in plan} | {T_AIM})

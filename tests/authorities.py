@@ -41,6 +41,13 @@ SIZIWANG_SEAT_LAT_DEG = 41.5331
 SIZIWANG_SEAT_LON_DEG = 111.7067
 SIZIWANG_REACH_M = 200_000.0
 
+#: Probe separation into the Earth-Moon transfer orbit (timeline row 4, i-Cable
+#: News), lunar orbit insertion (row 7, The Hans India) and the first entry at
+#: ~120 km (row 28, Sino-Carib), each to the minute.
+SEPARATION_UTC = "2024-05-03T10:04:00Z"
+LOI_UTC = "2024-05-08T02:12:00Z"
+EI_UTC = "2024-06-25T05:41:00Z"
+
 #: Real UTC of the key events: lunar touchdown (row 14, to the second), docking
 #: (row 21), landing at Siziwang (row 31).
 REAL_UTC = {"lunar_touchdown": "2024-06-01T22:23:16Z", "docking": "2024-06-06T06:48:00Z",

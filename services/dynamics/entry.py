@@ -1,4 +1,4 @@
-"""Skip re-entry of the Chang'e-6 returner: 3-DOF dynamics and bank guidance.
+"""Skip re-entry of a lunar-return capsule: 3-DOF dynamics and bank guidance.
 
 The state is integrated in the Earth-fixed frame (ECEF, WGS 84 axes): the
 velocity is the Earth-relative (= air-relative, no winds) velocity, so the
@@ -6,22 +6,8 @@ equations carry Coriolis and centrifugal terms, J2 gravity and the US76
 atmosphere (`atmosphere.density_fast_kg_m3`). Altitude is the height above
 the WGS 84 ellipsoid to first order in the flattening (error < 30 m).
 
-Vehicle (the returner; CE-5T1 / CE-5 analogue). Public sources give only
-"~300 kg" (CE-5 returner) and "about one seventh of a Shenzhou return capsule"
-(reference: change6-mission.md, landing-zone note: ~14 % of the volume).
-Chosen, with the reasoning:
-
-* entry mass 330 kg: ~300 kg dry class plus heat shield and 1.9 kg sample;
-* maximum diameter 1.31 m: Shenzhou return module 2.52 m scaled by
-  0.14 ** (1/3) = 0.52 (same shape, 14 % of the volume), reference area 1.35 m^2;
-* hypersonic drag coefficient 1.3 and trim L/D 0.30 (Apollo/Shenzhou-type
-  blunt capsule flying at trim angle of attack; Apollo L/D 0.3-0.37);
-  ballistic coefficient m / (Cd A) = 188 kg/m^2;
-* nose (heat-shield spherical) radius 1.16 m: Soyuz/Shenzhou 2.235 m scaled
-  by the same 0.52;
-* main canopy 50 m^2 (reference: "~50 m^2", unconfirmed), Cd 0.8 (ring-sail
-  type), opened at 10 km and inflated linearly over 8 s (a stand-in for the
-  drogue and reefing stages, keeping the opening load at a few g).
+The vehicle is a blunt capsule flying at trim angle of attack (`Capsule`;
+the Chang'e-6 returner's figures are `change6.RETURNER`).
 
 Heat flux: Sutton & Graves (1971) stagnation-point convective heating,
 q = k sqrt(rho / R_n) v^3 with k = 1.7415e-4 kg^0.5 / m for Earth air.
@@ -78,15 +64,6 @@ MAX_BANK_RAD = math.radians(175.0)
 SECOND_PASS_BANK_RAD = math.radians(55.0)
 MIN_BANK_RAD = math.radians(15.0)  # keeps some lift sideways for crossrange
 
-# Siziwang Banner landing zone, Amugulang grassland (Shenzhou/CE-5/CE-6 zone),
-# some 50-80 km north of the banner seat Wulanhua (41.53 N, 111.68 E). The
-# exact CE-6 touchdown point is unpublished; 42.0 N, 111.45 E is a point in
-# that grassland (assumed: 41.6-42.0 N, 111.3-111.6 E). Ground ~1,400 m above
-# the ellipsoid (terrain ~1,450 m MSL, geoid ~-40 m there).
-SIZIWANG_LAT_DEG = 42.0
-SIZIWANG_LON_DEG = 111.45
-SIZIWANG_GROUND_H_M = 1_400.0
-
 
 class EntryPhase(StrEnum):
     EXO = "exo"  # above the entry interface before the first dip
@@ -100,16 +77,16 @@ class EntryPhase(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Capsule:
-    """Returner aerodynamics (see module docstring for the sources)."""
+    """A returner's mass, aerodynamics and main canopy (e.g. change6.RETURNER)."""
 
-    mass_kg: float = 330.0
-    diameter_m: float = 1.31
-    drag_coefficient: float = 1.3
-    lift_to_drag: float = 0.30
-    nose_radius_m: float = 1.16
-    chute_area_m2: float = 50.0
-    chute_drag_coefficient: float = 0.8
-    chute_inflation_s: float = 8.0
+    mass_kg: float
+    diameter_m: float
+    drag_coefficient: float  # hypersonic
+    lift_to_drag: float  # at trim angle of attack
+    nose_radius_m: float  # heat-shield spherical radius
+    chute_area_m2: float
+    chute_drag_coefficient: float
+    chute_inflation_s: float  # opening to full area, linearly
 
     def __post_init__(self) -> None:
         if self.mass_kg <= 0 or self.diameter_m <= 0 or self.nose_radius_m <= 0:
@@ -128,9 +105,11 @@ class Capsule:
 
 @dataclass(frozen=True, slots=True)
 class LandingTarget:
-    lat_deg: float = SIZIWANG_LAT_DEG
-    lon_deg: float = SIZIWANG_LON_DEG
-    ground_height_m: float = SIZIWANG_GROUND_H_M
+    """The point the guidance flies to (a mission's: e.g. change6.SIZIWANG)."""
+
+    lat_deg: float
+    lon_deg: float
+    ground_height_m: float  # above the WGS 84 ellipsoid
 
     def unit_ecef(self) -> Vec3:
         """Geocentric unit vector of the target point."""
@@ -158,11 +137,11 @@ class EntryState:
     r_ecef_m: Vec3
     v_ecef_m_s: Vec3  # Earth-relative velocity in ECEF axes
     mass_kg: float
+    capsule: Capsule
+    target: LandingTarget
     phase: EntryPhase = EntryPhase.EXO
     guidance: Guidance = Guidance()
     chute_open_t_s: float = math.inf
-    capsule: Capsule = Capsule()
-    target: LandingTarget = LandingTarget()
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,8 +593,8 @@ def entry_state_from_eci(
     r_eci_m: ArrayLike,
     v_eci_m_s: ArrayLike,
     t_s: float,
-    capsule: Capsule | None = None,
-    target: LandingTarget | None = None,
+    capsule: Capsule,
+    target: LandingTarget,
 ) -> EntryState:
     """Entry state from an inertial (ECI) state, e.g. at orbiter separation."""
     r_ef, v_ef = frames.ecef_from_eci_state(r_eci_m, v_eci_m_s, t_s)
@@ -626,10 +605,9 @@ def _make_state(
     t_s: float,
     r_ef: ArrayLike,
     v_ef: ArrayLike,
-    capsule: Capsule | None,
-    target: LandingTarget | None,
+    capsule: Capsule,
+    target: LandingTarget,
 ) -> EntryState:
-    cap = capsule or Capsule()
     r = np.asarray(r_ef, dtype=float)
     v = np.asarray(v_ef, dtype=float)
     alt = _altitude_m(float(r[0]), float(r[1]), float(r[2]))
@@ -641,11 +619,11 @@ def _make_state(
         t_s=t_s,
         r_ecef_m=(float(r[0]), float(r[1]), float(r[2])),
         v_ecef_m_s=(float(v[0]), float(v[1]), float(v[2])),
-        mass_kg=cap.mass_kg,
+        mass_kg=capsule.mass_kg,
         phase=phase,
         guidance=Guidance(next_update_s=t_s),
-        capsule=cap,
-        target=target or LandingTarget(),
+        capsule=capsule,
+        target=target,
     )
 
 
@@ -657,8 +635,8 @@ def entry_state_from_geodetic(
     inertial_speed_m_s: float,
     inertial_fpa_deg: float,
     inertial_heading_deg: float,
-    capsule: Capsule | None = None,
-    target: LandingTarget | None = None,
+    capsule: Capsule,
+    target: LandingTarget,
 ) -> EntryState:
     """Entry state from inertial speed, flight-path angle and heading (from north).
 

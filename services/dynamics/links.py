@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.dynamics import comms, frames
+from services.dynamics.change6 import SIZIWANG_LAT_DEG, SIZIWANG_LON_DEG
 from services.dynamics.constants import (
     C_M_S,
     DAY_S,
@@ -47,7 +48,6 @@ from services.dynamics.constants import (
     R_EARTH_EQ_M,
     R_MOON_M,
 )
-from services.dynamics.entry import SIZIWANG_LAT_DEG, SIZIWANG_LON_DEG
 from services.dynamics.ephemeris import get_fast_ephemeris
 
 __all__ = [

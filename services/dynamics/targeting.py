@@ -20,26 +20,21 @@ Targets:
   trajectory plane (so the entry guidance of `entry` sees the site straight
   ahead; the downrange is then set by the geometry and reported).
 
-Where the entry interface falls: on 2024-06-21 the Moon stood at declination
-~-27 deg, so a ~4-day return arrives near the anti-Moon point (28 N, 84 E at
-05:41 UTC on 06-25) and meets 120 km about 25 deg before it, over the Arabian
-Sea, heading north-east with Siziwang ~5,400 km ahead (CE-5 likewise
-"bounced off the atmosphere over the Arabian Sea"). The reference's "over
-the Atlantic" fits the orbiter/returner separation ~20 min earlier, not the
-entry: from the Atlantic the site is 11,000-13,000 km away, more than a
-26-minute skip entry can fly.
+The targets carry every figure of a mission as arguments (Chang'e-6's are
+in `change6`).
 
-TEI is two burns, as flown (CE-5/CE-6): TEI-1 raises the circular parking
-orbit to an ellipse (prograde, apolune chosen), TEI-2 departs at the next
-perilune. The TEI-1 point is picked on the parking orbit so that a periapsis
-departure from it points the outgoing asymptote along the conic solution.
+TEI is two burns, as the Chang'e sample returns flew it: TEI-1 raises the
+circular parking orbit to an ellipse (prograde, to the target's apolune),
+TEI-2 departs at the next perilune. The TEI-1 point is picked on the parking
+orbit so that a periapsis departure from it points the outgoing asymptote
+along the conic solution.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -58,7 +53,6 @@ from services.dynamics.entry import LandingTarget, crossrange_rad
 from services.dynamics.ephemeris import get_ephemeris
 from services.dynamics.kepler import elements_from_rv
 from services.dynamics.propagate import ForceModel, kepler_ellipse, propagate
-from services.dynamics.timescale import mission_s_from_utc
 
 Vec = NDArray[np.float64]
 
@@ -202,20 +196,15 @@ def newton(
 
 
 # --- Trans-lunar ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LunarArrivalTarget:
+    """Where and when the free coast from separation must reach the Moon."""
+
     t_sep_s: float  # probe separation (start of the free coast)
     t_perilune_s: float  # perilune at the LOI epoch
-    perilune_alt_m: float = 200_000.0
-    inclination_deg: float = 137.0  # to the lunar equator; > 90 = retrograde
-    parking_alt_m: float = 200_000.0  # perigee of the post-TLI orbit
-
-    @classmethod
-    def change6(cls) -> LunarArrivalTarget:
-        """Separation 2024-05-03T10:04Z, LOI 2024-05-08T02:12Z (reference rows 4, 7)."""
-        return cls(
-            mission_s_from_utc("2024-05-03T10:04:00Z"), mission_s_from_utc("2024-05-08T02:12:00Z")
-        )
+    perilune_alt_m: float
+    inclination_deg: float  # to the lunar equator; > 90 = retrograde
+    parking_alt_m: float  # perigee of the post-TLI orbit
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,25 +328,16 @@ def _incoming_asymptote(r_m: Vec, v_m_s: Vec, mu: float) -> Vec:
 
 
 # --- Trans-Earth -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EntryInterfaceTarget:
     """Where and when the returner must meet the atmosphere."""
 
     t_ei_s: float
-    altitude_m: float = 120_000.0  # Xinhua: first entry at ~120 km
-    # inertial, geocentric horizon: steep enough that the ~5,400 km range
-    # needs a real skip (apex > 120 km), shallow enough for < 9 g
-    fpa_deg: float = -6.4
-    site: LandingTarget = field(default_factory=LandingTarget)
-    # TEI-2 to EI: 4.3 d puts TEI-2 on 2024-06-20 ~23 UTC, between Wikipedia's
-    # "20 June ~15:00" and SpaceNews' "around June 21" (reference row 25)
-    transfer_s: float = 4.3 * 86_400.0
-    tei1_apolune_alt_m: float = 5_000_000.0  # TEI-1 ellipse (CE-5: "raised to an ellipse")
-
-    @classmethod
-    def change6(cls) -> EntryInterfaceTarget:
-        """Entry interface 2024-06-25T05:41Z (reference row 28)."""
-        return cls(mission_s_from_utc("2024-06-25T05:41:00Z"))
+    altitude_m: float
+    fpa_deg: float  # inertial, geocentric horizon
+    site: LandingTarget
+    transfer_s: float  # TEI-2 to the entry interface
+    tei1_apolune_alt_m: float  # of the ellipse TEI-1 raises the parking orbit to
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,7 +597,7 @@ def plan_tcm(
 
 
 def parking_orbit_for_return(
-    tgt: EntryInterfaceTarget, t_s: float, inclination_deg: float = 137.0, alt_m: float = 200_000.0
+    tgt: EntryInterfaceTarget, t_s: float, inclination_deg: float, alt_m: float
 ) -> tuple[Vec, Vec]:
     """Circular lunar orbit (MCI state at t_s) whose plane holds the return asymptote.
 

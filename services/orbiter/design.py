@@ -19,8 +19,8 @@ Mass budget at launch (kg)::
 from __future__ import annotations
 
 from services.dynamics.burns import Engine
+from services.dynamics.change6 import RETURNER
 from services.dynamics.constants import SAMPLE_MASS_G
-from services.dynamics.entry import Capsule
 from services.dynamics.guidance.descent import LANDER_IGNITION_MASS_KG
 
 # Reference (b): "8.35-ton" total launch mass (China Daily, Wikipedia).
@@ -32,8 +32,8 @@ LA_PHASING_PROPELLANT_KG = 40.0
 LA_STACK_MASS_KG = LANDER_IGNITION_MASS_KG + LA_PHASING_PROPELLANT_KG
 # Reference (timeline row 8): ICUBE-Q, a ~7 kg cubesat (6U class).
 ICUBEQ_MASS_KG = 7.0
-# entry.py's Capsule entry mass includes the sample; the empty returner is the rest.
-RETURNER_ENTRY_MASS_KG = Capsule().mass_kg
+# The returner's entry mass includes the sample; the empty returner is the rest.
+RETURNER_ENTRY_MASS_KG = RETURNER.mass_kg
 RETURNER_EMPTY_MASS_KG = RETURNER_ENTRY_MASS_KG - SAMPLE_MASS_G / 1_000.0
 # Assumption (module masses unpublished): orbiter dry mass.
 ORBITER_DRY_MASS_KG = 1_150.0

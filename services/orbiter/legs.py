@@ -1,7 +1,7 @@
 """Planning of the orbiter's legs: pure functions of a state and a time.
 
 * the separation state (``targeting.plan_tli``), cached per process because
-  it is a deterministic function of the fixed CE-6 target;
+  it is a deterministic function of its target (the plan's separation and LOI);
 * cruise corrections that re-target the perilune (radius, inclination to the
   lunar equator, time) by Newton on the full force model;
 * the orbit adjustments to the 200 km, 137 deg parking orbit whose plane
@@ -61,10 +61,11 @@ _PREDICT_RTOL = 1e-7
 AVOIDANCE_PERIGEE_ALT_M = 200_000.0
 
 
-@lru_cache(maxsize=1)
-def tli_solution() -> LunarArrival:
-    """Separation state aimed at the CE-6 LOI perilune (deterministic; ~0.5 s once)."""
-    return targeting.plan_tli(LunarArrivalTarget.change6())
+@lru_cache(maxsize=4)
+def tli_solution(target: LunarArrivalTarget) -> LunarArrival:
+    """Separation state aimed at the target's LOI perilune: a pure function of
+    the target (~0.5 s), solved once per target in a process."""
+    return targeting.plan_tli(target)
 
 
 # --- cruise: perilune prediction and correction ---------------------------------------
@@ -230,7 +231,7 @@ def plan_adjustment(
 
 def return_normals(tgt: targeting.EntryInterfaceTarget, t_s: float) -> tuple[Vec, Vec, Vec]:
     """(departure asymptote, the two 137 deg plane normals that contain it)."""
-    r, v = targeting.parking_orbit_for_return(tgt, t_s)
+    r, v = targeting.parking_orbit_for_return(tgt, t_s, PARKING_INCLINATION_DEG, PARKING_HEIGHT_M)
     n1 = unit(np.cross(r, v))
     s_hat = unit(np.cross(unit(r), n1))
     pole = frames.moon_pole_mci(t_s)

@@ -17,6 +17,7 @@ import pytest
 
 from services.cli.report import load_reference
 from services.kernel.config import SERVICE_NAMES
+from tests.authorities import LOI_UTC, SEPARATION_UTC
 from tests.integration.test_cli import (
     REPO,
     RUN_DEADLINE_S,
@@ -35,13 +36,14 @@ TO_LUNAR_ORBIT_PLAN = {
     "description": "The nominal plan to lunar orbit; written by test_cli_output.py.",
     "end": {"at": "2024-05-08T12:00:00Z"},
     "items": [
-        {"id": "separation", "at": "2024-05-03T10:04:00Z", "target": "orbiter",
-         "command": {"op": "probe_separation"}, "phase": "earth_moon_transfer"},
+        {"id": "separation", "at": SEPARATION_UTC, "target": "orbiter",
+         "command": {"op": "probe_separation", "loi_utc": LOI_UTC},
+         "phase": "earth_moon_transfer"},
         {"id": "tcm1", "at": "2024-05-04T03:00:00Z", "target": "orbiter",
          "command": {"op": "trajectory_correction", "target": "perilune"}},
         {"id": "tcm2", "at": "2024-05-06T12:00:00Z", "target": "orbiter",
          "command": {"op": "trajectory_correction", "target": "perilune"}},
-        {"id": "loi", "at": "2024-05-08T02:12:00Z", "target": "orbiter",
+        {"id": "loi", "at": LOI_UTC, "target": "orbiter",
          "command": {"op": "lunar_orbit_insertion"}, "phase": "lunar_orbit_insertion"},
         {"id": "icubeq", "at": "2024-05-08T08:00:00Z", "target": "orbiter",
          "command": {"op": "release_icubeq"}, "phase": "lunar_orbit"},

@@ -10,12 +10,14 @@ load 6-7 g; stagnation heating of a few MW/m^2) for physical plausibility.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from functools import cache
 
 import pytest
 
+from services.dynamics import change6
 from services.dynamics.constants import (
     GM_EARTH_M3_S2,
     J2_EARTH,
@@ -24,17 +26,22 @@ from services.dynamics.constants import (
 )
 from services.dynamics.entry import (
     SUTTON_GRAVES_K_EARTH,
-    Capsule,
     EntryPhase,
     EntryResult,
     EntryState,
-    LandingTarget,
     bearing_deg,
     entry_state_from_geodetic,
     outputs,
     simulate_entry,
     site_point,
     step,
+)
+from tests.authorities import (
+    EARTH_MEAN_RADIUS_M,
+    SIZIWANG_REACH_M,
+    SIZIWANG_SEAT_LAT_DEG,
+    SIZIWANG_SEAT_LON_DEG,
+    central_angle_rad,
 )
 
 NOMINAL_RANGE_M = 5_400_000.0  # EI (Arabian Sea) to Siziwang, as targeting finds
@@ -44,10 +51,11 @@ MAX_MISS_M = 10_000.0  # the aim; CE-5 achieved < 1.5 km
 
 
 def nominal_state(heading_offset_deg: float = 0.0, fpa_deg: float = NOMINAL_FPA_DEG) -> EntryState:
-    tgt = LandingTarget()
+    tgt = change6.SIZIWANG
     lat, lon = site_point(tgt.lat_deg, tgt.lon_deg, NOMINAL_RANGE_M, 235.0)
     hdg = bearing_deg(lat, lon, tgt.lat_deg, tgt.lon_deg) + heading_offset_deg
-    return entry_state_from_geodetic(0.0, lat, lon, 120_000.0, NOMINAL_SPEED_M_S, fpa_deg, hdg)
+    return entry_state_from_geodetic(0.0, lat, lon, 120_000.0, NOMINAL_SPEED_M_S, fpa_deg, hdg,
+                                     change6.RETURNER, tgt)
 
 
 @cache
@@ -130,7 +138,7 @@ def test_heat_flux_is_sutton_graves() -> None:
     from services.dynamics.atmosphere import density_fast_kg_m3
 
     rho = density_fast_kg_m3(out.altitude_m)
-    expected = SUTTON_GRAVES_K_EARTH * math.sqrt(rho / Capsule().nose_radius_m) * out.speed_m_s**3
+    expected = SUTTON_GRAVES_K_EARTH * math.sqrt(rho / s.capsule.nose_radius_m) * out.speed_m_s**3
     assert out.heat_flux_w_m2 == pytest.approx(expected, rel=1e-3)
 
 
@@ -145,7 +153,8 @@ def _jacobi_m2_s2(s: EntryState) -> float:
 
 def test_vacuum_coast_conserves_the_jacobi_integral() -> None:
     # 3,000 km above Earth (no air): the rotating-frame terms and J2 must balance
-    s = entry_state_from_geodetic(0.0, -30.0, 10.0, 3.0e6, 9_000.0, -20.0, 60.0)
+    s = entry_state_from_geodetic(0.0, -30.0, 10.0, 3.0e6, 9_000.0, -20.0, 60.0,
+                                  change6.RETURNER, change6.SIZIWANG)
     j0 = _jacobi_m2_s2(s)
     s2, out = step(s, 600.0)
     assert out.sensed_decel_m_s2 == 0.0
@@ -159,8 +168,16 @@ def test_negative_step_is_refused() -> None:
 
 
 def test_capsule_figures() -> None:
-    cap = Capsule()
+    cap = change6.RETURNER
     assert cap.reference_area_m2 == pytest.approx(1.348, abs=0.005)
     assert cap.ballistic_coefficient_kg_m2 == pytest.approx(188.0, abs=2.0)
     with pytest.raises(ValueError, match="lift_to_drag"):
-        Capsule(lift_to_drag=1.5)
+        dataclasses.replace(cap, lift_to_drag=1.5)
+
+
+def test_the_target_point_is_in_siziwang_banner() -> None:
+    # the touchdown point is unpublished: the aim must at least be in the banner
+    tgt = change6.SIZIWANG
+    from_seat_m = EARTH_MEAN_RADIUS_M * central_angle_rad(
+        tgt.lat_deg, tgt.lon_deg, SIZIWANG_SEAT_LAT_DEG, SIZIWANG_SEAT_LON_DEG)
+    assert from_seat_m <= SIZIWANG_REACH_M

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from services.dynamics import frames
+from services.dynamics import change6, frames
 from services.dynamics.burns import ImpulsiveBurn
 from services.dynamics.constants import R_EARTH_EQ_M, R_MOON_M
 from services.dynamics.entry import entry_state_from_eci, simulate_entry
@@ -41,10 +41,17 @@ from services.dynamics.targeting import (
     plan_tli,
 )
 from services.dynamics.timescale import mission_s_from_utc
+from tests.authorities import EI_UTC, LOI_UTC, REAL_UTC, SEPARATION_UTC
 
 Vec = NDArray[np.float64]
 Vec3 = tuple[float, float, float]
 
+T_SEP_S = mission_s_from_utc(SEPARATION_UTC)
+T_LOI_S = mission_s_from_utc(LOI_UTC)
+T_EI_S = mission_s_from_utc(EI_UTC)
+#: The 200 km, 137 deg lunar parking orbit (reference, "Parking orbit").
+PARKING_ALT_M = 200_000.0
+PARKING_INCLINATION_DEG = 137.0
 PERILUNE_ALT_TOL_M = 5_000.0
 PERILUNE_TIME_TOL_S = 60.0
 EI_ALT_TOL_M = 1_000.0
@@ -54,7 +61,11 @@ EI_CROSSRANGE_TOL_DEG = 0.1  # ~11 km sideways at the site; entry guidance steer
 
 @cache
 def tli() -> LunarArrival:
-    return plan_tli(LunarArrivalTarget.change6())
+    return plan_tli(arrival_target())
+
+
+def arrival_target() -> LunarArrivalTarget:
+    return change6.lunar_arrival_target(T_SEP_S, T_LOI_S)
 
 
 def _closest_approach(arr: LunarArrival, tgt: LunarArrivalTarget) -> tuple[float, float, Vec3]:
@@ -77,10 +88,9 @@ def _closest_approach(arr: LunarArrival, tgt: LunarArrivalTarget) -> tuple[float
 
 
 def test_tli_reaches_a_200_km_perilune_at_the_loi_time() -> None:
-    tgt = LunarArrivalTarget.change6()
-    alt_m, t_s, _ = _closest_approach(tli(), tgt)
-    assert alt_m == pytest.approx(200_000.0, abs=PERILUNE_ALT_TOL_M)
-    assert t_s == pytest.approx(mission_s_from_utc("2024-05-08T02:12:00Z"), abs=PERILUNE_TIME_TOL_S)
+    alt_m, t_s, _ = _closest_approach(tli(), arrival_target())
+    assert alt_m == pytest.approx(PARKING_ALT_M, abs=PERILUNE_ALT_TOL_M)
+    assert t_s == pytest.approx(T_LOI_S, abs=PERILUNE_TIME_TOL_S)
 
 
 def test_tli_arrives_retrograde() -> None:
@@ -88,7 +98,7 @@ def test_tli_arrives_retrograde() -> None:
     pole = frames.moon_pole_mci(arr.t_perilune_s)
     h = np.cross(arr.r_perilune_mci_m, arr.v_perilune_mci_m_s)
     inc_deg = math.degrees(math.acos(float(h @ pole / np.linalg.norm(h))))
-    assert inc_deg == pytest.approx(137.0, abs=1.0)
+    assert inc_deg == pytest.approx(PARKING_INCLINATION_DEG, abs=1.0)
 
 
 def test_tli_separation_state_is_a_trans_lunar_perigee() -> None:
@@ -106,9 +116,9 @@ def test_tli_separation_state_is_a_trans_lunar_perigee() -> None:
 
 @cache
 def tei_case() -> tuple[EntryInterfaceTarget, TeiPlan, Vec, Vec, float]:
-    tgt = EntryInterfaceTarget.change6()
+    tgt = change6.entry_interface_target(T_EI_S)
     t_s = mission_s_from_utc("2024-06-19T12:00:00Z")
-    r0, v0 = parking_orbit_for_return(tgt, t_s)
+    r0, v0 = parking_orbit_for_return(tgt, t_s, PARKING_INCLINATION_DEG, PARKING_ALT_M)
     return tgt, plan_tei_detailed(r0, v0, t_s, tgt), r0, v0, t_s
 
 
@@ -126,7 +136,7 @@ def test_tei_reaches_the_entry_interface() -> None:
     tgt, plan, r0, v0, t_s = tei_case()
     r, v = _fly_plan(r0, v0, t_s, plan, tgt.t_ei_s)
     ei = entry_interface_state(r, v, tgt.t_ei_s, tgt.site)
-    assert tgt.t_ei_s == mission_s_from_utc("2024-06-25T05:41:00Z")
+    assert tgt.t_ei_s == T_EI_S
     assert ei.altitude_m == pytest.approx(120_000.0, abs=EI_ALT_TOL_M)
     assert ei.fpa_deg == pytest.approx(tgt.fpa_deg, abs=EI_FPA_TOL_DEG)
     assert abs(ei.crossrange_deg) < EI_CROSSRANGE_TOL_DEG
@@ -195,14 +205,16 @@ def test_tcm_removes_a_tei_execution_error() -> None:
 def test_targeted_return_lands_at_siziwang_on_time() -> None:
     _, plan, _, _, _ = tei_case()
     ei = plan.entry
-    res = simulate_entry(entry_state_from_eci(ei.r_eci_m, ei.v_eci_m_s, ei.t_s), dt_s=1.0)
+    state = entry_state_from_eci(ei.r_eci_m, ei.v_eci_m_s, ei.t_s, change6.RETURNER,
+                                 change6.SIZIWANG)
+    res = simulate_entry(state, dt_s=1.0)
     assert res.miss_m < 10_000.0
     assert "skip_out" in res.events
     landing = res.events["earth_landing"]
-    assert landing == pytest.approx(mission_s_from_utc("2024-06-25T06:07:00Z"), abs=300.0)
+    assert landing == pytest.approx(mission_s_from_utc(REAL_UTC["earth_landing"]), abs=300.0)
 
 
 def test_moon_far_from_earth_at_loi() -> None:
     # guards the epoch bookkeeping the targets rely on (DE421: 363-406 Mm)
-    d = float(np.linalg.norm(get_ephemeris().moon_eci_m(LunarArrivalTarget.change6().t_perilune_s)))
+    d = float(np.linalg.norm(get_ephemeris().moon_eci_m(T_LOI_S)))
     assert 356e6 < d < 407e6

@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.dynamics import frames
+from services.dynamics import change6, frames
 from services.dynamics.constants import R_EARTH_EQ_M
 from services.dynamics.entry import (
-    LandingTarget,
     bearing_deg,
     entry_state_from_geodetic,
     site_point,
@@ -32,9 +31,9 @@ from services.kernel.envelope import Envelope
 from services.kernel.errors import CommandNotAllowed
 from services.kernel.vehicle import Outbox
 from services.reentry.vehicle import RECOVERY_DELAY_S, ReentryCore
-from tests.authorities import SAMPLE_MASS_G
+from tests.authorities import EI_UTC, SAMPLE_MASS_G
 
-T_EI_S = mission_s_from_utc("2024-06-25T05:41:00Z")
+T_EI_S = mission_s_from_utc(EI_UTC)
 COAST_S = 21.0 * 60.0
 EI_TIME_TOL_S = 120.0  # the coast back and forth differ only by the EI detection step
 HANDOVER_ALT_TOL_M = 1_500_000.0  # "~5,000 km" (reference row 27)
@@ -42,10 +41,11 @@ ZONE_MISS_M = 10_000.0  # entry tests' aim; CE-5 landed < 1.5 km from its predic
 
 
 def handover_body() -> dict[str, Any]:
-    tgt = LandingTarget()
+    tgt = change6.SIZIWANG
     lat, lon = site_point(tgt.lat_deg, tgt.lon_deg, 5_400_000.0, 235.0)
     hdg = bearing_deg(lat, lon, tgt.lat_deg, tgt.lon_deg)
-    ei = entry_state_from_geodetic(T_EI_S, lat, lon, 120_000.0, 11_000.0, -6.4, hdg)
+    ei = entry_state_from_geodetic(T_EI_S, lat, lon, 120_000.0, 11_000.0, -6.4, hdg,
+                                   change6.RETURNER, tgt)
     r_ei, v_ei = frames.eci_from_ecef_state(ei.r_ecef_m, ei.v_ecef_m_s, T_EI_S)
     r, v = propagate(r_ei, v_ei, T_EI_S, -COAST_S, ForceModel("earth"))
     t_sep = T_EI_S - COAST_S
