@@ -160,7 +160,8 @@ async def _kernel_case(name: str, made: int) -> Case:
     from services.ground.service import GroundRuntime
     from services.kernel.config import ServiceConfig
     from services.kernel.envelope import Envelope, decode, encode
-    from services.kernel.runtime import ServiceRuntime, telemetry_frame
+    from services.kernel.runtime import ServiceRuntime
+    from services.kernel.telemetry import telemetry_frame
 
     if name == "ground":
         with tempfile.TemporaryDirectory() as tmp:

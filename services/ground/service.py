@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import grpc
@@ -14,12 +15,31 @@ from services.ground.plan import FlightPlan, load_plan
 from services.ground.vehicle import GroundCore
 from services.kernel.clock import ClockAuthority
 from services.kernel.config import ServiceConfig
+from services.kernel.gauges import ServiceGauges
+from services.kernel.outbox import Summary
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
+
+log = logging.getLogger("twin.ground")
+
+
+class GroundGauges(ServiceGauges):
+    def create_own(self) -> None:
+        """The clock's series, so every one exists before its first change."""
+        m = self.metrics
+        m.steps.touch()
+        m.step_rate.labels(*m.labels()).set(0)
+        for peer in self.config.expect:
+            m.ack_overdue.labels(*m.labels(), peer).set(0)
+
+    def refresh_own(self, s: Summary, g: dict[str, Any]) -> None:
+        """Ground flies no body: its summary counts the frames it received."""
+        self.link_metrics.update_ground(self.metrics, s.values)
 
 
 class GroundRuntime(ServiceRuntime):
     core: GroundCore
+    gauges_type = GroundGauges
 
     def __init__(self, config: ServiceConfig, registry: CollectorRegistry = REGISTRY,
                  plan: FlightPlan | None = None) -> None:
@@ -34,22 +54,16 @@ class GroundRuntime(ServiceRuntime):
         clock_pb2_grpc.add_MissionClockServicer_to_server(ClockServicer(self.clock), server)
         return [*names, clock_pb2.DESCRIPTOR.services_by_name["MissionClock"].full_name]
 
-    def init_own_metrics(self) -> None:
-        """The clock's series, so every one exists before its first change."""
-        m = self.metrics
-        m.steps.touch()
-        m.step_rate.labels(*m.labels()).set(0)
-        for peer in self.config.expect:
-            m.ack_overdue.labels(*m.labels(), peer).set(0)
-
-    def update_own_metrics(self, s: Any, g: dict[str, Any]) -> None:
-        """Ground flies no body: its summary counts the frames it received."""
-        self.link_metrics.update_ground(self.metrics, s.values)
-
     async def subscribe_clock(self) -> None:
         await self.clock.attach()
 
     async def say_hello(self) -> None:
+        if self.snapstore is not None:  # a restarted ground resumes its run's last commit
+            commit = await self.snapstore.last_commit()
+            if commit is not None and commit.get("run", "") == self.config.run_id:
+                log.warning("resuming from the last commit",
+                            extra={"step": commit["step"], "epoch": commit.get("epoch")})
+                self.clock.resume_from(commit)
         self._clock_task = asyncio.create_task(self.clock.run(), name="clock")
         self._clock_task.add_done_callback(self._clock_done)
 

@@ -21,11 +21,11 @@ from services.dynamics.timescale import iso_utc
 from services.kernel.config import ServiceConfig
 from services.kernel.errors import CommandNotAllowed, InvalidCommand
 from services.kernel.metrics import Metrics
+from services.kernel.telemetry import TelemetryStream, state_from_summary
 from services.kernel.twin_pb import common_pb2, control_pb2, control_pb2_grpc
-from services.kernel.vehicle import Summary, VehicleCore
+from services.kernel.vehicle import VehicleCore
 
 T = TypeVar("T")
-FAULT_KINDS_COMMON = frozenset({"stall_clock", "drop_telemetry"})
 
 
 class ControlledService(Protocol):
@@ -38,11 +38,9 @@ class ControlledService(Protocol):
     config: ServiceConfig
     core: VehicleCore
     metrics: Metrics
-    watchers: list[asyncio.Queue[control_pb2.TelemetryFrame | None]]
+    telemetry: TelemetryStream
     step: int
     t_s: float
-
-    async def settle_telemetry(self, timeout_s: float = ...) -> None: ...
 
     def local_command(self, command: dict[str, Any]) -> None: ...
 
@@ -68,23 +66,6 @@ def instrumented(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
                 time.perf_counter() - started)
 
     return wrapper
-
-
-def vec(values: tuple[float, float, float] | list[float]) -> common_pb2.Vector3:
-    return common_pb2.Vector3(x=values[0], y=values[1], z=values[2])
-
-
-def state_from_summary(name: str, s: Summary) -> common_pb2.StateSummary:
-    return common_pb2.StateSummary(
-        vehicle=name, frame=s.frame, central_body=s.central_body, position_m=vec(s.r_m),
-        velocity_m_s=vec(s.v_m_s), altitude_m=s.altitude_m, speed_m_s=s.speed_m_s,
-        mass_kg=s.mass_kg, propellant_kg=s.propellant_kg, sample_mass_g=s.sample_mass_g,
-        values=s.values)
-
-
-def frame_from_summary(name: str, s: Summary, step: int, t: float) -> control_pb2.TelemetryFrame:
-    return control_pb2.TelemetryFrame(service=name, step=step, mission_time_s=t, utc=iso_utc(t),
-                                      phase=s.phase, state=state_from_summary(name, s))
 
 
 def command_to_dict(request: control_pb2.SendCommandRequest) -> dict[str, Any]:
@@ -130,7 +111,7 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
     async def GetStatus(self, request: control_pb2.GetStatusRequest,
                         context: grpc.aio.ServicerContext) -> control_pb2.GetStatusResponse:
         rt, core = self.rt, self.rt.core
-        await rt.settle_telemetry()  # telemetry up to this status is on the bus first
+        await rt.telemetry.settle()  # telemetry up to this status is on the bus first
         s = core.summary()
         return control_pb2.GetStatusResponse(
             service=rt.name, mission_id=rt.config.mission_id, phase=core.phase,
@@ -163,28 +144,15 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
     @instrumented
     async def InjectFault(self, request: control_pb2.InjectFaultRequest,
                           context: grpc.aio.ServicerContext) -> control_pb2.InjectFaultResponse:
-        core = self.rt.core
-        kinds = FAULT_KINDS_COMMON | getattr(core, "fault_kinds", frozenset())
-        if request.kind not in kinds:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"unknown fault kind {request.kind!r}; known: "
-                                f"{', '.join(sorted(kinds))}")
-        if request.duration_s < 0 or not math.isfinite(request.magnitude):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "duration_s must be >= 0 and magnitude finite")
-        if request.kind == "stall_clock" and request.duration_s > 0:
-            # The clock waits for the stalled service, so mission time never
-            # reaches the end of a duration: the stall would never end.
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                "stall_clock holds mission time still, so duration_s can never "
-                                "run out: inject it with duration_s 0 and end it with ClearFault")
+        try:
+            fault = self.rt.core.inject_fault(
+                f"{self.rt.name}-{request.kind}-{self._fault_seq + 1}", request.kind,
+                magnitude=request.magnitude, duration_s=request.duration_s,
+                subsystem=request.target)
+        except InvalidCommand as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.reason)
         self._fault_seq += 1
-        fid = f"{self.rt.name}-{request.kind}-{self._fault_seq}"
-        core.faults[request.kind] = {
-            "fault_id": fid, "kind": request.kind, "target": request.target,
-            "magnitude": request.magnitude, "since": self.rt.t_s, "duration_s": request.duration_s}
-        return control_pb2.InjectFaultResponse(fault=_fault_pb(request.kind,
-                                                               core.faults[request.kind]))
+        return control_pb2.InjectFaultResponse(fault=_fault_pb(request.kind, fault))
 
     @instrumented
     async def ClearFault(self, request: control_pb2.ClearFaultRequest,
@@ -207,7 +175,7 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
         metrics = self.rt.metrics
         metrics.grpc_requests.labels(*metrics.labels(), "WatchTelemetry", "OK").inc()
         queue: asyncio.Queue[control_pb2.TelemetryFrame | None] = asyncio.Queue(maxsize=10_000)
-        self.rt.watchers.append(queue)
+        self.rt.telemetry.watchers.append(queue)
         sent, last_t = 0, -math.inf
         try:
             while True:
@@ -222,7 +190,7 @@ class ControlServicer(control_pb2_grpc.VehicleControlServicer):
                 if request.max_frames and sent >= request.max_frames:
                     return
         finally:
-            self.rt.watchers.remove(queue)
+            self.rt.telemetry.watchers.remove(queue)
 
 
 def _fault_pb(kind: str, f: dict[str, Any]) -> common_pb2.Fault:

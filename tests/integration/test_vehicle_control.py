@@ -275,7 +275,7 @@ async def _watch(rig: Rig, request: control_pb2.WatchTelemetryRequest,
                  steps: int) -> list[control_pb2.TelemetryFrame]:
     """Open a stream, step the clock once the server holds it, read it to its end."""
     call = rig.stub.WatchTelemetry(request)
-    watchers = rig.twin.vehicles["lander"].watchers
+    watchers = rig.twin.vehicles["lander"].telemetry.watchers
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_S
     while not watchers:  # the server registers the stream when it reads the request
@@ -299,7 +299,7 @@ async def test_watch_sends_max_frames_spaced_by_min_interval_then_ends(rig: Rig)
         service="lander", step=3, mission_time_s=121.0, utc="2024-05-03T09:29:30.000Z",
         phase="prelaunch", state=_state_at(121.0))
     assert rig.requests("WatchTelemetry", "OK") == 1.0
-    assert rig.twin.vehicles["lander"].watchers == []  # the ended stream is gone
+    assert rig.twin.vehicles["lander"].telemetry.watchers == []  # the ended stream is gone
 
 
 async def test_watch_rejects_a_negative_or_infinite_interval(rig: Rig) -> None:

@@ -47,7 +47,7 @@ from services.cli.report import (
 from services.dynamics.constants import SAMPLE_MASS_G
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope, decode, encode
-from services.kernel.runtime import TM_FIELDS, telemetry_frame
+from services.kernel.telemetry import TM_FIELDS, telemetry_frame
 from services.kernel.twin_pb import clock_pb2, common_pb2, control_pb2
 from services.kernel.vehicle import Summary
 

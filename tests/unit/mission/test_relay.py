@@ -155,9 +155,10 @@ def test_a_day_at_the_site_every_frame_reaches_ground() -> None:
     loop.run()
     dl = lander.downlink
     assert dl is not None
-    a = ground.links.archives["lander"]
+    a = ground.links.heard.archives["lander"]
     assert a.gaps() == [] and a.duplicates == 0
-    on_the_way = (sum(f["origin"] == "lander" for f in ground.links.in_flight) + len(relay.store)
+    in_flight = ground.links.heard.in_flight
+    on_the_way = (sum(f["origin"] == "lander" for f in in_flight) + len(relay.store)
                   + sum(e.body.get("type") == "relay_frame" for e in loop.held["relay"]))
     assert on_the_way <= 2  # the last step's frame(s) between the lander and ground
     assert a.received + on_the_way + dl.backlog == dl.next_seq - 1
@@ -182,7 +183,7 @@ def test_runtime_exports_the_link_metrics() -> None:
     for k in range(3):
         relay.advance(t + 60.0 * k, t + 60.0 * (k + 1), out)
         relay.after_step(t + 60.0 * k, t + 60.0 * (k + 1), out)
-        rt.update_metrics(relay.summary(), t + 60.0 * (k + 1))
+        rt.gauges.refresh(relay.summary(), t + 60.0 * (k + 1))
     labels = {"mission": "ce6", "service": "relay"}
     up = registry.get_sample_value("twin_link_up", {**labels, "link": "relay"})
     assert up == relay.summary().values["link_up"] == 1.0
