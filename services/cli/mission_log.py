@@ -265,6 +265,7 @@ class TelemetryRecorder:
         # that writes each one (recent forgets, and carries no time).
         self.timeline: list[tuple[float, str]] = []
         self._subs: list[Subscription] = []
+        self._last_step: dict[str, int] = {}  # newest frame's step per vehicle
 
     async def __aenter__(self) -> Self:
         nc = await self._conn.connect()
@@ -308,7 +309,11 @@ class TelemetryRecorder:
         env = self._decode(msg)
         if env is None or env.src == "ground":  # ground flies nothing
             return
+        last = self._last_step.get(env.src, -1)
         for frame in telemetry_frames(env):
+            if frame["step"] <= last:  # run again after a rollback: kept already
+                continue
+            last = self._last_step[env.src] = frame["step"]
             self.frames_seen += 1
             if self.sampler.keep(env.src, frame["t"], frame):
                 self.records.append(telemetry_record(env.src, frame))

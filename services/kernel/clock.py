@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from services.kernel.envelope import Envelope
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.snapstore import SnapshotError, Stored
 from services.kernel.steprule import FIRST_STEP_S, next_max_dt, next_t_to, take_step
 
 log = logging.getLogger("twin.clock")
@@ -52,7 +53,7 @@ class PlanCore(Protocol):
 
 @dataclass
 class ClockStatus:
-    mode: str = "starting"  # starting, running, paused, waiting, finished
+    mode: str = "starting"  # starting, running, paused, waiting, recovering, finished
     warp: float = 0.0  # 0 = as fast as possible
     waiting_for: list[str] = field(default_factory=list)
     steps_per_second: float = 0.0
@@ -100,6 +101,16 @@ class ClockAuthority:
         self._ack_cells = {peer: m.ack_latency.cell(peer) for peer in expect}
         self._step_cell = m.step_duration.cell()
         self._tick_subject = rt.subjects.tick
+        # Coordinated snapshots and rollback: the last commit (what a rollback
+        # restores), ground's own part of the set being gathered, the peers'
+        # parts from their acks, and the rollback asked for, if any.
+        self.epoch = 0
+        self.commit: dict[str, Any] | None = None
+        self._commit_wall = 0.0
+        self._ack_snaps: dict[str, Any] = {}
+        self._rollback_reason = ""
+        self._recovering = False
+        self._restored: set[str] = set()
 
     # --- subscriptions -------------------------------------------------------
     async def attach(self) -> None:
@@ -110,18 +121,32 @@ class ClockAuthority:
     def _on_hello(self, env: Envelope, subject: str) -> None:
         if env.src not in self.expect:
             return
-        known = env.src in self.present
-        if known and self.rt.step > 0:
-            log.warning("service said hello again (restarted?)",
-                        extra={"peer": env.src, "peer_step": env.body.get("step")})
+        before = self.present.get(env.src)
         self.present[env.src] = env.body
-        if not known:  # answers to later roll calls change nothing the clock waits on
-            self._changed.set()
+        if self._recovering:
+            if env.body.get("epoch") == self.epoch:
+                self._restored.add(env.src)
+            self._changed.set()  # restored, or (re)started and in need of the restore
+            return
+        if before is None:
+            self._changed.set()  # answers to later roll calls change nothing to wait on
+        elif (before.get("boot") != env.body.get("boot") and self.rt.step > 0
+              and not self.plan.finished):
+            # Another process of a service while the mission runs: it restarted
+            # and lost its state, and only a rollback brings it back in step.
+            log.warning("service restarted", extra={"peer": env.src})
+            self.request_rollback("restart")
 
     def _on_ack(self, env: Envelope, subject: str) -> None:
         src, acks, body = env.src, self._acks, env.body
         cell = self._ack_cells.get(src)
-        if body.get("step") != self._ack_step or cell is None or src in acks:
+        if (body.get("step") != self._ack_step or cell is None or src in acks
+                or body.get("epoch", 0) != self.epoch):
+            return
+        if "missing" in body:  # the peer could not take the step as it was
+            log.error("messages never reached a service",
+                      extra={"peer": src, "step": self._ack_step, "missing": body["missing"]})
+            self.request_rollback("missing")
             return
         dt, pub = body.get("max_dt_s", FIRST_STEP_S), body.get("pub")
         if (type(dt) is not float and type(dt) is not int) or (pub and not _is_pub(pub)):
@@ -139,6 +164,8 @@ class ClockAuthority:
                 sums[s] = sums.get(s, 0) + n
         if body.get("prompt"):
             self._ack_prompt = True
+        if "snap" in body:
+            self._ack_snaps[src] = body["snap"]
         self.rt.metrics.ack_latency.observe(cell, time.perf_counter() - self._tick_sent_at)
         done = self._all_acked
         if len(acks) == len(self.expect) and done is not None and not done.done():
@@ -193,7 +220,7 @@ class ClockAuthority:
         loop_mode = self.status.mode
         if self.plan.finished:
             return "finished"
-        if loop_mode == "starting":
+        if loop_mode in ("starting", "recovering"):
             return loop_mode
         if self._paused:
             return "paused"
@@ -216,6 +243,9 @@ class ClockAuthority:
         # Thousands of steps a wall second as fast as possible: the coroutines
         # that have nothing to do then (waiting while paused, pacing) are not called.
         while not self.plan.finished and not self.rt.stopping.is_set():
+            if self._rollback_reason:
+                await self._rollback()
+                continue
             if self._paused and not await self._wait_runnable():
                 break
             self.status.mode = "running"
@@ -298,20 +328,31 @@ class ClockAuthority:
         self._acks, self._ack_step = set(), step
         self._ack_dts, self._ack_pub, self._ack_prompt = [], {}, False
         self._all_acked = asyncio.get_running_loop().create_future()
+        tick: dict[str, Any] = {"step": step, "t_from": t_from, "t_to": t_to,
+                                "expect": self._expect_next}
+        if self.epoch:
+            tick["epoch"] = self.epoch
+        own_snap = await self._snapshot_if_due(tick)
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
-        data = await rt.bus.send(self._tick_subject, "tick",
-                                 {"step": step, "t_from": t_from, "t_to": t_to,
-                                  "expect": self._expect_next}, t_from, step - 1)
+        data = await rt.bus.send(self._tick_subject, "tick", tick, t_from, step - 1)
         self._tick_data = data  # for the watchdog to send again
         if not self._all_acked.done():
             await self._all_acked
+        if self._rollback_reason:
+            return  # the step is not taken: the loop rolls the mission back first
         if self.status.waiting_for:
             self._acks_complete_again(step)
         rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
+        if own_snap is not None:
+            await self._commit(step - 1, t_from, own_snap)
         pub = self._ack_pub
         # Ground takes the step last: what the vehicles published in it too.
-        held = (await rt.collect(step, rt.expected_for_me(pub) if pub else pub)
-                if pub or rt.inbox.held else ())  # most steps of a coast bring ground nothing
+        held: list[Any] = []
+        if pub or rt.inbox.held:  # most steps of a coast bring ground nothing
+            held, missing = await rt.collect(step, rt.expected_for_me(pub) if pub else pub)
+            if missing:
+                self.request_rollback("missing")
+                return
         ground_dt = take_step(rt.core, held, t_from, t_to, rt.outbox)
         rt.step, rt.t_s = step, t_to
         own = await rt.flush_outbox(step, t_to)
@@ -320,6 +361,95 @@ class ClockAuthority:
         self._expect_next = pub
         self._max_dt = next_max_dt((*self._ack_dts, ground_dt),
                                    rt.last_prompt or self._ack_prompt)
+
+    # --- coordinated snapshots and rollback ------------------------------------
+    def _snapshot_due(self) -> bool:
+        every = self.rt.config.snapshot_every_steps
+        if not every or self.rt.snapstore is None:
+            return False
+        if self.commit is None:
+            return True  # the first tick: a commit at the mission's start
+        wall = time.monotonic() - self._commit_wall  # wall time paces snapshots only
+        return (self.rt.step - int(self.commit["step"]) >= every
+                or wall >= self.rt.config.snapshot_every_s)
+
+    async def _snapshot_if_due(self, tick: dict[str, Any]) -> Any:
+        """Store ground's state at the end of the last step and ask every service
+        for its own (``snap`` in the tick; the parts come back in the acks)."""
+        if not self._snapshot_due():
+            return None
+        self._ack_snaps = {}
+        tick["snap"] = self.rt.step
+        stored = await self.rt.store_snapshot(list(self.rt.inbox.held))
+        return {"part": stored.to_json(), "max_dt_s": self._max_dt}
+
+    async def _commit(self, step: int, t_s: float, own: dict[str, Any]) -> None:
+        """Every service's part of the snapshot at ``step`` is stored: commit the set."""
+        parts = dict(self._ack_snaps)
+        missing = [p for p in self.expect if p not in parts]
+        if missing:  # cannot happen with every ack in; never commit a partial set
+            log.error("snapshot parts missing, not committed", extra={"missing": missing})
+            return
+        parts[self.rt.name] = own["part"]
+        record = {"step": step, "t_s": t_s, "epoch": self.epoch, "max_dt_s": own["max_dt_s"],
+                  "run": self.rt.config.run_id, "parts": parts}
+        assert self.rt.snapstore is not None
+        await self.rt.snapstore.commit(record)
+        self.commit, self._commit_wall = record, time.monotonic()
+        self.rt.metrics.child("commits").inc()
+
+    def request_rollback(self, reason: str) -> None:
+        """Roll the mission back to the last commit before the next step (why:
+        ``restart``, ``missing`` messages, ``resume`` of a restarted ground)."""
+        if self._recovering or self._rollback_reason:
+            return
+        self._rollback_reason = reason
+        done = self._all_acked
+        if done is not None and not done.done():
+            done.set_result(None)  # the step waiting on acks gives up at once
+        self._changed.set()
+
+    async def _rollback(self) -> None:
+        """Every service (ground too) restores the last commit; the mission runs on
+        from there, and being deterministic, runs as it would have."""
+        rt, reason = self.rt, self._rollback_reason
+        commit = self.commit
+        if commit is None or rt.snapstore is None:
+            raise SnapshotError(f"a rollback is needed ({reason}) but nothing is committed "
+                                "(snapshots off, or the mission had not started)")
+        # Past every epoch any service has joined, so none takes this one for done.
+        self.epoch = max([self.epoch, *(int(b.get("epoch") or 0)
+                                        for b in self.present.values())]) + 1
+        self._recovering, self._restored = True, set()
+        self.status.mode = "recovering"
+        rt.metrics.child("rollbacks", reason).inc()
+        log.warning("rolling back to the last commit",
+                    extra={"reason": reason, "step": commit["step"], "epoch": self.epoch})
+        own = await rt.snapstore.get(rt.name, Stored.from_json(commit["parts"][rt.name]))
+        rt.restore(own)
+        rt.epoch = self.epoch
+        # The services hold, restored, what they had taken for the next step.
+        self._expect_next, self._max_dt = {}, float(commit["max_dt_s"])
+        body = {"epoch": self.epoch, "commit": commit}
+        while not self.rt.stopping.is_set():
+            self._changed.clear()
+            if all(p in self._restored for p in self.expect):
+                break
+            await rt.bus.send(rt.subjects.restore, "restore", body, rt.t_s, rt.step)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self.ack_timeout_s)
+        self._recovering, self._rollback_reason = False, ""
+        self._anchor = None
+        self.status.mode = "running"
+        log.warning("rolled back; the mission runs on",
+                    extra={"step": rt.step, "t_s": rt.t_s, "epoch": self.epoch})
+
+    def resume_from(self, commit: dict[str, Any]) -> None:
+        """A restarted ground: roll every service back to ``commit`` once they
+        answer the roll call."""
+        self.commit = commit
+        self.epoch = int(commit.get("epoch", 0))
+        self._rollback_reason = "resume"
 
     def _acks_complete_again(self, step: int) -> None:
         """Every ack is in after the watchdog reported some overdue."""

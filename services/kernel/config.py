@@ -46,6 +46,17 @@ class ServiceConfig:
     tm_interval_s: float = 0.0  # least mission time between truth-telemetry frames
     tm_batch: int = 32  # most truth-telemetry frames per tm message
     tm_delay_s: float = 0.05  # most wall seconds a frame waits for others to share its message
+    # Coordinated snapshots (services/kernel/snapstore.py): a commit at least
+    # every this many steps (0 = no snapshots, no recovery) or wall seconds.
+    # The nominal mission makes ~5,200 steps in ~12 wall s; a commit costs one
+    # snapshot per service (~10 ms for the largest, the lander and ground, near
+    # the end), so every 1,000 steps or 2 s keeps the cost near 1 % and a
+    # rollback re-runs at most ~2 s of mission.
+    snapshot_every_steps: int = 1000
+    snapshot_every_s: float = 2.0
+    #: Names this run of the mission: a restarted ground resumes from a commit
+    #: of the same run only (the CLI gives each ``twin run`` its own; "" = any).
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -86,6 +97,12 @@ class ServiceConfig:
         if not (math.isfinite(self.tm_delay_s) and self.tm_delay_s > 0):
             raise ConfigError("TWIN_TM_DELAY_S", str(self.tm_delay_s), "must be > 0",
                               "give wall seconds a telemetry frame may wait, e.g. 0.05")
+        if self.snapshot_every_steps < 0:
+            raise ConfigError("TWIN_SNAPSHOT_EVERY_STEPS", str(self.snapshot_every_steps),
+                              "must be >= 0", "give steps between commits, 0 = no snapshots")
+        if not (math.isfinite(self.snapshot_every_s) and self.snapshot_every_s > 0):
+            raise ConfigError("TWIN_SNAPSHOT_EVERY_S", str(self.snapshot_every_s), "must be > 0",
+                              "give wall seconds between commits, e.g. 2")
         if self.js_replicas not in (1, 3, 5):
             raise ConfigError("TWIN_JS_REPLICAS", str(self.js_replicas), "unsupported",
                               "use 1, or 3/5 on a NATS cluster of at least that many servers")
@@ -126,6 +143,9 @@ class ServiceConfig:
             tm_interval_s=_float(env, "TWIN_TM_INTERVAL_S", 0.0),
             tm_batch=_int(env, "TWIN_TM_BATCH", 32),
             tm_delay_s=_float(env, "TWIN_TM_DELAY_S", 0.05),
+            snapshot_every_steps=_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
+            snapshot_every_s=_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
+            run_id=env.get("TWIN_RUN_ID", "").strip(),
         )
 
 

@@ -111,6 +111,10 @@ class _HotCollector(Collector):
             yield metric
 
 
+#: Why ground rolls a mission back (services/kernel/clock.py request_rollback).
+ROLLBACK_REASONS = ("restart", "missing", "resume")
+
+
 class Metrics:
     """All metric families of a process, bound to its mission and service."""
 
@@ -173,6 +177,25 @@ class Metrics:
         self.events = c("twin_mission_events", "Mission events published", "event")
         self.failures = c("twin_service_failures", "Exceptions that stopped the service",
                           "where")
+        # Coordinated snapshots and rollback (services/kernel/snapstore.py, clock.py).
+        self.snapshot_bytes = g("twin_snapshot_bytes", "Size of the last snapshot stored")
+        self.snapshot_seconds = Histogram("twin_snapshot_duration_seconds",
+                                          "Wall time to encode and store one snapshot", _BASE,
+                                          registry=r)
+        self.commits = c("twin_snapshot_commits", "Snapshot sets committed (ground)")
+        self.rollbacks = c("twin_rollbacks", "Rollbacks to a committed snapshot (ground)",
+                           "reason")
+        self.restores = c("twin_restores", "Committed snapshots restored")
+        self.missing = c("twin_bus_messages_missing", "Expected messages that never arrived")
+        self.dropped = c("twin_bus_messages_dropped",
+                         "Stale or duplicate messages dropped after a rollback", "reason")
+        # Exported at 0, so rates and alerts see the first one.
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks.labels(mission, service, reason)
+        for reason in ("stale", "duplicate"):
+            self.dropped.labels(mission, service, reason)
+        self.restores.labels(mission, service)
+        self.missing.labels(mission, service)
         for where in FAILURE_PLACES:  # exported at 0, so an alert sees the first one
             self.failures.labels(mission, service, where)
         r.register(_HotCollector([self.steps, self.step_duration, self.ack_latency,

@@ -14,6 +14,8 @@ CLOCK_TICK = "clock.tick"
 CLOCK_ACK = "clock.ack"
 CLOCK_HELLO = "clock.hello"
 CLOCK_ROLL = "clock.roll"
+CLOCK_RESTORE = "clock.restore"
+SNAPSHOT = "snap"
 TELEMETRY = "tm"
 EVENT = "evt"
 COMMAND = "cmd"
@@ -43,6 +45,25 @@ class Subjects:
     def hello(self, service: str) -> str:
         return self._s(CLOCK_HELLO, service)
 
+    @property
+    def restore(self) -> str:
+        """Ground to every service: restore a committed snapshot (a rollback)."""
+        return self._s(CLOCK_RESTORE)
+
+    def snapshot(self, service: str) -> str:
+        """A service's snapshots (JetStream, :attr:`snapshot_stream`)."""
+        return self._s(SNAPSHOT, service)
+
+    @property
+    def commit(self) -> str:
+        """Ground's commit records: which snapshots form a consistent set."""
+        return self._s(SNAPSHOT, "commit")
+
+    @property
+    def snapshot_stream(self) -> str:
+        """JetStream stream holding this mission's snapshots and commits."""
+        return f"{self.stream_name}_SNAP"
+
     def telemetry(self, service: str) -> str:
         return self._s(TELEMETRY, service)
 
@@ -69,7 +90,7 @@ class Subjects:
 
     @property
     def clock_root(self) -> str:
-        """Root of the clock protocol's subjects (tick, ack, hello, roll)."""
+        """Root of the clock protocol's subjects (tick, ack, hello, roll, restore)."""
         return self._s("clock")
 
     @property

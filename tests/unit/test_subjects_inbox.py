@@ -81,3 +81,17 @@ def test_every_clock_subject_is_under_the_clock_root() -> None:
     assert s.clock_root == "twin.ce6.clock"
     for subject in (s.tick, s.roll, s.ack("orbiter"), s.hello("relay")):
         assert subject.startswith(s.clock_root + ".")
+
+
+async def test_after_a_rollback_stale_and_duplicate_messages_are_dropped() -> None:
+    box = Inbox()
+    restored = [_e("relay", 4, 10.0, 7)]  # held in the snapshot of step 7
+    box.reset(restored, floor=7)
+    assert not box.add(_e("lander", 9, 9.0, 7), "twin.m.xfer.x")  # step 7: stale
+    assert not box.add(_e("relay", 4, 10.0, 7), "twin.m.xfer.x")  # stale too
+    assert box.add(_e("lander", 10, 11.0, 8), "twin.m.xfer.x")  # run again: new
+    assert not box.add(_e("lander", 10, 11.0, 8), "twin.m.xfer.x")  # the old run's copy
+    assert box.missing(8, {"twin.m.xfer.x": 1}) == {}  # counted once
+    assert [(e.src, e.seq) for e in in_order(box.take(8))] == [("relay", 4), ("lander", 10)]
+    assert not box.add(_e("lander", 10, 11.0, 8), "twin.m.xfer.x")  # taken: stale now
+    assert len(box) == 0
