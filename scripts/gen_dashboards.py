@@ -53,11 +53,18 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Row:
+    """A full-width header that starts a new line of panels."""
+
+    title: str
+
+
+@dataclass(frozen=True)
 class Dashboard:
     uid: str
     title: str
     description: str
-    panels: tuple[Panel, ...]
+    panels: tuple[Panel | Row, ...]
     annotations: tuple[JSON, ...] = ()
 
 
@@ -90,6 +97,27 @@ def or_zero(expr: str, always: str) -> str:
     should read 0, not "no data".
     """
     return f"{expr} or {always} * 0"
+
+
+def added(counter: str, by: str, **labels: str) -> str:
+    """What `counter` added in each `$__interval`, summed by `by`.
+
+    The recovery counters are born at their first increment, which is often
+    their only one (a rollback, a batch of missing messages): `rate()` and
+    `increase()` need two samples of a series and would show nothing, so a
+    series born within the interval counts from 0. A counter reset (its
+    process restarted) reads 0 rather than a negative count. The intervals
+    tile the graph's range, so a panel's "sum" of them is the range's total.
+    """
+    now = sel(counter, **labels)
+    before = f"{now} offset $__interval"
+    return f"sum by ({by}) (clamp_min({now} - {before}, 0) or ({now} unless {before}))"
+
+
+def or_none(expr: str, label: str, always: str) -> str:
+    """`expr`, or one series `label="none"` at 0 for as long as `always` exists
+    while `expr` has none: a count by reason reads 0 before its first reason."""
+    return f'{expr} or on () label_replace({always} * 0, "{label}", "none", "", "")'
 
 
 def events_annotation(name: str, **labels: str) -> JSON:
@@ -355,11 +383,67 @@ def platform() -> Dashboard:
         Panel("Scrape targets", "Whether Prometheus reaches each service's /metrics.",
               (Query(f'max by (service) ({sel("up", job="twin")})', "{{service}}"),),
               "none", kind="state-timeline", width=24, mappings=BOOL_MAPPINGS),
+        *recovery(),
     )
     return Dashboard(
         "twin-platform", "Twin / Platform",
-        "The lock-step clock, the NATS bus, gRPC and the service processes.",
+        "The lock-step clock, the NATS bus, gRPC, the service processes, and "
+        "recovery: snapshots, commits, rollbacks.",
         panels, (),
+    )
+
+
+#: A bar gauge of counts per interval (`added`) shows their total over the range.
+RANGE_TOTAL: Mapping[str, Any] = {
+    "reduceOptions": {"calcs": ["sum"], "fields": "", "values": False},
+}
+
+
+def recovery() -> tuple[Panel | Row, ...]:
+    """Coordinated snapshots and rollback (docs/recovery.md)."""
+    ground = f"max({sel('twin_mission_time_seconds', service='ground')})"
+    each = f"max by (service) ({sel('twin_mission_time_seconds')})"
+    rollbacks = Query(or_none(added("twin_rollbacks_total", "reason"), "reason", ground),
+                      "{{reason}}")
+    restores = Query(or_zero(added("twin_restores_total", "service"), each), "{{service}}")
+    return (
+        Row("Recovery"),
+        Panel("Rollbacks in range", "Rollbacks to the last committed snapshot over the time "
+              "range, by reason: a service restarted, messages went missing, ground resumed "
+              "after its own restart (alert TwinRepeatedRollbacks).",
+              (rollbacks,), "short", kind="bargauge", width=6, min_value=0,
+              options=RANGE_TOTAL),
+        Panel("Rollbacks", "Rollbacks in each interval of the graph, by reason.",
+              (rollbacks,), "short", min_value=0),
+        Panel("Restores in range", "Committed snapshots each service restored over the time "
+              "range: every vehicle service once per rollback (ground restores its own part "
+              "uncounted).",
+              (restores,), "short", kind="bargauge", width=6, min_value=0, options=RANGE_TOTAL),
+        Panel("Snapshot commits per minute", "Snapshot sets ground committed, per wall minute: "
+              "one every TWIN_SNAPSHOT_EVERY_STEPS steps or TWIN_SNAPSHOT_EVERY_S wall seconds "
+              "while the clock runs (alert TwinSnapshotsNotCommitted).",
+              (Query(f"60 * max({rate('twin_snapshot_commits_total')})", "commits"),),
+              "cpm", width=8, min_value=0),
+        Panel("Snapshot size", "Bytes of the last snapshot each service stored "
+              "(orjson, zlib level 1).",
+              (Query(f"max by (service) ({sel('twin_snapshot_bytes')})", "{{service}}"),),
+              "bytes", width=8, min_value=0),
+        Panel("Snapshot duration p99", "Wall time to encode and store one snapshot.",
+              (Query(quantile(0.99, "twin_snapshot_duration_seconds", "service"),
+                     "{{service}}"),),
+              "s", width=8, min_value=0),
+        Panel("Messages missing", "Messages a tick counted that never reached a service "
+              "within the delivery timeout, in each interval, by the service that waited; "
+              "ground then rolls back (reason missing).",
+              (Query(or_zero(added("twin_bus_messages_missing_total", "service"), each),
+                     "{{service}}"),),
+              "short", min_value=0),
+        Panel("Messages dropped", "Messages dropped in each interval, by reason: stale (of "
+              "a step the receiver has taken, sent again after a rollback) or duplicate "
+              "(held already).",
+              (Query(or_none(added("twin_bus_messages_dropped_total", "reason"), "reason",
+                             ground), "{{reason}}"),),
+              "short", min_value=0),
     )
 
 
@@ -370,15 +454,30 @@ def all_dashboards() -> list[Dashboard]:
 # --- rendering -------------------------------------------------------------------
 
 
-def layout(panels: Sequence[Panel]) -> Iterator[tuple[Panel, JSON]]:
-    """Place panels left to right, wrapping at the grid width."""
+ROW_HEIGHT = 1
+
+
+def layout(panels: Sequence[Panel | Row]) -> Iterator[tuple[Panel | Row, JSON]]:
+    """Place panels left to right, wrapping at the grid width; a row header
+    takes a line of its own."""
     x = y = row_height = 0
     for panel in panels:
+        if isinstance(panel, Row):
+            y += row_height
+            yield panel, {"h": ROW_HEIGHT, "w": GRID_WIDTH, "x": 0, "y": y}
+            x, y, row_height = 0, y + ROW_HEIGHT, 0
+            continue
         if x + panel.width > GRID_WIDTH:
             x, y, row_height = 0, y + row_height, 0
         yield panel, {"h": panel.height, "w": panel.width, "x": x, "y": y}
         x += panel.width
         row_height = max(row_height, panel.height)
+
+
+def render_row(row: Row, panel_id: int, grid: JSON) -> JSON:
+    """An expanded row: its panels follow it in the dashboard's own list."""
+    return {"id": panel_id, "type": "row", "title": row.title, "collapsed": False,
+            "gridPos": grid, "panels": []}
 
 
 def render_panel(panel: Panel, panel_id: int, grid: JSON) -> JSON:
@@ -468,7 +567,7 @@ BUILTIN_ANNOTATION: JSON = {
 
 def render(dashboard: Dashboard) -> JSON:
     panels = [
-        render_panel(panel, i, grid)
+        render_row(panel, i, grid) if isinstance(panel, Row) else render_panel(panel, i, grid)
         for i, (panel, grid) in enumerate(layout(dashboard.panels), start=1)
     ]
     return {

@@ -176,7 +176,7 @@ def _dashboard_queries(annotations: bool = True) -> list[tuple[str, str]]:
     for path in sorted(DASHBOARDS_DIR.glob("*.json")):
         dashboard = json.loads(path.read_text())
         for panel in dashboard["panels"]:
-            for target in panel["targets"]:
+            for target in panel.get("targets", ()):  # a row header has none
                 found.append((f"{dashboard['uid']} / {panel['title']} / {target['refId']}",
                               target["expr"]))
         for annotation in dashboard["annotations"]["list"] if annotations else []:

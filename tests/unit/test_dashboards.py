@@ -29,8 +29,8 @@ PROM_DIR = REPO / "deploy" / "prometheus"
 #: Grafana unit ids the dashboards may use (grafana-data valueFormats
 #: categories); "suffix:<text>" is Grafana's custom-unit syntax.
 GRAFANA_UNITS = frozenset({
-    "none", "short", "percentunit", "s", "dtdhms", "ops", "mps", "cps", "reqps", "bytes",
-    "massg", "lengthm", "velocityms", "forceN", "accMS2", "watt", "celsius",
+    "none", "short", "percentunit", "s", "dtdhms", "ops", "mps", "cps", "cpm", "reqps",
+    "bytes", "massg", "lengthm", "velocityms", "forceN", "accMS2", "watt", "celsius",
 })
 #: Names a query may use besides the catalog: Prometheus's own series and
 #: prometheus-client's process collector.
@@ -71,8 +71,13 @@ def _recording_rules() -> set[str]:
     return {rule["record"] for group in groups for rule in group["rules"]}
 
 
+def _queried(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """The panels that query (a row header only groups the panels below it)."""
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
 def _all_exprs(dashboard: dict[str, Any]) -> list[str]:
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs = [t["expr"] for p in _queried(dashboard) for t in p["targets"]]
     return exprs + [a["expr"] for a in dashboard["annotations"]["list"] if "expr" in a]
 
 
@@ -105,7 +110,7 @@ def test_every_panel_has_a_query_a_unit_and_the_prometheus_datasource(
 ) -> None:
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(set(ids)) == len(ids)
-    for panel in dashboard["panels"]:
+    for panel in _queried(dashboard):
         where = f"{dashboard['uid']} / {panel['title']}"
         assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, where
         assert panel["targets"], f"{where} has no query"
@@ -154,6 +159,29 @@ def test_panels_fit_the_grid_without_overlapping(dashboard: dict[str, Any]) -> N
                  for y in range(g["y"], g["y"] + g["h"])}
         assert not cells & taken, f"{panel['title']} overlaps another panel"
         taken |= cells
+
+
+def test_rows_are_full_width_headers_without_queries() -> None:
+    rows = [(d["uid"], p) for d in _dashboards() for p in d["panels"] if p["type"] == "row"]
+    assert rows, "no dashboard has a row"
+    for uid, row in rows:
+        where = f"{uid} / {row['title']}"
+        assert row["title"] and not row.get("targets"), where
+        assert row["gridPos"] == {**row["gridPos"], "x": 0, "w": 24, "h": 1}, where
+        assert row["collapsed"] is False and row["panels"] == [], where
+
+
+def test_the_platform_recovery_row_shows_every_recovery_metric() -> None:
+    panels = json.loads((DASHBOARDS_DIR / "twin-platform.json").read_text())["panels"]
+    start = [p["title"] for p in panels].index("Recovery") + 1
+    end = next((i for i in range(start, len(panels)) if panels[i]["type"] == "row"),
+               len(panels))
+    read = set().union(*(series_names(t["expr"]) for p in panels[start:end]
+                         for t in p["targets"]))
+    assert read >= {
+        "twin_rollbacks_total", "twin_restores_total", "twin_snapshot_commits_total",
+        "twin_snapshot_bytes", "twin_snapshot_duration_seconds_bucket",
+        "twin_bus_messages_missing_total", "twin_bus_messages_dropped_total"}
 
 
 def test_mission_overview_shows_events_as_annotations() -> None:
