@@ -23,7 +23,11 @@ from services.kernel.subjects import Subjects
 
 log = logging.getLogger("twin.bus")
 
-CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll"})
+#: Wall seconds the mission log remembers event ids: a day covers a rollback
+#: (seconds) and a resume after a full stop (``twin up --resume``).
+DEDUP_WINDOW_S = 86_400.0
+
+CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll", "restore"})
 
 Handler = Callable[[Envelope, str], Awaitable[None] | None]
 
@@ -43,6 +47,8 @@ class Bus:
     def __init__(self, mission: str, source: str, metrics: Metrics,
                  on_failure: Callable[[str, BaseException], None]) -> None:
         self.mission, self.source = mission, source
+        #: Part of each event's id in the mission log (ServiceConfig.run_id).
+        self.run_id = ""
         self.subjects = Subjects(mission)
         self.metrics = metrics
         # Mission data (evt, cmd, xfer, dl), truth telemetry (tm) and clock
@@ -58,9 +64,6 @@ class Bus:
         self._labels = metrics.labels()
         #: Called when a handler raises: the runtime counts it and stops the service.
         self.on_failure = on_failure
-        # twin_bus_messages_out's counts by kind, added to in place (HotCounter.inc
-        # without its call: a dozen messages a step).
-        self._out_counts = metrics.bus_out.values
 
     async def connect(self, urls: tuple[str, ...], name: str) -> None:
         async def reconnected() -> None:
@@ -85,12 +88,19 @@ class Bus:
         self.js = self.nc.jetstream()
 
     async def ensure_stream(self, replicas: int = 1) -> None:
-        """Create the mission log stream (idempotent)."""
+        """Create the mission log stream (idempotent).
+
+        After a rollback the steps since the commit run again and publish their
+        events again, byte for byte (the mission is deterministic). Each event
+        carries a message id, run, source and sequence number, and the stream
+        drops an id it has seen within :data:`DEDUP_WINDOW_S`: the log holds each
+        event once, with no gap."""
         assert self.js is not None
         cfg = StreamConfig(name=self.subjects.stream_name,
                            subjects=[self.subjects.all_of("evt")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
-                           max_age=30 * 86400.0, num_replicas=replicas)
+                           max_age=30 * 86400.0, num_replicas=replicas,
+                           duplicate_window=DEDUP_WINDOW_S)
         try:
             await self.js.add_stream(cfg)
         except Exception:
@@ -107,15 +117,16 @@ class Bus:
                    *, durable: bool = False) -> bytes:
         """Number, encode and publish one message (mission data with ``durable``
         to the JetStream mission log); return its bytes (for sending again)."""
-        data = encode_fields(self.mission, self.source, self.next_seq(kind), t, step, kind, body)
+        seq = self.next_seq(kind)
+        data = encode_fields(self.mission, self.source, seq, t, step, kind, body)
         if durable:
             assert self.js is not None
-            await self.js.publish(subject, data)
+            await self.js.publish(subject, data,
+                                  headers={"Nats-Msg-Id": f"{self.run_id}:{self.source}:{seq}"})
         else:
             assert self.nc is not None
             await self.nc.publish(subject, data)
-        out = self._out_counts
-        out[kind] = out.get(kind, 0.0) + 1.0
+        self.metrics.bus_out.inc(kind)
         return data
 
     async def resend(self, subject: str, data: bytes) -> None:
@@ -127,7 +138,7 @@ class Bus:
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None
         metrics = self.metrics
-        mission, in_counts = self.mission, metrics.bus_in.values  # as _out_counts
+        mission = self.mission
 
         async def on_msg(msg: Msg) -> None:
             try:
@@ -138,8 +149,7 @@ class Bus:
                             extra={"subject": msg.subject, "reason": exc.reason,
                                    "detail": exc.detail[:200]})
                 return
-            kind = env.kind
-            in_counts[kind] = in_counts.get(kind, 0.0) + 1.0
+            metrics.bus_in.inc(env.kind)
             try:
                 result = handler(env, msg.subject)
                 if result is not None:

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from typing import Any
 
 from services.dynamics.timescale import mission_s_from_utc
-from services.kernel.downlink import Downlink, run_downlink
 from services.kernel.envelope import Envelope
 from services.kernel.errors import (
     CommandError,
@@ -32,6 +31,8 @@ from services.kernel.errors import (
 from services.kernel.faults import FAULT_KINDS_COMMON, INJECT_FAULT_OP, make_fault
 from services.kernel.messages import Transfer, parse
 from services.kernel.outbox import PROMPT_STEP_S, PROMPT_TYPES, Outbox, Outgoing, Summary
+from services.kernel.radio import run_downlink
+from services.kernel.recorder import Downlink
 from services.kernel.state import restore_state, snapshot_state
 
 __all__ = ["AUTONOMOUS_PHASES", "COAST_STEP_S", "COMMAND_SOURCES", "PROMPT_STEP_S",
@@ -96,7 +97,7 @@ class VehicleCore:
     faults: dict[str, dict[str, Any]]  # kind -> fault (set by InjectFault)
     cleared_faults: list[dict[str, Any]]  # ended, not yet announced
     timed: list[dict[str, Any]]  # time-tagged commands, soonest first
-    #: The on-board recorder and radio (services/kernel/downlink.py), from
+    #: The on-board recorder and radio (services/kernel/recorder.py), from
     #: the first step that runs it.
     downlink: Downlink | None
 
@@ -231,7 +232,7 @@ class VehicleCore:
         self.t_s = t_to
         return COAST_STEP_S
 
-    #: Run the modelled downlink (services/kernel/downlink.py) after every step:
+    #: Run the modelled downlink (services/kernel/radio.py) after every step:
     #: record a frame from :meth:`summary`, send what the link path allows.
     downlink_enabled = True
 

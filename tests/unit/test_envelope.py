@@ -98,7 +98,7 @@ _VALUES = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allo
 
 
 def _valid(raw: list[object]) -> bool:
-    """The envelope rules written out plainly: the reference for decode's fast path."""
+    """The envelope rules written out as one expression: the reference decode is held to."""
     v, mission, src, seq, t, step, kind, body = raw
     return (type(v) is int and v == 2 and mission == "ce6"
             and type(src) is str

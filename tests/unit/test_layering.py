@@ -40,7 +40,7 @@ COMMS_IMPORTS = {
 #: What runs the comms: the comms import none of it (they stay pure, and the
 #: vehicle core and the runtime import them).
 COMMS_RUNNERS = {"services.kernel.vehicle", "services.kernel.runtime", "services.kernel.bus",
-                 "services.kernel.clock", "services.kernel.downlink"}
+                 "services.kernel.clock"}
 
 
 def _layer(module: str) -> tuple[int, str]:

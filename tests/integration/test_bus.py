@@ -1,0 +1,70 @@
+"""The bus counts what it publishes and receives, by kind, as the registry exports it.
+
+Two :class:`Bus` objects on a real nats-server: one sends, one listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from services.kernel.bus import Bus
+from services.kernel.envelope import Envelope
+from services.kernel.metrics import Metrics
+
+#: How long the listener may take to see every message on loopback.
+ARRIVAL_TIMEOUT_S = 5.0
+
+
+def _bus(mission: str, source: str) -> tuple[Bus, CollectorRegistry]:
+    registry = CollectorRegistry()
+
+    def fail(where: str, exc: BaseException) -> None:
+        raise AssertionError(f"{where} failed: {exc!r}")
+
+    return Bus(mission, source, Metrics(mission, source, registry), fail), registry
+
+
+def _sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+async def test_messages_are_counted_by_kind_out_and_in(nats_url: str, mission_id: str) -> None:
+    sender, sent = _bus(mission_id, "orbiter")
+    listener, heard_reg = _bus(mission_id, "ground")
+    await sender.connect((nats_url,), "sender")
+    await listener.connect((nats_url,), "listener")
+    assert sender.nc is not None and listener.nc is not None
+    heard: list[Envelope] = []
+    all_heard = asyncio.Event()
+
+    def on_message(env: Envelope, _subject: str) -> None:
+        heard.append(env)
+        if len(heard) == 4:
+            all_heard.set()
+
+    subject = f"twin.{mission_id}.evt.orbiter"
+    await listener.subscribe(subject, on_message)
+    await listener.nc.flush()
+    try:
+        # One publisher, one subscription: NATS keeps the order, so the
+        # malformed message is handled before the last good one arrives.
+        await sender.nc.publish(subject, b"not an envelope")
+        for kind in ("event", "event", "telemetry"):
+            data = await sender.send(subject, kind, {"n": 1}, 10.0, 1)
+        await sender.resend(subject, data)  # the same message again: counted out once
+        await asyncio.wait_for(all_heard.wait(), ARRIVAL_TIMEOUT_S)
+        mine = {"mission": mission_id, "service": "orbiter"}
+        out = {k: _sample(sent, "twin_bus_messages_out_total", **mine, kind=k)
+               for k in ("event", "telemetry")}
+        theirs = {"mission": mission_id, "service": "ground"}
+        got = {k: _sample(heard_reg, "twin_bus_messages_in_total", **theirs, kind=k)
+               for k in ("event", "telemetry")}
+        assert out == {"event": 2.0, "telemetry": 1.0}
+        assert got == {"event": 2.0, "telemetry": 2.0}  # the resent one arrived twice
+        assert _sample(heard_reg, "twin_bus_decode_errors_total", **theirs,
+                       reason="not_json") == 1.0
+    finally:
+        await sender.drain()
+        await listener.drain()
