@@ -44,7 +44,14 @@ from services.cli.grpc_client import (
 )
 from services.cli.launch import EXIT_FAILED, EXIT_OK, LaunchOptions, launch
 from services.cli.output import Column, Grid, say, show
-from services.cli.progress import StatusOrError, clock_line, short_utc, status_table
+from services.cli.progress import (
+    StatusOrError,
+    clock_line,
+    restarts_line,
+    short_utc,
+    status_table,
+)
+from services.cli.restarts import RestartPolicy
 from services.cli.supervisor import RUN_RECORD
 from services.kernel.config import SERVICE_NAMES
 from services.kernel.twin_pb import clock_pb2
@@ -166,6 +173,11 @@ StateDirLookupOpt = Annotated[Path | None, typer.Option(
     "--state-dir", help="Read the ports of a running `twin up` from its run.json "
     "(default: .state/ when a run there is alive, else the contract's ports).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Wall seconds per call.")]
+MaxRestartsOpt = Annotated[int, typer.Option(
+    "--max-restarts", min=0,
+    help="Restarts of one child (a service or nats-server) killed or exiting unexpectedly, "
+    "within a minute, before the run gives up; 0 stops the run on any death. A service "
+    "that failed inside (exit 70) or is misconfigured (exit 2) is never restarted.")]
 
 
 def _launch(opts: LaunchOptions) -> None:
@@ -188,13 +200,14 @@ def up(
     free_ports: FreePortsOpt = False,
     health_timeout: HealthTimeoutOpt = 60.0,
     log_level: LogLevelOpt = "INFO",
+    max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
-        mission_view=True,
+        mission_view=True, max_restarts=max_restarts,
     ))
 
 
@@ -213,13 +226,14 @@ def run(
         help="Free ports (the default here) or the contract's fixed ones.")] = True,
     health_timeout: HealthTimeoutOpt = 60.0,
     log_level: LogLevelOpt = "WARNING",
+    max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
 ) -> None:
     """Run the whole mission as fast as possible, then exit (0 when it finished)."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp="max", seed=seed, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level,
-        report_path=report, mission_view=True,
+        report_path=report, mission_view=True, max_restarts=max_restarts,
     ))
 
 
@@ -300,7 +314,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s: float) -> int:
+def _recorded_restarts(state_dir: Path | None) -> dict[str, int]:
+    """Restarts per child from the run record (--state-dir, or a live run in .state/)."""
+    record = _read_run_record(state_dir or DEFAULT_STATE_DIR)
+    if record is None or (state_dir is None and _ports_of_live_run(DEFAULT_STATE_DIR) is None):
+        return {}
+    counts = {name: int(s.get("restarts", 0)) for name, s in record["services"].items()}
+    counts["nats-server"] = int(record.get("nats", {}).get("restarts", 0))
+    return counts
+
+
+async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s: float,
+                  restarts: dict[str, int] | None = None) -> int:
     async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
         statuses = await channels.all_statuses()
         clock: clock_pb2.ClockState | TwinRpcError
@@ -313,6 +338,8 @@ async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s
     # With ground down the clock's error is ground's, already listed below.
     say(console, "clock unavailable: ground is down" if ground_down and isinstance(
         clock, TwinRpcError) else clock_line(clock))
+    if restarted := restarts_line(restarts or {}):
+        say(console, restarted)
     problems = _status_problems(statuses, endpoints, mission)
     for what, line in problems:
         err_console.print(Text.assemble((f"{what}: ", "bold red"), line), soft_wrap=True)
@@ -343,7 +370,8 @@ def status(
 ) -> None:
     """Ask every service for its status; exit 1 naming any that is unreachable."""
     endpoints = _endpoints(host, _parse_ports(ports), state_dir)
-    raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout)))
+    restarts = _recorded_restarts(state_dir) if ports is None else {}
+    raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout, restarts)))
 
 
 # --- clock ------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
 Order: nats-server (unless a URL is given), the services, Prometheus (with
 --observe); teardown runs in reverse through one AsyncExitStack, on every
-path out: finished, Ctrl-C, SIGTERM/SIGHUP to the CLI, a service dying, a
-start failure.
+path out: finished, Ctrl-C, SIGTERM/SIGHUP to the CLI, a service dying for
+good (a failure inside it, a bad configuration, or too many restarts), a
+start failure. A child restarted by the supervisor gets a line of its own
+and a count in run.json; the run goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,6 +38,8 @@ from services.cli.progress import (
 from services.cli.report import build_report, load_reference, write_report
 from services.cli.supervisor import (
     RUN_RECORD,
+    Restart,
+    RestartPolicy,
     RunConfig,
     ServiceDied,
     Supervisor,
@@ -73,6 +78,8 @@ class LaunchOptions:
     # Follow the mission on the bus too (`twin up`, `twin run`): telemetry for the
     # plots, links and events in the view, the event log for the end table and report.
     mission_view: bool = False
+    #: Restarts of one child within a minute before the run gives up (0: none).
+    max_restarts: int = RestartPolicy.max_restarts
 
 
 class Interrupted(Exception):
@@ -111,6 +118,40 @@ class _Stopper:
                 loop.remove_signal_handler(sig)
 
 
+class _BusErrorLines(logging.Handler):
+    """nats-py's errors on the CLI's own connections, as one line each.
+
+    Without an error callback nats-py logs every failed reconnect attempt with
+    its traceback; while nats-server is being restarted that is expected, so
+    each distinct error is said once, in a line, until another one comes.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+        self._last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = record.exc_info[1] if record.exc_info else None
+        line = f"NATS (the CLI's connection): {type(cause).__name__ if cause else record.msg}"
+        if line != self._last:
+            self._last = line
+            say(self.console, line, style="dim")
+
+
+@contextlib.contextmanager
+def _bus_errors_as_lines(console: Console) -> Iterator[None]:
+    logger = logging.getLogger("nats.aio.client")
+    handler = _BusErrorLines(console)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
 async def _until_stopped(work: Awaitable[T], stopper: _Stopper, sup: Supervisor) -> T:
     """Await `work`, unless a signal comes or a service dies first."""
     main = asyncio.ensure_future(work)
@@ -140,6 +181,7 @@ def _run_config(opts: LaunchOptions, nats_url: str) -> RunConfig:
         warp=opts.warp,
         start_paused=opts.start_paused,
         log_level=opts.log_level,
+        restart=RestartPolicy(max_restarts=opts.max_restarts),
     )
 
 
@@ -180,7 +222,7 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
     # start) to the final snapshot after the finish: start-up included, teardown
     # not. bench/bench_mission.py's "whole process" figure is the same interval.
     started = time.monotonic()
-    with _Stopper().installed() as stopper:
+    with _Stopper().installed() as stopper, _bus_errors_as_lines(console):
         try:
             return await _launch(opts, console, stopper, started)
         except Interrupted as exc:
@@ -193,31 +235,54 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
             console.print(f"stopped everything after {time.monotonic() - started:.2f} s wall")
 
 
+class _RunRecord:
+    """run.json, written at start and again whenever a pid or a count changes."""
+
+    def __init__(self, state_dir: Path, sup: Supervisor, nats_url: str,
+                 nats: NatsServer | None) -> None:
+        self.state_dir, self.sup, self.nats_url, self.nats = state_dir, sup, nats_url, nats
+        self.extra: dict[str, Any] = {}
+
+    def write(self) -> None:
+        nats_pid = self.nats.pid if self.nats is not None else None
+        write_run_record(self.state_dir, self.sup, nats_url=self.nats_url, nats_pid=nats_pid,
+                         extra=self.extra)
+
+
+def _announce_restarts(sup: Supervisor, record: _RunRecord, console: Console) -> None:
+    def announce(restart: Restart) -> None:
+        record.write()  # first: whoever reads the line finds the new pid recorded
+        say(console, restart.describe(), style="yellow")
+
+    sup.on_restart.append(announce)
+
+
 async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
                   started: float) -> int:
     async with contextlib.AsyncExitStack() as stack:
         nats = await _start_nats(stack, opts, console)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
-        nats_pid = nats.pid if nats is not None else None
         watch = await _attach_bus(stack, opts, nats_url)
         sup = Supervisor(_run_config(opts, nats_url))
+        record = _RunRecord(opts.state_dir, sup, nats_url, nats)
+        _announce_restarts(sup, record, console)
         stopper.on_repeat.append(sup.hurry)
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
-        if nats is not None and nats.pid is not None:
-            sup.watch_process("nats-server", nats.pid, nats.wait_async(), nats.log_tail)
+        if nats is not None:
+            sup.watch_child("nats-server", nats)
         await sup.start()
-        write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid)
+        record.write()
         healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)
         console.print(f"all {len(sup.children)} services healthy in {healthy_s:.2f} s")
         if opts.observe:
-            prom = _start_prometheus(stack, opts, sup, console)
-            write_run_record(opts.state_dir, sup, nats_url=nats_url, nats_pid=nats_pid,
-                             extra={"prometheus": prom})
+            record.extra["prometheus"] = _start_prometheus(stack, opts, sup, console)
+            record.write()
         channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
         facts = watch[1] if watch is not None else None
         feed = _event_feed(facts, opts, console)
         final = await _until_stopped(
-            follow_mission(channels, console, live=opts.live, facts=facts, feed=feed),
+            follow_mission(channels, console, live=opts.live, facts=facts, feed=feed,
+                           restarts=sup.restarts),
             stopper, sup)
         if watch is not None:
             final = await _until_stopped(take_snapshot(channels), stopper, sup)

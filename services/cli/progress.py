@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.text import Text
@@ -37,6 +37,7 @@ __all__ = [
     "follow_mission",
     "mission_time",
     "render_snapshot",
+    "restarts_line",
     "short_utc",
     "state_cells",
     "status_table",
@@ -213,17 +214,28 @@ def _progress_bar(clock: clock_pb2.ClockState | TwinRpcError) -> Progress:
     return bar
 
 
-def render_snapshot(snapshot: Snapshot, facts: LiveFacts | None = None) -> Group:
+def restarts_line(restarts: Mapping[str, int]) -> str:
+    """``restarts: lander 1, nats-server 2``, or "" while nothing was restarted."""
+    counted = [f"{name} {count}" for name, count in restarts.items() if count > 0]
+    return f"restarts: {', '.join(counted)}" if counted else ""
+
+
+def render_snapshot(snapshot: Snapshot, facts: LiveFacts | None = None,
+                    restarts: Mapping[str, int] | None = None) -> Group:
+    parts: list[RenderableType] = [Text(clock_line(snapshot.clock), style="bold")]
     if facts is None:
-        return Group(Text(clock_line(snapshot.clock), style="bold"),
-                     vehicle_table(snapshot.statuses).rich())
-    recent = list(facts.recent)
-    return Group(
-        Text(clock_line(snapshot.clock), style="bold"),
-        _progress_bar(snapshot.clock),
-        vehicle_table(snapshot.statuses, facts.links).rich(),
-        Text("latest events: " + (", ".join(recent[-5:]) or NO_VALUE), style="dim"),
-    )
+        parts.append(vehicle_table(snapshot.statuses).rich())
+    else:
+        recent = list(facts.recent)
+        parts += [
+            _progress_bar(snapshot.clock),
+            vehicle_table(snapshot.statuses, facts.links).rich(),
+            Text("latest events: " + (", ".join(recent[-5:]) or NO_VALUE), style="dim"),
+        ]
+    restarted = restarts_line(restarts or {})
+    if restarted:
+        parts.append(Text(restarted, style="yellow"))
+    return Group(*parts)
 
 
 # --- plain lines, off a terminal ---------------------------------------------------------
@@ -265,27 +277,32 @@ async def follow_mission(
     live: bool | None = None,
     facts: LiveFacts | None = None,
     feed: EventFeed | None = None,
+    restarts: Mapping[str, int] | None = None,
 ) -> Snapshot:
     """Show the mission until the clock says finished; return the last snapshot.
 
     Off a terminal, `feed` (when given) writes the events as they are seen.
+    `restarts` (the supervisor's live counts) shows on the live view; off a
+    terminal each restart has its own line, printed by whoever restarted.
     Never returns on its own if the mission does not finish: the caller
     races it against Ctrl-C and against a service dying.
     """
     live = console.is_terminal if live is None else live
     if live:
-        return await _follow_live(channels, console, interval_s, facts)
+        return await _follow_live(channels, console, interval_s, facts, restarts)
     return await _follow_plain(channels, console, interval_s, facts, feed)
 
 
 async def _follow_live(channels: TwinChannels, console: Console, interval_s: float,
-                       facts: LiveFacts | None) -> Snapshot:
+                       facts: LiveFacts | None,
+                       restarts: Mapping[str, int] | None) -> Snapshot:
     snapshot = await take_snapshot(channels)
-    with Live(render_snapshot(snapshot, facts), console=console, refresh_per_second=8) as view:
+    with Live(render_snapshot(snapshot, facts, restarts), console=console,
+              refresh_per_second=8) as view:
         while not snapshot.finished:
             await asyncio.sleep(interval_s)
             snapshot = await take_snapshot(channels)
-            view.update(render_snapshot(snapshot, facts))
+            view.update(render_snapshot(snapshot, facts, restarts))
     return snapshot
 
 

@@ -5,12 +5,18 @@ so Ctrl-C in the terminal reaches only the CLI, which then stops the children
 in reverse start order (SIGTERM, a grace, SIGKILL). Each child also gets
 SIGKILL from the kernel if the CLI dies without cleaning up (prctl
 PDEATHSIG on Linux), so no run leaves orphans behind. Output of each child
-goes to ``<state_dir>/logs/<name>.log``.
+goes to ``<state_dir>/logs/<name>.log`` (a restart appends to it).
+
+A child that dies while it should be running (a signal, an unexpected exit)
+is restarted with the same environment and ports after a backoff; one that
+failed inside (exit 70) or was misconfigured (exit 2), or keeps dying, stops
+the run (see ``restarts.py``). The embedded nats-server is watched the same
+way (:meth:`Supervisor.watch_child`).
 
 Errors::
 
     SupervisorError
-    ├── ServiceDied          a child exited while it should be running
+    ├── ServiceDied          a child exited and is not restarted
     └── ServicesNotHealthy   not all SERVING before the deadline
 """
 
@@ -23,27 +29,32 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import orjson
 
 import services
 from services.cli.grpc_client import Endpoint, TwinChannels
+from services.cli.restarts import Backoff, Restart, RestartPolicy, describe_exit, is_restartable
 from services.kernel.childproc import die_with_parent, signal_group
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES
 
 __all__ = [
     "ChildExit",
+    "Restart",
+    "RestartPolicy",
     "RunConfig",
     "ServiceDied",
     "ServiceProcess",
     "ServicesNotHealthy",
     "Supervisor",
     "SupervisorError",
+    "Watched",
     "pick_free_ports",
     "read_log_tail",
     "write_run_record",
@@ -62,14 +73,12 @@ class ChildExit:
     pid: int
     exit_code: int
     log_tail: str
+    #: Why it was not restarted although the exit alone allowed it ("" if not).
+    gave_up: str = ""
 
     def describe(self) -> str:
-        how = (
-            f"killed by {signal.Signals(-self.exit_code).name}"
-            if self.exit_code < 0
-            else f"exit code {self.exit_code}"
-        )
-        return f"{self.service} (pid {self.pid}) stopped: {how}"
+        why = f"; {self.gave_up}" if self.gave_up else ""
+        return f"{self.service} (pid {self.pid}) stopped: {describe_exit(self.exit_code)}{why}"
 
 
 class ServiceDied(SupervisorError):
@@ -107,6 +116,10 @@ class RunConfig:
     log_format: str = "json"
     extra_env: Mapping[str, str] = field(default_factory=dict)
     stop_grace_s: float = 10.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: This run's name (TWIN_RUN_ID): a restarted ground resumes this run's
+    #: commits only, not those a finished run left in the same state dir.
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.services if s not in SERVICE_NAMES]
@@ -125,6 +138,7 @@ class RunConfig:
             "TWIN_LOG_FORMAT": self.log_format,
             "TWIN_START_PAUSED": "true" if self.start_paused else "false",
             "TWIN_EXPECT": ",".join(s for s in self.services if s != "ground"),
+            "TWIN_RUN_ID": self.run_id,
         }
         if self.seed is not None:
             env["TWIN_SEED"] = str(self.seed)
@@ -160,17 +174,57 @@ def read_log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+class Watched(Protocol):
+    """A child the supervisor restarts when it dies: a service or nats-server."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def wait_async(self) -> int: ...
+
+    async def restart_async(self) -> object: ...
+
+    def log_tail(self) -> str: ...
+
+
 @dataclass
 class ServiceProcess:
+    """One service child; `spawn` runs it, again after a death with the same
+    environment and ports."""
+
     name: str
     grpc_port: int
     metrics_port: int
     log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
 
     @property
     def pid(self) -> int:
         return -1 if self.proc is None else self.proc.pid
+
+    async def spawn(self, *, append_log: bool = False) -> None:
+        with self.log_path.open("ab" if append_log else "wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *child_argv(self.name),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=dict(self.env),
+                process_group=0,
+                preexec_fn=die_with_parent(),
+            )
+
+    async def wait_async(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def restart_async(self) -> None:
+        # The dead one's log stays above the new one's: it says why it died.
+        await self.spawn(append_log=True)
+
+    def log_tail(self) -> str:
+        return read_log_tail(self.log_path)
 
 
 def _child_pythonpath() -> str:
@@ -203,10 +257,17 @@ class Supervisor:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self.children: dict[str, ServiceProcess] = {}
+        #: Restarts so far of every watched child, services and nats-server.
+        self.restarts: dict[str, int] = {}
+        #: Called after each restart (the CLI prints it and updates run.json).
+        self.on_restart: list[Callable[[Restart], None]] = []
         self._stopping = False
         self._exits: asyncio.Queue[ChildExit] = asyncio.Queue()
         self._watchers: list[asyncio.Task[None]] = []
         self._hurry = asyncio.Event()
+        # Held while a dead child is brought back, so stop() never sees the
+        # old process and misses the new one.
+        self._respawning = asyncio.Lock()
         self.log_dir = config.state_dir / "logs"
 
     # --- start -----------------------------------------------------------
@@ -224,42 +285,60 @@ class Supervisor:
             raise SupervisorError("this Supervisor was already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, (grpc_port, metrics_port) in self._plan_ports().items():
-            child = ServiceProcess(name, grpc_port, metrics_port, self.log_dir / f"{name}.log")
+            env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1",
+                   **self.config.service_env(name, grpc_port, metrics_port)}
+            child = ServiceProcess(name, grpc_port, metrics_port, self.log_dir / f"{name}.log",
+                                   env)
             self.children[name] = child
-            await self._spawn(child)
+            await child.spawn()
+            self.watch_child(name, child)
 
-    async def _spawn(self, child: ServiceProcess) -> None:
-        env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1"}
-        env.update(self.config.service_env(child.name, child.grpc_port, child.metrics_port))
-        with child.log_path.open("wb") as log:
-            child.proc = await asyncio.create_subprocess_exec(
-                *child_argv(child.name),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                process_group=0,
-                preexec_fn=die_with_parent(),
-            )
-        self._watchers.append(asyncio.create_task(self._watch(child)))
+    def watch_child(self, name: str, child: Watched) -> None:
+        """Restart `child` whenever it dies while it should run; a death that is
+        not restarted comes out of next_death()."""
+        self.restarts.setdefault(name, 0)
+        self._watchers.append(asyncio.create_task(self._watch(name, child)))
 
-    async def _watch(self, child: ServiceProcess) -> None:
-        assert child.proc is not None
-        code = await child.proc.wait()
-        if not self._stopping:
-            tail = read_log_tail(child.log_path)
-            await self._exits.put(ChildExit(child.name, child.proc.pid, code, tail))
+    async def _watch(self, name: str, child: Watched) -> None:
+        backoff = Backoff(self.config.restart)
+        code = 0
+        while True:
+            started_s = time.monotonic()
+            pid = child.pid or -1
+            try:
+                code = await child.wait_async()
+            except RuntimeError as exc:  # a restart failed before it had a process
+                await self._exits.put(ChildExit(name, pid, code, child.log_tail(),
+                                                f"its restart failed: {exc}"))
+                return
+            if self._stopping:
+                return
+            died_s = time.monotonic()
+            delay_s = backoff.next_delay_s(died_s, died_s - started_s)
+            if not is_restartable(code) or delay_s is None:
+                gave_up = "" if not is_restartable(code) else backoff.gave_up()
+                await self._exits.put(ChildExit(name, pid, code, child.log_tail(), gave_up))
+                return
+            await asyncio.sleep(delay_s)
+            if not await self._bring_back(name, child, pid, code, delay_s):
+                return
 
-    def watch_process(self, name: str, pid: int, exited: Awaitable[int],
-                      log_tail: Callable[[], str]) -> None:
-        """Report another child (e.g. nats-server) through next_death() too."""
-
-        async def _watch() -> None:
-            code = await exited
-            if not self._stopping:
-                await self._exits.put(ChildExit(name, pid, code, log_tail()))
-
-        self._watchers.append(asyncio.create_task(_watch()))
+    async def _bring_back(self, name: str, child: Watched, old_pid: int, code: int,
+                          delay_s: float) -> bool:
+        """Restart `child` unless the run is stopping; False if it is."""
+        async with self._respawning:
+            if self._stopping:
+                return False
+            try:
+                await child.restart_async()
+            except Exception as exc:  # a failed start is one more death: back off again
+                _log_restart_failure(self.log_dir / f"{name}.restarts.log", exc)
+                return True
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+        restart = Restart(name, old_pid, child.pid or -1, code, self.restarts[name], delay_s)
+        for hook in self.on_restart:
+            hook(restart)
+        return True
 
     # --- health and deaths -----------------------------------------------
 
@@ -331,12 +410,13 @@ class Supervisor:
     async def stop(self) -> dict[str, int | None]:
         """Stop the children in reverse start order; return their exit codes."""
         self._stopping = True
+        async with self._respawning:  # a restart under way finishes first
+            for task in self._watchers:
+                await _cancel(task)
+            self._watchers.clear()
         codes: dict[str, int | None] = {}
         for name in reversed(list(self.children)):
             codes[name] = await self._stop_child(self.children[name])
-        for task in self._watchers:
-            await _cancel(task)
-        self._watchers.clear()
         return codes
 
     async def _stop_child(self, child: ServiceProcess) -> int | None:
@@ -374,6 +454,12 @@ class Supervisor:
         await self.stop()
 
 
+def _log_restart_failure(path: Path, exc: BaseException) -> None:
+    """Keep why a restart did not start; the watch then counts it as a death."""
+    with path.open("a") as log:
+        log.write(f"restart failed: {exc!r}\n")
+
+
 async def _cancel(task: asyncio.Task[Any]) -> None:
     if not task.done():
         task.cancel()
@@ -389,14 +475,18 @@ def write_run_record(
     nats_pid: int | None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Record who runs where in ``<state_dir>/run.json`` (for status, tests, humans)."""
+    """Record who runs where in ``<state_dir>/run.json`` (for status, tests, humans);
+    written again after each restart, with the new pid and the restart count."""
+    nats: dict[str, Any] = {"url": nats_url, "pid": nats_pid}
+    if "nats-server" in supervisor.restarts:  # ours, watched: not a server we were given
+        nats["restarts"] = supervisor.restarts["nats-server"]
     record = {
         "cli_pid": os.getpid(),
         "mission_id": supervisor.config.mission_id,
-        "nats": {"url": nats_url, "pid": nats_pid},
+        "nats": nats,
         "services": {
             name: {"pid": c.pid, "grpc_port": c.grpc_port, "metrics_port": c.metrics_port,
-                   "log": str(c.log_path)}
+                   "log": str(c.log_path), "restarts": supervisor.restarts.get(name, 0)}
             for name, c in supervisor.children.items()
         },
         **(extra or {}),

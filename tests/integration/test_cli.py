@@ -277,7 +277,9 @@ async def test_a_dying_child_is_named_and_the_rest_stopped(
     tmp_path: Path, plan_path: Path, victim: str
 ) -> None:
     state_dir = tmp_path / "state"
-    async with twin_up(state_dir, "--plan", str(plan_path), "--paused") as up:
+    # Restarts off: a death then stops the run (test_supervisor_restarts.py has them on).
+    async with twin_up(state_dir, "--plan", str(plan_path), "--paused",
+                       "--max-restarts", "0") as up:
         await up.wait_for_line("services healthy in")
         record = orjson.loads((state_dir / "run.json").read_bytes())
         owner = record["nats"] if victim == "nats-server" else record["services"][victim]
