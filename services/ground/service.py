@@ -67,6 +67,11 @@ class GroundRuntime(ServiceRuntime):
         self._clock_task = asyncio.create_task(self.clock.run(), name="clock")
         self._clock_task.add_done_callback(self._clock_done)
 
+    async def reconnected(self) -> None:
+        """Messages in flight when NATS went away are lost: roll back at once,
+        rather than after an ack timeout and a delivery timeout."""
+        self.clock.request_rollback("reconnect")
+
     def _clock_done(self, task: asyncio.Task[None]) -> None:
         """The clock loop ends only when the service stops: anything else is a failure."""
         if not task.cancelled() and (exc := task.exception()) is not None:

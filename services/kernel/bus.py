@@ -6,7 +6,9 @@ logged with its reason and dropped; it never reaches service code.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +24,13 @@ from services.kernel.metrics import Metrics
 from services.kernel.subjects import Subjects
 
 log = logging.getLogger("twin.bus")
+
+#: Wall seconds between pings to the server, two of which may go unanswered.
+PING_INTERVAL_S = 5
+#: Wall seconds one mission-log publish waits for its acknowledgement, and how
+#: long it goes on trying while the server is away before the service fails.
+DURABLE_TIMEOUT_S = 5.0
+DURABLE_RETRY_S = 120.0
 
 #: Wall seconds the mission log remembers event ids: a day covers a rollback
 #: (seconds) and a resume after a full stop (``twin up --resume``).
@@ -64,12 +73,16 @@ class Bus:
         self._labels = metrics.labels()
         #: Called when a handler raises: the runtime counts it and stops the service.
         self.on_failure = on_failure
+        #: Called after a reconnect (messages may have been lost meanwhile).
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
 
     async def connect(self, urls: tuple[str, ...], name: str) -> None:
         async def reconnected() -> None:
             self.metrics.child("reconnects").inc()
             url = str(self.nc.connected_url) if self.nc else ""
             log.warning("reconnected to NATS", extra={"url": url})
+            if self.on_reconnect is not None:
+                await self.on_reconnect()
 
         async def disconnected() -> None:
             if self.closing:
@@ -84,6 +97,9 @@ class Bus:
             servers=list(urls), name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
             reconnected_cb=reconnected, disconnected_cb=disconnected, error_cb=error,
             pending_size=64 * 1024 * 1024,
+            # A server that stops answering (stalled, or its host gone) is found
+            # within two missed pings, not nats-py's default two minutes.
+            ping_interval=PING_INTERVAL_S, max_outstanding_pings=2,
         )
         self.js = self.nc.jetstream()
 
@@ -120,14 +136,50 @@ class Bus:
         seq = self.next_seq(kind)
         data = encode_fields(self.mission, self.source, seq, t, step, kind, body)
         if durable:
-            assert self.js is not None
-            await self.js.publish(subject, data,
-                                  headers={"Nats-Msg-Id": f"{self.run_id}:{self.source}:{seq}"})
+            await self._publish_durable(subject, data, f"{self.run_id}:{self.source}:{seq}")
         else:
             assert self.nc is not None
             await self.nc.publish(subject, data)
         self.metrics.bus_out.inc(kind)
         return data
+
+    async def _publish_durable(self, subject: str, data: bytes, msg_id: str) -> None:
+        """Publish to the mission log, trying again while the server is away (a
+        restart, a stall): the message id makes a try that did land count once."""
+        assert self.js is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DURABLE_RETRY_S
+        delay = 0.1
+        while True:
+            try:
+                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id},
+                                      timeout=DURABLE_TIMEOUT_S)
+                return
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                    nats.errors.ConnectionReconnectingError) as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("mission log publish not acknowledged, trying again",
+                            extra={"subject": subject, "error": type(exc).__name__})
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    async def flush(self, timeout_s: float) -> None:
+        """Wait until the server has everything published so far.
+
+        nats-py 2.16 leaves the future of a flush that timed out in its queue of
+        pings; the late pong then meets a cancelled future and kills the
+        client's read loop, and the connection hears nothing until its ping
+        check gives up. The cancelled futures are swapped for fresh ones, so a
+        late pong lands on a future nobody awaits and the pongs stay in step."""
+        nc = self.nc
+        assert nc is not None
+        try:
+            await nc.flush(timeout=max(1, math.ceil(timeout_s)))
+        except nats.errors.FlushTimeoutError:
+            loop = asyncio.get_running_loop()
+            nc._pongs = [loop.create_future() if f.done() else f for f in nc._pongs]
+            raise
 
     async def resend(self, subject: str, data: bytes) -> None:
         """Publish bytes :meth:`send` returned once more (a tick or an ack that may

@@ -106,7 +106,10 @@ class ClockAuthority:
         # parts from their acks, and the rollback asked for, if any.
         self.epoch = 0
         self.commit: dict[str, Any] | None = None
-        self._commit_wall = 0.0
+        # The next commit is due at this step or wall time (-1: snapshots off);
+        # 0 and 0.0 until the first, on the first tick.
+        self._snap_next_step = 0
+        self._snap_next_wall = 0.0
         self._ack_snaps: dict[str, Any] = {}
         self._rollback_reason = ""
         self._recovering = False
@@ -228,6 +231,9 @@ class ClockAuthority:
 
     # --- the loop ------------------------------------------------------------
     async def run(self) -> None:
+        config = self.rt.config
+        if not config.snapshot_every_steps or self.rt.snapstore is None:
+            self._snap_next_step = -1  # snapshots off
         await self._roll_call()
         self._open_rate_window()
         self._publish_state_metrics()
@@ -364,14 +370,12 @@ class ClockAuthority:
 
     # --- coordinated snapshots and rollback ------------------------------------
     def _snapshot_due(self) -> bool:
-        every = self.rt.config.snapshot_every_steps
-        if not every or self.rt.snapstore is None:
-            return False
-        if self.commit is None:
-            return True  # the first tick: a commit at the mission's start
-        wall = time.monotonic() - self._commit_wall  # wall time paces snapshots only
-        return (self.rt.step - int(self.commit["step"]) >= every
-                or wall >= self.rt.config.snapshot_every_s)
+        """A commit is due on the first tick, then every ``snapshot_every_steps``
+        steps or ``snapshot_every_s`` wall seconds (checked every step: cheap)."""
+        if self._snap_next_step < 0:
+            return False  # snapshots off
+        return (self.rt.step >= self._snap_next_step
+                or time.monotonic() >= self._snap_next_wall)  # wall time paces commits only
 
     async def _snapshot_if_due(self, tick: dict[str, Any]) -> Any:
         """Store ground's state at the end of the last step and ask every service
@@ -395,14 +399,27 @@ class ClockAuthority:
                   "run": self.rt.config.run_id, "parts": parts}
         assert self.rt.snapstore is not None
         await self.rt.snapstore.commit(record)
-        self.commit, self._commit_wall = record, time.monotonic()
+        self.commit = record
+        self._plan_next_snapshot()
         self.rt.metrics.child("commits").inc()
+
+    def _plan_next_snapshot(self) -> None:
+        config = self.rt.config
+        if not config.snapshot_every_steps or self.rt.snapstore is None:
+            self._snap_next_step = -1
+            return
+        self._snap_next_step = self.rt.step + config.snapshot_every_steps
+        self._snap_next_wall = time.monotonic() + config.snapshot_every_s
 
     def request_rollback(self, reason: str) -> None:
         """Roll the mission back to the last commit before the next step (why:
-        ``restart``, ``missing`` messages, ``resume`` of a restarted ground)."""
-        if self._recovering or self._rollback_reason:
+        ``restart``, ``missing`` messages, ground's ``reconnect`` to NATS,
+        ``resume`` of a restarted ground). Nothing to do before the first commit
+        or after the end."""
+        if self._recovering or self._rollback_reason or self.plan.finished:
             return
+        if self.commit is None and reason == "reconnect":
+            return  # nothing ran yet that a lost message could have changed
         self._rollback_reason = reason
         done = self._all_acked
         if done is not None and not done.done():
@@ -439,6 +456,7 @@ class ClockAuthority:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self.ack_timeout_s)
         self._recovering, self._rollback_reason = False, ""
+        self._plan_next_snapshot()
         self._anchor = None
         self.status.mode = "running"
         log.warning("rolled back; the mission runs on",

@@ -112,7 +112,7 @@ class _HotCollector(Collector):
 
 
 #: Why ground rolls a mission back (services/kernel/clock.py request_rollback).
-ROLLBACK_REASONS = ("restart", "missing", "resume")
+ROLLBACK_REASONS = ("restart", "missing", "reconnect", "resume")
 
 
 class Metrics:

@@ -70,6 +70,7 @@ class ServiceRuntime:
         self.bus = Bus(config.mission_id, config.service, self.metrics, self.fail)
         self.subjects = self.bus.subjects
         self.bus.run_id = config.run_id
+        self.bus.on_reconnect = self.reconnected
         self.inbox = Inbox()
         self.outbox = Outbox()
         self.step = 0  # last step completed
@@ -185,6 +186,11 @@ class ServiceRuntime:
     async def _on_roll(self, env: Envelope, subject: str) -> None:
         await self.say_hello()
 
+    async def reconnected(self) -> None:
+        """Back on NATS after an outage, in which messages may have been lost: say
+        hello, so a ground in the middle of a rollback sends its restore again."""
+        await self.say_hello()
+
     def _on_inbound(self, env: Envelope, subject: str) -> None:
         if env.src != self.name and not self.inbox.add(env, subject):  # own: known already
             reason = "stale" if env.step <= self.inbox.floor else "duplicate"
@@ -219,6 +225,8 @@ class ServiceRuntime:
         if expect or self.inbox.held:  # most steps of a coast bring nothing
             held, missing = await self.collect(step - 1,
                                                self.expected_for_me(expect) if expect else {})
+            if ack["epoch"] != self.epoch:
+                return  # restored while it waited: the rolled-back mission goes on without it
             if missing:  # the step cannot be taken as it was: ground rolls back
                 ack["missing"] = missing
                 self._last_ack = await self.bus.send(self._ack_subject, "ack", ack, t_from,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import Any
 
 import orjson
@@ -120,9 +119,8 @@ class TelemetryStream:
         """Publish the frames waiting and wait until nats-server holds them: whoever
         reads the status next, then the telemetry, finds every frame up to it."""
         if await self.publish():
-            assert self.bus.nc is not None
             try:
-                await self.bus.nc.flush(timeout=max(1, math.ceil(timeout_s)))
+                await self.bus.flush(timeout_s)
             except Exception as exc:  # a status answer must not fail on a slow bus
                 log.warning("telemetry flush failed", extra={"error": repr(exc)})
 

@@ -6,15 +6,23 @@ Two :class:`Bus` objects on a real nats-server: one sends, one listens.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+from pathlib import Path
 
+import nats
+import pytest
 from prometheus_client import CollectorRegistry
 
 from services.kernel.bus import Bus
 from services.kernel.envelope import Envelope
 from services.kernel.metrics import Metrics
+from services.kernel.natsd import NatsServer
 
 #: How long the listener may take to see every message on loopback.
 ARRIVAL_TIMEOUT_S = 5.0
+#: Wall seconds a connection may take to hear again once a stalled server runs.
+STALL_RECOVERY_S = 5.0
 
 
 def _bus(mission: str, source: str) -> tuple[Bus, CollectorRegistry]:
@@ -68,3 +76,29 @@ async def test_messages_are_counted_by_kind_out_and_in(nats_url: str, mission_id
     finally:
         await sender.drain()
         await listener.drain()
+
+
+async def test_a_flush_that_times_out_in_a_stall_leaves_the_connection_hearing(
+        tmp_path: Path) -> None:
+    """A stalled nats-server (SIGSTOP: a frozen host or a network stall) makes a
+    flush time out; once the server runs again, its late pong must not stop
+    the client's read loop (nats-py 2.16 let it, and the connection heard
+    nothing until its ping check gave up minutes later)."""
+    async with NatsServer(tmp_path / "nats") as server:
+        bus, _ = _bus("stall", "orbiter")
+        await bus.connect((server.url,), "stalled")
+        heard = asyncio.Event()
+        await bus.subscribe("twin.stall.evt.orbiter", lambda env, subject: heard.set())
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(nats.errors.FlushTimeoutError):
+                await bus.flush(1.0)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        try:
+            await bus.flush(STALL_RECOVERY_S)  # the late pong arrives before this one
+            await bus.send("twin.stall.evt.orbiter", "event", {"name": "x"}, 0.0, 0)
+            await asyncio.wait_for(heard.wait(), STALL_RECOVERY_S)
+        finally:
+            await bus.drain()
