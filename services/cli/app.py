@@ -173,6 +173,10 @@ StateDirLookupOpt = Annotated[Path | None, typer.Option(
     "--state-dir", help="Read the ports of a running `twin up` from its run.json "
     "(default: .state/ when a run there is alive, else the contract's ports).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", min=0.1, help="Wall seconds per call.")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Continue the mission last run in --state-dir (stopped by a signal or "
+    "a crash of everything) from its last committed snapshot, to the report it would have "
+    "had; its seed and plan are reused.")]
 MaxRestartsOpt = Annotated[int, typer.Option(
     "--max-restarts", min=0,
     help="Restarts of one child (a service or nats-server) killed or exiting unexpectedly, "
@@ -201,13 +205,14 @@ def up(
     health_timeout: HealthTimeoutOpt = 60.0,
     log_level: LogLevelOpt = "INFO",
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
+    resume: ResumeOpt = False,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
-        mission_view=True, max_restarts=max_restarts,
+        mission_view=True, max_restarts=max_restarts, resume=resume,
     ))
 
 
@@ -227,13 +232,14 @@ def run(
     health_timeout: HealthTimeoutOpt = 60.0,
     log_level: LogLevelOpt = "WARNING",
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
+    resume: ResumeOpt = False,
 ) -> None:
     """Run the whole mission as fast as possible, then exit (0 when it finished)."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp="max", seed=seed, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level,
-        report_path=report, mission_view=True, max_restarts=max_restarts,
+        report_path=report, mission_view=True, max_restarts=max_restarts, resume=resume,
     ))
 
 

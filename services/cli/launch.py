@@ -16,7 +16,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -80,6 +80,48 @@ class LaunchOptions:
     mission_view: bool = False
     #: Restarts of one child within a minute before the run gives up (0: none).
     max_restarts: int = RestartPolicy.max_restarts
+    #: Continue the run recorded in the state dir from its last commit.
+    resume: bool = False
+
+
+class ResumeError(RuntimeError):
+    """There is no run to resume, or it does not fit the options given."""
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What a run records so it can be resumed (run.json ``resume``)."""
+
+    run_id: str
+    log_start_seq: int
+    seed: int | None
+    flight_plan: Path | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "log_start_seq": self.log_start_seq, "seed": self.seed,
+                "flight_plan": str(self.flight_plan) if self.flight_plan else None}
+
+
+def previous_run(opts: LaunchOptions) -> Previous:
+    """The run recorded in ``opts.state_dir``, checked against ``opts``."""
+    path = opts.state_dir / RUN_RECORD
+    try:
+        record = orjson.loads(path.read_bytes())
+        raw = record["resume"]
+    except (FileNotFoundError, orjson.JSONDecodeError, KeyError, TypeError):
+        raise ResumeError(f"nothing to resume in {opts.state_dir}: no run recorded in {path} "
+                          "(start one with twin run or twin up, or give its --state-dir)") from None
+    if record.get("mission_id") != opts.mission_id:
+        raise ResumeError(f"{path} records mission {record.get('mission_id')!r}, not "
+                          f"{opts.mission_id!r}: give --mission {record.get('mission_id')}")
+    prev = Previous(str(raw["run_id"]), int(raw["log_start_seq"]), raw.get("seed"),
+                    Path(raw["flight_plan"]) if raw.get("flight_plan") else None)
+    for name, given, recorded in (("--seed", opts.seed, prev.seed),
+                                  ("--plan", opts.flight_plan, prev.flight_plan)):
+        if given is not None and given != recorded:
+            raise ResumeError(f"{name} {given} differs from the run being resumed "
+                              f"({recorded}): leave it out to resume that run")
+    return prev
 
 
 class Interrupted(Exception):
@@ -170,8 +212,8 @@ async def _until_stopped(work: Awaitable[T], stopper: _Stopper, sup: Supervisor)
         await asyncio.gather(main, stop, death, return_exceptions=True)
 
 
-def _run_config(opts: LaunchOptions, nats_url: str) -> RunConfig:
-    return RunConfig(
+def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None) -> RunConfig:
+    config = RunConfig(
         state_dir=opts.state_dir,
         nats_url=nats_url,
         mission_id=opts.mission_id,
@@ -183,6 +225,7 @@ def _run_config(opts: LaunchOptions, nats_url: str) -> RunConfig:
         log_level=opts.log_level,
         restart=RestartPolicy(max_restarts=opts.max_restarts),
     )
+    return replace(config, run_id=prev.run_id) if prev is not None else config
 
 
 async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
@@ -224,11 +267,17 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
     started = time.monotonic()
     with _Stopper().installed() as stopper, _bus_errors_as_lines(console):
         try:
-            return await _launch(opts, console, stopper, started)
+            prev = previous_run(opts) if opts.resume else None
+            if prev is not None:
+                opts = replace(opts, seed=prev.seed, flight_plan=prev.flight_plan)
+                console.print(f"resuming run {prev.run_id} of mission {opts.mission_id} "
+                              "from its last committed snapshot")
+            return await _launch(opts, console, stopper, started, prev)
         except Interrupted as exc:
             console.print(f"[yellow]{exc} received: stopping[/yellow]")
             return EXIT_INTERRUPTED
-        except (SupervisorError, NatsServerError, PromServerError, MissionLogError) as exc:
+        except (SupervisorError, NatsServerError, PromServerError, MissionLogError,
+                ResumeError) as exc:
             console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             return EXIT_FAILED
         finally:
@@ -258,13 +307,17 @@ def _announce_restarts(sup: Supervisor, record: _RunRecord, console: Console) ->
 
 
 async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
-                  started: float) -> int:
+                  started: float, prev: Previous | None) -> int:
     async with contextlib.AsyncExitStack() as stack:
         nats = await _start_nats(stack, opts, console)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
-        watch = await _attach_bus(stack, opts, nats_url)
-        sup = Supervisor(_run_config(opts, nats_url))
+        watch = await _attach_bus(stack, opts, nats_url,
+                                  prev.log_start_seq if prev is not None else None)
+        sup = Supervisor(_run_config(opts, nats_url, prev))
         record = _RunRecord(opts.state_dir, sup, nats_url, nats)
+        record.extra["resume"] = Previous(
+            sup.config.run_id, watch[0].start_seq if watch is not None else 0, opts.seed,
+            opts.flight_plan).to_json()
         _announce_restarts(sup, record, console)
         stopper.on_repeat.append(sup.hurry)
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
@@ -321,12 +374,12 @@ def _summarise(final: Snapshot, console: Console, wall_s: float, healthy_s: floa
     say(console, f"wall time {wall_s:.2f} s (services healthy after {healthy_s:.2f} s)")
 
 
-async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
-                      nats_url: str) -> tuple[MissionLog, TelemetryRecorder] | None:
+async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions, nats_url: str,
+                      log_start_seq: int | None) -> tuple[MissionLog, TelemetryRecorder] | None:
     """Listen before the services start: the clock starts once they are all there."""
     if not (opts.mission_view or opts.report_path is not None):
         return None
-    log = await stack.enter_async_context(MissionLog(nats_url, opts.mission_id))
+    log = await stack.enter_async_context(MissionLog(nats_url, opts.mission_id, log_start_seq))
     recorder = await stack.enter_async_context(TelemetryRecorder(nats_url, opts.mission_id))
     return log, recorder
 

@@ -188,13 +188,17 @@ class MissionLog:
     once the clock has finished.
     """
 
-    def __init__(self, nats_url: str, mission_id: str) -> None:
+    def __init__(self, nats_url: str, mission_id: str, start_seq: int | None = None) -> None:
         self._conn = _Connection(nats_url, mission_id, f"twin-cli-{mission_id}-log")
-        self.start_seq = 0  # the stream's last sequence before this run
+        #: The stream's last sequence before this run (given: a resumed run's,
+        #: whose report reads its log from its first start).
+        self.start_seq = start_seq if start_seq is not None else 0
+        self._given = start_seq is not None
 
     async def __aenter__(self) -> Self:
         await self._conn.connect()
-        self.start_seq = await self._last_seq()
+        if not self._given:
+            self.start_seq = await self._last_seq()
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import random
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import orjson
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -77,3 +80,62 @@ def test_a_killed_child_is_restarted_and_the_report_is_unchanged(
     assert result.restarts == {target: 1}
     assert chaos.sample_held_g(result.report) == pytest.approx(
         chaos.SAMPLE_MASS_G, abs=chaos.SAMPLE_TOLERANCE_G)
+
+
+async def _stop_at(state_dir: Path, cut_plan: Path, point_s: float, sig: int) -> int:
+    """`twin run` until ground's clock passes `point_s`, then `sig` to the CLI:
+    SIGTERM stops everything in order, SIGKILL takes every child with it
+    (they die with their parent). The CLI's exit code."""
+    proc = await chaos._start_twin(state_dir, state_dir / "first.json", cut_plan, SEED, None)
+    try:
+        endpoint = await chaos._ground_endpoint(state_dir, proc)
+        async with chaos.TwinChannels({"ground": endpoint}, timeout_s=2.0) as channels:
+            assert await chaos._until_mission_time(channels, point_s) is not None
+        proc.send_signal(sig)
+        async with asyncio.timeout(chaos.RUN_DEADLINE_S):
+            code: int = await proc.wait()
+            return code
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def _resume(state_dir: Path, report: Path) -> int:
+    argv = [sys.executable, "-P", "-m", "services.cli.app", "run", "--resume",
+            "--report", str(report), "--state-dir", str(state_dir)]
+    with (state_dir / "resumed.out").open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=REPO, env=chaos._run_env(None), stdin=asyncio.subprocess.DEVNULL,
+            stdout=out, stderr=asyncio.subprocess.STDOUT)
+        async with asyncio.timeout(chaos.RUN_DEADLINE_S):
+            return await proc.wait()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_stopped_mission_resumes_to_the_same_report(
+        baseline: dict[str, Any], cut_plan: Path, tmp_path: Path, sig: int) -> None:
+    """Stopped during powered descent, by a signal to the CLI or with everything
+    killed at once, `twin run --resume` goes on from the last commit in the
+    state dir's JetStream store and writes the unstopped run's report."""
+    point_s = chaos.DESCENT.point_s(random.Random(SEED))
+    code = asyncio.run(_stop_at(tmp_path, cut_plan, point_s, sig))
+    assert code != 0  # stopped, not finished
+    report = tmp_path / "resumed.json"
+    code = asyncio.run(_resume(tmp_path, report))
+    output = (tmp_path / "resumed.out").read_text(errors="replace")
+    assert code == 0, output[-3000:]
+    assert "resuming run" in output
+    # From the commit, not from launch (which, deduplicated, would read the same).
+    assert "resuming from the last commit" in (tmp_path / "logs" / "ground.log").read_text()
+    resumed = orjson.loads(report.read_bytes())
+    assert chaos.differences(resumed, baseline) == []
+    assert chaos.sample_held_g(resumed) == pytest.approx(chaos.SAMPLE_MASS_G,
+                                                          abs=chaos.SAMPLE_TOLERANCE_G)
+
+
+def test_resume_says_what_is_missing(tmp_path: Path) -> None:
+    code = asyncio.run(_resume(tmp_path, tmp_path / "r.json"))
+    output = (tmp_path / "resumed.out").read_text(errors="replace")
+    assert code == 1
+    assert f"nothing to resume in {tmp_path}" in " ".join(output.split())
