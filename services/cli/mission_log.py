@@ -233,25 +233,29 @@ class MissionLog:
         sub = await js.pull_subscribe(subjects.all_of("evt"), stream=subjects.stream_name,
                                       config=config)
         try:
-            return await self._fetch_until(sub, last)
+            return await self._fetch_all(sub)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _fetch_until(self, sub: Any, last_seq: int) -> list[Envelope]:
+    async def _fetch_all(self, sub: Any) -> list[Envelope]:
+        """Every event the consumer has (the stream also holds ``ops`` records,
+        which its filter leaves out: counted by what is pending, not by the
+        stream's last sequence)."""
         out: list[Envelope] = []
-        seen = self.start_seq
-        while seen < last_seq:
+        if (await sub.consumer_info()).num_pending == 0:
+            return out
+        while True:
             try:
                 msgs: list[Msg] = await sub.fetch(_FETCH_BATCH, timeout=_FETCH_TIMEOUT_S)
             except TimeoutError as exc:
-                raise MissionLogError(f"the mission log stopped at sequence {seen} of "
-                                      f"{last_seq}") from exc
+                raise MissionLogError(f"the mission log stopped after {len(out)} events") \
+                    from exc
             for msg in msgs:
-                seen = max(seen, int(msg.metadata.sequence.stream))
                 with contextlib.suppress(EnvelopeError):
                     out.append(decode(msg.data, mission=self._conn.mission_id))
-        return out
+            if msgs and msgs[-1].metadata.num_pending == 0:
+                return out
 
 
 class TelemetryRecorder:
@@ -280,6 +284,7 @@ class TelemetryRecorder:
                                pending_bytes_limit=512 * 1024 * 1024),
             await nc.subscribe(subjects.all_of("evt"), cb=self._on_evt,
                                pending_msgs_limit=100_000),
+            await nc.subscribe(subjects.all_of("ops"), cb=self._on_ops),
         ]
         return self
 
@@ -321,6 +326,17 @@ class TelemetryRecorder:
             self.frames_seen += 1
             if self.sampler.keep(env.src, frame["t"], frame):
                 self.records.append(telemetry_record(env.src, frame))
+
+    async def _on_ops(self, msg: Msg) -> None:
+        """A rollback seen in the live view and as a line (restores are in the logs)."""
+        env = self._decode(msg)
+        if env is None or env.body.get("name") not in ("rollback", "rolled_back"):
+            return
+        body = env.body
+        what = (f"rollback ({body.get('reason')}) to step {body.get('to_step')}"
+                if body["name"] == "rollback" else f"rolled back, running again ({env.src})")
+        self.recent.append(what)
+        self.timeline.append((env.t, self.recent[-1]))
 
     async def _on_evt(self, msg: Msg) -> None:
         env = self._decode(msg)

@@ -36,7 +36,7 @@ DURABLE_RETRY_S = 120.0
 #: (seconds) and a resume after a full stop (``twin up --resume``).
 DEDUP_WINDOW_S = 86_400.0
 
-CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll", "restore"})
+CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll", "restore", "ops"})
 
 Handler = Callable[[Envelope, str], Awaitable[None] | None]
 
@@ -113,7 +113,7 @@ class Bus:
         event once, with no gap."""
         assert self.js is not None
         cfg = StreamConfig(name=self.subjects.stream_name,
-                           subjects=[self.subjects.all_of("evt")],
+                           subjects=[self.subjects.all_of("evt"), self.subjects.all_of("ops")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                            max_age=30 * 86400.0, num_replicas=replicas,
                            duplicate_window=DEDUP_WINDOW_S)
@@ -143,7 +143,16 @@ class Bus:
         self.metrics.bus_out.inc(kind)
         return data
 
-    async def _publish_durable(self, subject: str, data: bytes, msg_id: str) -> None:
+    async def record_ops(self, name: str, t: float, step: int, **values: Any) -> None:
+        """Put what the platform did (a rollback, a restore) in the mission log,
+        on ``ops.<source>``: beside the events, outside the report, and not
+        numbered among the mission's messages."""
+        await self._publish_durable(self.subjects.ops(self.source),
+                                    encode_fields(self.mission, self.source,
+                                                  self.next_seq("ops"), t, step, "ops",
+                                                  {"name": name, **values}), None)
+
+    async def _publish_durable(self, subject: str, data: bytes, msg_id: str | None) -> None:
         """Publish to the mission log, trying again while the server is away (a
         restart, a stall): the message id makes a try that did land count once."""
         assert self.js is not None
@@ -152,7 +161,8 @@ class Bus:
         delay = 0.1
         while True:
             try:
-                await self.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id},
+                await self.js.publish(subject, data,
+                                      headers={"Nats-Msg-Id": msg_id} if msg_id else None,
                                       timeout=DURABLE_TIMEOUT_S)
                 return
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError,

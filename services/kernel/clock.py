@@ -442,6 +442,8 @@ class ClockAuthority:
         rt.metrics.child("rollbacks", reason).inc()
         log.warning("rolling back to the last commit",
                     extra={"reason": reason, "step": commit["step"], "epoch": self.epoch})
+        await rt.bus.record_ops("rollback", rt.t_s, rt.step, reason=reason, epoch=self.epoch,
+                                to_step=commit["step"], to_t_s=commit["t_s"])
         own = await rt.snapstore.get(rt.name, Stored.from_json(commit["parts"][rt.name]))
         rt.restore(own)
         rt.epoch = self.epoch
@@ -461,6 +463,8 @@ class ClockAuthority:
         self.status.mode = "running"
         log.warning("rolled back; the mission runs on",
                     extra={"step": rt.step, "t_s": rt.t_s, "epoch": self.epoch})
+        await rt.bus.record_ops("rolled_back", rt.t_s, rt.step, reason=reason,
+                                epoch=self.epoch)
 
     def resume_from(self, commit: dict[str, Any]) -> None:
         """A restarted ground: roll every service back to ``commit`` once they

@@ -37,7 +37,7 @@ EXTRA_SOURCES = ("cli",)
 _SOURCES = frozenset(SERVICE_NAMES + EXTRA_SOURCES)
 #: Every kind of message the twin sends: clock control, truth telemetry, and
 #: mission data (docs/contract.md). Any other kind is dropped as ``bad_kind``.
-KINDS = frozenset({"tick", "ack", "hello", "roll", "restore", "telemetry",
+KINDS = frozenset({"tick", "ack", "hello", "roll", "restore", "ops", "telemetry",
                    "event", "command", "transfer", "downlink"})
 
 

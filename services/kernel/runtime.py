@@ -340,6 +340,7 @@ class ServiceRuntime:
         self.metrics.child("restores").inc()
         log.warning("restored a committed snapshot", extra={
             "step": self.step, "t_s": self.t_s, "epoch": epoch})
+        await self.bus.record_ops("restored", self.t_s, self.step, epoch=epoch)
         await self.say_hello()
 
     def local_command(self, command: dict[str, Any]) -> None:

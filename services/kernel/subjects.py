@@ -16,6 +16,7 @@ CLOCK_HELLO = "clock.hello"
 CLOCK_ROLL = "clock.roll"
 CLOCK_RESTORE = "clock.restore"
 SNAPSHOT = "snap"
+OPS = "ops"
 TELEMETRY = "tm"
 EVENT = "evt"
 COMMAND = "cmd"
@@ -63,6 +64,11 @@ class Subjects:
     def snapshot_stream(self) -> str:
         """JetStream stream holding this mission's snapshots and commits."""
         return f"{self.stream_name}_SNAP"
+
+    def ops(self, service: str) -> str:
+        """What the platform did to the mission (rollbacks, restores): kept in the
+        mission log beside the events, never part of the mission's report."""
+        return self._s(OPS, service)
 
     def telemetry(self, service: str) -> str:
         return self._s(TELEMETRY, service)

@@ -78,6 +78,7 @@ def test_a_killed_child_is_restarted_and_the_report_is_unchanged(
     assert result.recovery is not None, "the fault never landed: " + verdict.detail
     assert verdict.recovered and verdict.identical, verdict.detail
     assert result.restarts == {target: 1}
+    assert "event rollback (" in result.output_tail(100_000)  # the CLI says it rolled back
     assert chaos.sample_held_g(result.report) == pytest.approx(
         chaos.SAMPLE_MASS_G, abs=chaos.SAMPLE_TOLERANCE_G)
 

@@ -11,6 +11,7 @@ Real processes killed with SIGKILL are tests/integration/test_chaos.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from dataclasses import replace
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.ground.service import GroundRuntime
+from services.kernel.config import VEHICLES
 from services.kernel.envelope import decode
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.snapstore import SnapStore
@@ -44,12 +46,29 @@ async def _mission_log(nats_url: str, mission: str) -> list[tuple[Any, ...]]:
         js = nc.jetstream()
         sub = await js.subscribe(f"twin.{mission}.evt.*", ordered_consumer=True)
         out: list[tuple[Any, ...]] = []
-        info = await js.stream_info(f"TWIN_{mission.upper().replace('-', '_')}")
-        while len(out) < info.state.messages:
+        while True:  # the stream holds ops records too: read what the filter has
             msg = await sub.next_msg(timeout=5.0)
             env = decode(msg.data, mission=mission)
             out.append((env.t, env.src, env.seq, env.step, env.body))
+            if msg.metadata.num_pending == 0:
+                break
         return sorted(out, key=lambda e: e[:3])
+    finally:
+        await nc.close()
+
+
+async def _ops_log(nats_url: str, mission: str) -> list[tuple[str, str]]:
+    """(source, name) of the platform's records in the mission log, in order."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(f"twin.{mission}.ops.*", ordered_consumer=True)
+        out: list[tuple[str, str]] = []
+        with contextlib.suppress(TimeoutError, nats.errors.TimeoutError):
+            while True:
+                env = decode((await sub.next_msg(timeout=1.0)).data, mission=mission)
+                out.append((env.src, env.body["name"]))
+        return out
     finally:
         await nc.close()
 
@@ -107,8 +126,8 @@ async def _fly(nats_url: str, mission: str,
                 twin.vehicles[crash] = again
             await again.start()
         await twin.wait_finished(HANG_S)
-        rollbacks = sum(s.value for s in twin.ground.metrics.rollbacks.collect()[0].samples
-                        if s.name.endswith("_total"))
+        rollbacks = sum(s.value for metric in twin.ground.metrics.rollbacks.collect()
+                        for s in metric.samples if s.name.endswith("_total"))
         finals = _finals(twin)
     finally:
         await twin.stop()
@@ -127,6 +146,12 @@ async def test_a_crashed_service_is_rolled_back_and_the_mission_ends_identical(
     assert [e[4]["name"] for e in crashed_log] == [e[4]["name"] for e in log]
     assert crashed_log == log  # each event once, none missing, byte for byte
     assert crashed_finals == finals
+    # The mission log says what the platform did, beside the events.
+    ops = await _ops_log(nats_url, f"{mission_id}-b")
+    assert ops[0] == ("ground", "rollback") and ops[-1] == ("ground", "rolled_back")
+    assert sorted(src for src, name in ops if name == "restored") == sorted(
+        VEHICLES)
+    assert await _ops_log(nats_url, f"{mission_id}-a") == []
 
 
 async def test_commits_name_every_service_and_restore_checks_digests(
