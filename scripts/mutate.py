@@ -21,6 +21,20 @@ Three small changes to mutmut are made here, in this process, before it runs:
   costs 20-40 s instead of a "killed" that costs one test).
 * ``--test-budget-s`` can cap the recorded test time given to one mutant (the
   fastest tests are kept); off by default, and the report counts the capped.
+* The stats run counts each test's setup with its call: the budget and the
+  fastest-first order then see a module fixture that flies a whole descent.
+* A test that reads a class- or module-scoped fixture is run for the
+  functions that fixture calls (mutmut credits them only to the first test
+  that set the fixture up, so a check on a shared result could kill nothing).
+* Each module is judged by its own tests (:data:`TESTS`): the guidance by the
+  guidance unit tests, not by every twin-flying test that passes through it.
+  The stats run records only the tests of the modules being run, so a run of
+  the guidance does not wait on (or break with) the integration tests.
+
+``--survivors`` runs again only the mutants no test detected, against the
+tests added since. Each run records its wall and CPU time in
+``mutants/mutation-run.json``; on a shared machine the CPU time is the
+measure of what a run costs (docs/mutation.md, "Time").
 """
 
 from __future__ import annotations
@@ -61,6 +75,8 @@ SCOPE: dict[str, tuple[str, ...]] = {
         f"{_VEHICLE}clear_fault__mutmut_*",
         f"{_VEHICLE}note_faults__mutmut_*",
         f"{_VEHICLE}next_timed_s__mutmut_*",
+        f"{_VEHICLE}run_timed__mutmut_*",
+        f"{_VEHICLE}receive_command__mutmut_*",
         f"{_K}.vehicle.x__fault_end_s__mutmut_*",
         "services.orbiter.vehicle.xǁOrbiterCoreǁ_thrust_scale__mutmut_*",
         "services.lander.vehicle.xǁLanderCoreǁ_config__mutmut_*",
@@ -73,6 +89,36 @@ SCOPE: dict[str, tuple[str, ...]] = {
     "guidance/loi": ("services.dynamics.guidance.loi.*",),
     "guidance/rendezvous": ("services.dynamics.guidance.rendezvous.*",),
 }
+
+#: Module label -> the test paths (prefixes of pytest node ids) that may judge
+#: its mutants; a label not listed is judged by every selected test. mutmut
+#: records every test that *calls* a function, and an integration test calls
+#: nearly all of them: without this, a guidance survivor would run, after the
+#: unit tests that check it, every twin-flying test that merely passes through
+#: it (seconds each, none of them looking at the numbers it changes).
+_IT = "tests/integration/"
+TESTS: dict[str, tuple[str, ...]] = {
+    **{label: ("tests/unit/guidance/",) for label in SCOPE if label.startswith("guidance/")},
+    # The servicers are judged by the tests that call them over gRPC.
+    "control (vehicle)": tuple(f"{_IT}test_{name}.py" for name in (
+        "vehicle_control", "control_effects", "burn_commands", "fault_effects", "grpc")),
+    "control (ground clock)": tuple(f"{_IT}test_{name}.py" for name in (
+        "clock", "control_effects", "grpc", "fault_effects")),
+    "fault handling": ("tests/unit/test_vehicle_commands.py", "tests/unit/test_plan.py",
+                       "tests/unit/mission/", f"{_IT}test_fault_effects.py",
+                       f"{_IT}test_vehicle_control.py", f"{_IT}test_burn_commands.py"),
+}
+#: Every test of a label without its own list (the pyproject selection).
+ALL_TESTS = ("tests/",)
+
+
+def tests_of(labels: Sequence[str]) -> tuple[str, ...]:
+    """The test paths that judge the mutants of ``labels``."""
+    paths: list[str] = []
+    for label in labels:
+        paths.extend(p for p in TESTS.get(label, ALL_TESTS) if p not in paths)
+    return tuple(paths)
+
 
 #: Short names for ``./task mutate -- NAME``: the first word of a label, or a
 #: guidance file's name.
@@ -172,6 +218,33 @@ class _EndAtFirstFailure:
             os._exit(1)
 
 
+class _SetupTime:
+    """Stats-run plugin: add each test's setup time to the time mutmut records
+    (its call only). A test whose module fixture flies a descent costs that
+    flight in every mutant's run; counted, the budget and the fastest-first
+    order see it."""
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        if report.when == "setup":
+            from mutmut.state import state
+
+            state().duration_by_test[report.nodeid] += report.duration
+
+
+def _patch_stats_setup_time() -> None:
+    from mutmut.runners.harness import PytestRunner
+
+    execute = PytestRunner.execute_pytest
+
+    def execute_with_setup_time(self: Any, params: list[str], **kwargs: Any) -> int:
+        plugins = kwargs.get("plugins") or []
+        if any(type(p).__name__ == "StatsCollector" for p in plugins):
+            kwargs["plugins"] = [*plugins, _SetupTime()]
+        return int(execute(self, params, **kwargs))
+
+    PytestRunner.execute_pytest = execute_with_setup_time  # type: ignore[method-assign]
+
+
 def _patch_end_at_first_failure() -> None:
     from mutmut.runners.harness import PytestRunner
     from mutmut.utils.file_utils import change_cwd
@@ -188,6 +261,84 @@ def _patch_end_at_first_failure() -> None:
     PytestRunner.run_tests = run_mutant_tests  # type: ignore[method-assign]
 
 
+def _patch_test_selection(labels: Sequence[str]) -> None:
+    """Collect, record and run only the tests of ``labels`` (:data:`TESTS`)."""
+    import fnmatch
+
+    import mutmut.__main__ as mm
+    from mutmut.runners.harness import PytestRunner
+    from mutmut.state import state
+
+    paths = tests_of(labels)
+    init = PytestRunner.__init__
+
+    def init_narrowed(self: Any) -> None:
+        init(self)
+        # pyproject's selection names the test root; the markers stay as they are.
+        args = self._pytest_add_cli_args_test_selection
+        self._pytest_add_cli_args_test_selection = [
+            *(p for a in args for p in (paths if a in ALL_TESTS else (a,)))]
+
+    collect = mm.collect_or_load_stats
+
+    def collect_and_narrow(*args: Any, **kwargs: Any) -> None:
+        collect(*args, **kwargs)
+        sharing = _fixture_sharing(PytestRunner()._pytest_add_cli_args_test_selection)
+        # In memory only: the stats file keeps every caller for the next run.
+        for function, tests in state().tests_by_mangled_function_name.items():
+            tests.update(*(sharing.get(t, ()) for t in list(tests)))
+            label = next((k for k, globs in SCOPE.items() if any(
+                fnmatch.fnmatchcase(f"{function}__mutmut_1", g) for g in globs)), None)
+            keep = TESTS.get(label or "", ALL_TESTS)
+            tests.intersection_update({t for t in tests if t.startswith(keep)})
+
+    PytestRunner.__init__ = init_narrowed  # type: ignore[method-assign]
+    mm.collect_or_load_stats = collect_and_narrow
+
+
+#: Fixture scopes whose value one test computes and later tests only read.
+SHARED_SCOPES = frozenset({"class", "module", "package"})
+
+
+def _fixture_sharing(selection: Sequence[str]) -> dict[str, set[str]]:
+    """Test id -> every test that shares a class-, module- or package-scoped
+    fixture with it.
+
+    mutmut credits a function to the test during whose setup, call or teardown
+    it ran: a module fixture that flies a whole descent is credited to the
+    first test that asks for it, and the tests that then check the flight
+    (duration, miss distance, propellant) are never run against a mutant of it.
+    Adding them back is what lets a check on a shared result kill anything.
+    (Session fixtures are left out: here they are servers, not results.)
+    """
+    from collections import defaultdict
+
+    import pytest
+    from mutmut.utils.file_utils import change_cwd
+
+    users: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    keys_of: dict[str, set[tuple[str, str, str]]] = {}
+
+    class Collector:
+        @pytest.hookimpl(trylast=True)  # after the markers have deselected
+        def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+            for item in items:
+                defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+                # A parametrized fixture is one value per parameter.
+                params = getattr(getattr(item, "callspec", None), "params", {})
+                keys = {(name, d[-1].baseid, repr(params.get(name)))
+                        for name, d in defs.items() if d and d[-1].scope in SHARED_SCOPES}
+                keys_of[item.nodeid] = keys
+                for key in keys:
+                    users[key].add(item.nodeid)
+
+    with change_cwd("mutants"):
+        pytest.main(["--rootdir=.", "--collect-only", "-qq", "-p", "no:cacheprovider",
+                     *selection], plugins=[Collector()])
+    return {test: set().union(*(users[k] for k in keys)) - {test}
+            for test, keys in keys_of.items() if keys}
+
+
 def unfinished(globs: Sequence[str]) -> list[str]:
     """Mutants of ``globs`` without a result in mutants/ (to resume a stopped run)."""
     import fnmatch
@@ -200,14 +351,37 @@ def unfinished(globs: Sequence[str]) -> list[str]:
     return names
 
 
+#: mutmut's exit codes of a mutant no test detected: survived, no tests ran.
+UNDETECTED = frozenset({0, 5, 33})
+
+
+def forget_survivors(globs: Sequence[str]) -> int:
+    """Clear the result of every undetected mutant of ``globs``, so that
+    ``--resume`` runs them (and only them) against the tests added since."""
+    import fnmatch
+
+    count = 0
+    for meta in sorted((ROOT / "mutants" / "services").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        names = [n for n, code in codes.items()
+                 if code in UNDETECTED and any(fnmatch.fnmatchcase(n, g) for g in globs)]
+        codes.update(dict.fromkeys(names))
+        count += len(names)
+        meta.write_text(json.dumps(data, indent=4))
+    return count
+
+
 def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: bool) -> None:
     """Run mutmut on the mutants of ``labels`` and record the wall time."""
     import mutmut.__main__ as mm
 
     _patch_decorated_methods()
     _patch_end_at_first_failure()
+    _patch_stats_setup_time()
     capped: list[str] = []
     _patch_test_order(budget_s, capped)
+    _patch_test_selection(labels)
     globs = [g for label in labels for g in SCOPE[label]]
     if resume:
         globs = unfinished(globs)
@@ -215,14 +389,27 @@ def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: boo
             return
     started = time.monotonic()  # wall time of the run, for the report only
     started_utc = _utc_now()
+    cpu_before = _cpu_s()
     try:
         mm._run(globs, workers)
     finally:
         _record_run({"labels": list(labels), "resumed": resume,
                      "started_utc": started_utc, "ended_utc": _utc_now(),
                      "wall_time_s": round(time.monotonic() - started, 1),
+                     "cpu_s": round(_cpu_s() - cpu_before, 1),
                      "workers": workers or os.cpu_count(), "test_budget_s": budget_s,
                      "capped": len(capped)})
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and every process it has reaped (mutmut's
+    fork server and, through it, every mutant's run): what the run costs on a
+    machine shared with others, where its wall time says more about the others."""
+    import resource
+
+    own, children = (resource.getrusage(who) for who in
+                     (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _utc_now() -> str:
@@ -247,17 +434,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="mutants tested at once (default: the CPU count)")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants without a result in mutants/")
+    parser.add_argument("--survivors", action="store_true",
+                        help="run again only the mutants no test detected (after new tests)")
     parser.add_argument("--no-report", action="store_true", help="skip writing docs/mutation.md")
     args = parser.parse_args(argv)
     labels = labels_for(args.modules)
-    run(labels, args.test_budget_s, args.workers, args.resume)
+    if args.survivors:
+        forgotten = forget_survivors([g for label in labels for g in SCOPE[label]])
+        print(f"{forgotten} undetected mutants to run again")
+    run(labels, args.test_budget_s, args.workers, args.resume or args.survivors)
     if not args.no_report:
         sys.path.insert(0, str(Path(__file__).parent))
         import mutation_report
 
         # Only a run of every module rewrites docs/mutation.md; one module's
         # run prints its rows (the others show as not run).
-        mutation_report.main([] if not args.modules and not args.resume else ["--no-doc"])
+        partial = args.modules or args.resume or args.survivors
+        mutation_report.main(["--no-doc"] if partial else [])
 
 
 if __name__ == "__main__":

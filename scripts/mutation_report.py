@@ -1,9 +1,12 @@
 """Per-module mutation score from mutmut's results (``mutants/**/*.meta``).
 
-Prints the table, and rewrites the generated block of docs/mutation.md (between
-the ``mutation-report`` markers; the prose around it is kept): the table, the
-run's wall time, and every surviving mutant per module (function, line, diff),
-so a test writer can go and kill it. ``--survivors PATH`` writes that list alone.
+Prints the table, and rewrites the generated block of docs/mutation.md and of
+docs/mutation-survivors.md (between the ``mutation-report`` markers; the prose
+around it is kept): the table with the baseline's score beside each module's,
+the run's wall and CPU time, and every surviving mutant per module (function,
+line, diff), so a test writer can go and kill it. A module this run did not
+test keeps its row and its survivors from the last doc. ``--survivors PATH``
+writes that list alone.
 Run from the repository root after ``./task mutate`` (which calls it).
 """
 
@@ -37,6 +40,15 @@ COLUMN_BY_EXIT_CODE: dict[int | None, str] = {
     -11: "crashed", -9: "crashed", None: "not run",
 }
 COLUMNS = ("killed", "timeout", "survived", "no tests", "crashed", "not run")
+#: Scores of the baseline run (bd5d83f, docs/mutation.md), the "before" column.
+BEFORE: dict[str, str] = {
+    "runtime (step rule)": "64.0 %", "simloop (step rule)": "73.5 %",
+    "inproc (step rule)": "86.8 %", "inbox": "90.9 %", "envelope": "75.1 %", "clock": "63.4 %",
+    "control (vehicle)": "50.8 %", "control (ground clock)": "40.6 %",
+    "fault handling": "54.3 %", "guidance/__init__": "60.5 %", "guidance/ascent": "74.4 %",
+    "guidance/descent": "82.3 %", "guidance/loi": "85.2 %", "guidance/rendezvous": "77.8 %",
+    "**all**": "72.2 %",
+}
 
 
 @dataclass
@@ -141,8 +153,8 @@ def diff_and_line(m: Mutant) -> tuple[str, int]:
 
 
 def table_markdown(rows: list[Row]) -> str:
-    head = "| module | mutants | " + " | ".join(COLUMNS) + " | score |"
-    out = [head, "|" + "---|" * (len(COLUMNS) + 3)]
+    head = "| module | mutants | " + " | ".join(COLUMNS) + " | before | score |"
+    out = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     total = Row("**all**")
     for r in rows:
         total.counts.update(r.counts)
@@ -154,7 +166,31 @@ def table_markdown(rows: list[Row]) -> str:
 def _row_line(r: Row) -> str:
     score = "-" if r.score is None else f"{r.score:.1f} %"
     cells = " | ".join(str(r.counts[c]) for c in COLUMNS)
-    return f"| {r.label} | {r.total} | {cells} | {score} |"
+    return f"| {r.label} | {r.total} | {cells} | {BEFORE.get(r.label, '-')} | {score} |"
+
+
+def previous_rows(text: str) -> dict[str, Row]:
+    """The rows of the table in the doc's generated block, by module."""
+    block = text.partition(BEGIN)[2].partition(END)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("| ")]
+    if not lines:
+        return {}
+    names = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows: dict[str, Row] = {}
+    for line in lines[1:]:
+        cells = dict(zip(names, (c.strip() for c in line.strip("|").split("|")), strict=False))
+        row = Row(cells["module"])
+        row.counts.update({c: int(cells[c]) for c in COLUMNS if cells.get(c, "").isdigit()})
+        rows[row.label] = row
+    return rows
+
+
+def keep_unrun(rows: list[Row], previous: dict[str, Row]) -> list[Row]:
+    """This run's rows, and the last doc's for every module this run left alone
+    (a run of some modules updates their rows only)."""
+    ran = {r.label: r for r in rows if r.tested}
+    return [ran.get(label) or previous.get(label) or Row(label) for label in SCOPE
+            if label in ran or label in previous]
 
 
 def survivors_text(rows: list[Row], fence: bool) -> str:
@@ -190,9 +226,13 @@ def wall_time_line() -> str:
     runs = json.loads(WALL_TIME_FILE.read_text())
     total_s = sum(r["wall_time_s"] for r in runs)
     parts = [f"{r['wall_time_s'] / 60:.1f} min ({', '.join(r['labels'])}; {r['workers']} workers"
+             + (f"; {r['cpu_s'] / 60:.1f} CPU min" if "cpu_s" in r else "")
+             + ("; resumed" if r.get("resumed") else "")
              + (f"; test time capped at {r['test_budget_s']:g} s per mutant"
                 if r["test_budget_s"] else "") + ")" for r in runs]
     head = f"Wall time: {total_s / 60:.1f} min in {len(runs)} run(s)"
+    if all("cpu_s" in r for r in runs):
+        head += f" ({sum(r['cpu_s'] for r in runs) / 60:.1f} CPU min)"
     if len(runs) > 1 and all("started_utc" in r for r in runs):
         # Runs may overlap (shards side by side): the span is the elapsed time.
         span_s = (datetime.fromisoformat(max(r["ended_utc"] for r in runs))
@@ -201,16 +241,38 @@ def wall_time_line() -> str:
     return f"{head}, on {os.cpu_count()} cores: " + "; ".join(parts) + "."
 
 
-def write_doc(table: str, survivors: str) -> None:
-    block = (f"{BEGIN}\n\n{table}\n\n{wall_time_line()}\n\nEvery surviving mutant, with "
-             f"its diff: [mutation-survivors.md](mutation-survivors.md).\n\n"
-             f"Regenerated by `scripts/mutation_report.py`; edit outside the markers.\n{END}")
-    SURVIVORS_DOC.write_text(f"# Surviving mutants\n\nWritten by `scripts/mutation_report.py` "
-                             f"from the last `./task mutate`.\n\n{survivors}\n")
-    text = DOC.read_text() if DOC.exists() else f"# Mutation testing\n\n{BEGIN}\n{END}\n"
+def _replace_block(path: Path, title: str, block: str) -> None:
+    """Rewrite the text between the markers of ``path``; the rest is kept."""
+    text = path.read_text() if path.exists() else f"# {title}\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text:
+        text = f"# {title}\n\n{BEGIN}\n{END}\n"
     before, _, rest = text.partition(BEGIN)
     _, _, after = rest.partition(END)
-    DOC.write_text(before + block + after)
+    path.write_text(f"{before}{BEGIN}\n\n{block}\n\n{END}{after}")
+
+
+def previous_survivors(text: str) -> dict[str, str]:
+    """The survivors section of each module in the last survivors doc."""
+    block = text.partition(BEGIN)[2].partition(END)[0] if BEGIN in text else text
+    sections: dict[str, str] = {}
+    for part in block.split("<details><summary>")[1:]:
+        label = part.partition(":")[0]
+        sections[label] = "<details><summary>" + part.partition("</details>")[0] + "</details>\n"
+    return sections
+
+
+def write_doc(table: str, survivors: str, kept: list[str]) -> None:
+    """The table block of docs/mutation.md and the list of survivors; the
+    sections of ``kept`` (modules this run left alone) stay as they were."""
+    old = previous_survivors(SURVIVORS_DOC.read_text()) if SURVIVORS_DOC.exists() else {}
+    new = previous_survivors(survivors)
+    sections = [new.get(label) or old.get(label, "") for label in SCOPE
+                if label in new or label in kept]
+    _replace_block(SURVIVORS_DOC, "Surviving mutants", "\n".join(s for s in sections if s))
+    _replace_block(DOC, "Mutation testing", (
+        f"{table}\n\n{wall_time_line()}\n\nEvery surviving mutant, with its diff: "
+        f"[mutation-survivors.md](mutation-survivors.md).\n\n"
+        f"Regenerated by `scripts/mutation_report.py`; edit outside the markers."))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,13 +281,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-doc", action="store_true", help="print only")
     args = parser.parse_args(argv)
     rows = tabulate(load_mutants(), list(SCOPE))
-    table = table_markdown(rows)
+    ran = [r for r in rows if r.tested]
+    shown = keep_unrun(rows, previous_rows(DOC.read_text()) if DOC.exists() else {})
+    table = table_markdown(shown)
     print(table)
     print(wall_time_line())
     if args.survivors:
-        args.survivors.write_text(survivors_text(rows, fence=False))
+        args.survivors.write_text(survivors_text(ran, fence=False))
     if not args.no_doc:
-        write_doc(table, survivors_text(rows, fence=True))
+        kept = [r.label for r in shown if r.label not in {x.label for x in ran}]
+        write_doc(table, survivors_text(ran, fence=True), kept)
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 
