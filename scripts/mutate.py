@@ -63,6 +63,7 @@ _VEHICLE = f"{_K}.vehicle.xǁVehicleCoreǁ"
 #: Module label (the report's row) -> globs over mutmut's mutant names
 #: (``package.module.x_function__mutmut_N``, ``...xǁClassǁmethod__mutmut_N``).
 SCOPE: dict[str, tuple[str, ...]] = {
+    "steprule": (f"{_K}.steprule.*",),
     "runtime (step rule)": (f"{_K}.runtime.*",),
     "simloop (step rule)": ("services.local.simloop.*",),
     "inproc (step rule)": ("services.local.inproc.*",),
@@ -78,6 +79,10 @@ SCOPE: dict[str, tuple[str, ...]] = {
         f"{_VEHICLE}run_timed__mutmut_*",
         f"{_VEHICLE}receive_command__mutmut_*",
         f"{_K}.vehicle.x__fault_end_s__mutmut_*",
+        f"{_VEHICLE}fault_kinds_known__mutmut_*",
+        f"{_VEHICLE}inject_fault__mutmut_*",
+        f"{_VEHICLE}planned_fault__mutmut_*",
+        f"{_K}.faults.*",
         "services.orbiter.vehicle.xǁOrbiterCoreǁ_thrust_scale__mutmut_*",
         "services.lander.vehicle.xǁLanderCoreǁ_config__mutmut_*",
         "services.lander.vehicle.xǁLanderCoreǁ_descend__mutmut_*",
@@ -104,6 +109,21 @@ TESTS: dict[str, tuple[str, ...]] = {
         "vehicle_control", "control_effects", "burn_commands", "fault_effects", "grpc")),
     "control (ground clock)": tuple(f"{_IT}test_{name}.py" for name in (
         "clock", "control_effects", "grpc", "fault_effects")),
+    # The step rule and the kernel by the tests that drive them: the loop and
+    # the unit missions, the clock and its services over a real nats-server.
+    "steprule": ("tests/unit/test_simloop.py", "tests/unit/test_vehicle_commands.py",
+                 "tests/unit/test_subjects_inbox.py", "tests/unit/mission/",
+                 f"{_IT}test_clock.py", f"{_IT}test_fault_effects.py"),
+    "simloop (step rule)": ("tests/unit/test_simloop.py", "tests/unit/test_vehicle_commands.py",
+                            "tests/unit/mission/"),
+    "inproc (step rule)": (f"{_IT}test_clock.py", f"{_IT}test_snapshot.py"),
+    "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
+        "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
+        "fault_effects")), "tests/unit/mission/test_relay.py"),
+    "clock": tuple(f"{_IT}test_{name}.py" for name in (
+        "clock", "control_effects", "failures_loud", "rollback", "grpc")),
+    "inbox": ("tests/unit/test_subjects_inbox.py", f"{_IT}test_clock.py"),
+    "envelope": ("tests/unit/test_envelope.py", f"{_IT}test_bus.py"),
     "fault handling": ("tests/unit/test_vehicle_commands.py", "tests/unit/test_plan.py",
                        "tests/unit/mission/", f"{_IT}test_fault_effects.py",
                        f"{_IT}test_vehicle_control.py", f"{_IT}test_burn_commands.py"),

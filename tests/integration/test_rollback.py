@@ -29,8 +29,6 @@ from services.kernel.snapstore import SnapStore
 from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import nominal_until
 
-pytestmark = pytest.mark.slow
-
 #: A commit every this many steps: several commits over the stretch flown.
 EVERY_STEPS = 40
 #: Wall seconds a mission may take on a loaded machine (a hang, not a limit).
@@ -134,6 +132,7 @@ async def _fly(nats_url: str, mission: str,
     return await _mission_log(nats_url, mission), finals, int(rollbacks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", ["lander", "orbiter", "ground"])
 async def test_a_crashed_service_is_rolled_back_and_the_mission_ends_identical(
         nats_url: str, mission_id: str, victim: str) -> None:

@@ -186,17 +186,20 @@ def _service_sources() -> dict[str, str]:
 # --- the exchange in the tree -----------------------------------------------------------
 
 
+@pytest.mark.static  # reads the sources
 def test_every_message_sent_is_handled_by_its_receiver_and_nothing_else_is_handled() -> None:
     sent, handled = exchange(_service_sources())
     assert sorted(sent - handled) == [], "sent, but the receiver has no case for it"
     assert sorted(handled - sent) == [], "handled, but nobody sends it there"
 
 
+@pytest.mark.static  # reads the sources
 def test_every_message_type_is_exchanged() -> None:
     sent, _ = exchange(_service_sources())
     assert {message for _, message in sent} == {cls.__name__ for cls in TRANSFERS}
 
 
+@pytest.mark.static  # reads the sources
 def test_the_exchange_is_the_mission_s() -> None:
     """Spelled out once, so a change to who talks to whom is a visible change."""
     sent, _ = exchange(_service_sources())
@@ -231,6 +234,7 @@ class LanderCore:
 '''
 
 
+@pytest.mark.static  # reads the sources
 def test_a_new_type_sent_and_one_handled_but_never_sent_are_both_seen() -> None:
     sent, handled = exchange({"services/orbiter/vehicle.py": _SENDER,
                               "services/lander/vehicle.py": _RECEIVER})
@@ -238,6 +242,7 @@ def test_a_new_type_sent_and_one_handled_but_never_sent_are_both_seen() -> None:
     assert handled - sent == {("lander", "Forgotten")}
 
 
+@pytest.mark.static  # reads the sources
 def test_a_send_whose_target_cannot_be_read_fails_the_check() -> None:
     source = "def f(out, t, who):\n    out.transfer(pick(who), t, Docked(t_s=t))\n"
     with pytest.raises(AssertionError, match="cannot tell where it sends"):
