@@ -23,29 +23,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: the tests' loader of scripts/chaos.py
+    sys.path.insert(0, str(REPO))
+from tests.chaos_script import chaos  # noqa: E402
+
 DEFAULT_CELLS = ("lander@descent", "ground@ascent", "nats-server@descent")
 
 
-def _load_chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos", REPO / "scripts" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 
 
 def _s(value: float | None) -> str:

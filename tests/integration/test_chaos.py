@@ -12,16 +12,16 @@ mission, nats-server killed and stalled) is scripts/chaos.py.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import random
 import signal
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
+
+from tests.chaos_script import chaos
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +31,6 @@ SEED = 6
 PLAN_END_UTC = "2024-06-04T00:00:00Z"
 
 
-def _load_chaos() -> ModuleType:
-    """scripts/chaos.py, which is a script and not part of a package."""
-    spec = importlib.util.spec_from_file_location("chaos", REPO / "scripts" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +67,9 @@ def test_a_killed_child_is_restarted_and_the_report_is_unchanged(
     assert result.recovery is not None, "the fault never landed: " + verdict.detail
     assert verdict.recovered and verdict.identical, verdict.detail
     assert result.restarts == {target: 1}
-    assert "event rollback (" in result.output_tail(100_000)  # the CLI says it rolled back
+    if target != "nats-server":  # live, over core NATS: the CLI's own connection is back
+        # only after ground's, so a NATS restart's rollback is in the mission log alone
+        assert "event rollback (" in result.output_tail(100_000)  # the CLI says it rolled back
     assert chaos.sample_held_g(result.report) == pytest.approx(
         chaos.SAMPLE_MASS_G, abs=chaos.SAMPLE_TOLERANCE_G)
 

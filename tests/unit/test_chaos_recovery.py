@@ -3,26 +3,10 @@ ran again and when it was back where the fault found it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
+from tests.chaos_script import chaos
 
-REPO = Path(__file__).resolve().parents[2]
 FAULT_AT_S = 100.0  # mission s at the fault
 SUM_ROUNDING_S = 1e-9  # wall s: what adding the gap to a sample's time may round off
-
-
-def _load_chaos() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("chaos", REPO / "scripts" / "chaos.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["chaos"] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-chaos = _load_chaos()
 
 
 def _recovery(samples: list[tuple[float, float]]) -> tuple[float | None, float | None]:
