@@ -39,6 +39,7 @@ class Inbox:
         self._keys: set[tuple[str, int]] = set()  # (src, seq) held
         self._counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._changed = asyncio.Event()
+        self._closed = False
 
     def add(self, env: Envelope, subject: str) -> bool:
         """Hold ``env``; False (and nothing held) if it is stale or a duplicate."""
@@ -74,7 +75,7 @@ class Inbox:
         deadline = loop.time() + timeout_s
         while missing := self.missing(step, expect):
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self._closed:
                 return missing
             self._changed.clear()
             try:
@@ -82,6 +83,11 @@ class Inbox:
             except TimeoutError:
                 return self.missing(step, expect)
         return {}
+
+    def close(self) -> None:
+        """The service is stopping: a wait in progress ends now, not at its timeout."""
+        self._closed = True
+        self._changed.set()
 
     def take(self, up_to_step: int) -> list[Envelope]:
         """Remove and return the messages of steps <= ``up_to_step``, in arrival

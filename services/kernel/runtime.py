@@ -165,6 +165,7 @@ class ServiceRuntime:
             return
         self._stopped = True
         self.stopping.set()
+        self.inbox.close()  # a tick waiting on messages need not wait out its timeout
         await self._health.enter_graceful_shutdown()
         self.telemetry.close_watchers()
         if self._server is not None:
@@ -225,8 +226,8 @@ class ServiceRuntime:
         if expect or self.inbox.held:  # most steps of a coast bring nothing
             held, missing = await self.collect(step - 1,
                                                self.expected_for_me(expect) if expect else {})
-            if ack["epoch"] != self.epoch:
-                return  # restored while it waited: the rolled-back mission goes on without it
+            if ack["epoch"] != self.epoch or self.stopping.is_set():
+                return  # restored while it waited, or stopping: no step to take
             if missing:  # the step cannot be taken as it was: ground rolls back
                 ack["missing"] = missing
                 self._last_ack = await self.bus.send(self._ack_subject, "ack", ack, t_from,

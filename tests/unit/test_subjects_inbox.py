@@ -95,3 +95,12 @@ async def test_after_a_rollback_stale_and_duplicate_messages_are_dropped() -> No
     assert [(e.src, e.seq) for e in in_order(box.take(8))] == [("relay", 4), ("lander", 10)]
     assert not box.add(_e("lander", 10, 11.0, 8), "twin.m.xfer.x")  # taken: stale now
     assert len(box) == 0
+
+
+async def test_a_closed_inbox_ends_a_wait_at_once_saying_what_is_missing() -> None:
+    box = Inbox()
+    waiting = asyncio.ensure_future(box.wait_for(3, {"twin.m.xfer.x": 2}, timeout_s=60.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    box.close()  # the service is stopping
+    assert await asyncio.wait_for(waiting, 1.0) == {"twin.m.xfer.x": 2}
