@@ -15,6 +15,8 @@ import signal
 from collections import deque
 from dataclasses import dataclass, field
 
+from services.kernel.errors import EXIT_BAD_CONFIG, EXIT_SERVICE_FAILED
+
 __all__ = [
     "EXIT_BAD_CONFIG",
     "EXIT_SERVICE_FAILED",
@@ -25,13 +27,6 @@ __all__ = [
     "is_restartable",
 ]
 
-#: What services.kernel.runtime exits with after an exception inside the
-#: service (BSD sysexits EX_SOFTWARE). Not imported from there: the runtime
-#: pulls in the whole service stack, which the CLI does not need to load
-#: (tests/integration/test_supervisor_restarts.py checks the two agree).
-EXIT_SERVICE_FAILED = 70
-#: What a service exits with when its configuration is bad (run_service).
-EXIT_BAD_CONFIG = 2
 _NEVER_RESTARTED = {
     EXIT_SERVICE_FAILED: "a failure inside the service",
     EXIT_BAD_CONFIG: "a bad configuration",

@@ -135,8 +135,9 @@ class Bus:
         to the JetStream mission log); return its bytes (for sending again)."""
         seq = self.next_seq(kind)
         data = encode_fields(self.mission, self.source, seq, t, step, kind, body)
-        if durable:
-            await self._publish_durable(subject, data, f"{self.run_id}:{self.source}:{seq}")
+        if durable:  # mission data is numbered deterministically: its id drops a repeat
+            await self._publish_durable(subject, data, None if kind in CONTROL_KINDS
+                                        else f"{self.run_id}:{self.source}:{seq}")
         else:
             assert self.nc is not None
             await self.nc.publish(subject, data)
@@ -147,10 +148,8 @@ class Bus:
         """Put what the platform did (a rollback, a restore) in the mission log,
         on ``ops.<source>``: beside the events, outside the report, and not
         numbered among the mission's messages."""
-        await self._publish_durable(self.subjects.ops(self.source),
-                                    encode_fields(self.mission, self.source,
-                                                  self.next_seq("ops"), t, step, "ops",
-                                                  {"name": name, **values}), None)
+        await self.send(self.subjects.ops(self.source), "ops", {"name": name, **values}, t, step,
+                        durable=True)
 
     async def _publish_durable(self, subject: str, data: bytes, msg_id: str | None) -> None:
         """Publish to the mission log, trying again while the server is away (a

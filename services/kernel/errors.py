@@ -14,6 +14,12 @@ Hierarchy::
 
 from __future__ import annotations
 
+#: Exit status of a service stopped by an exception inside it (BSD sysexits
+#: EX_SOFTWARE): loud, never restarted (services/cli/restarts.py).
+EXIT_SERVICE_FAILED = 70
+#: Exit status of a service whose configuration is bad: never restarted either.
+EXIT_BAD_CONFIG = 2
+
 
 class TwinError(Exception):
     """Base of every error the twin raises on purpose."""

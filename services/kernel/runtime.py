@@ -32,7 +32,12 @@ from services.kernel.bus import Bus, subject_matches
 from services.kernel.config import ServiceConfig
 from services.kernel.control import ControlServicer
 from services.kernel.envelope import Envelope
-from services.kernel.errors import ConfigError, TwinError
+from services.kernel.errors import (
+    EXIT_BAD_CONFIG,
+    EXIT_SERVICE_FAILED,
+    ConfigError,
+    TwinError,
+)
 from services.kernel.gauges import ServiceGauges
 from services.kernel.inbox import Inbox
 from services.kernel.linkmetrics import merge_downlink_values
@@ -351,8 +356,6 @@ class ServiceRuntime:
 
 
 # --- process entry point ------------------------------------------------------
-#: Exit status of a service stopped by an exception (BSD sysexits EX_SOFTWARE).
-EXIT_SERVICE_FAILED = 70
 
 
 def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -> None:
@@ -361,7 +364,7 @@ def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -
         config = ServiceConfig.from_env(service, os.environ)
     except ConfigError as exc:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_BAD_CONFIG) from None
     setup_logging(config.service, config.mission_id, config.log_level, config.log_format)
     try:
         import uvloop
@@ -373,7 +376,7 @@ def run_service(service: str, make: Callable[[ServiceConfig], ServiceRuntime]) -
         runner(_main(make(config)))
     except TwinError as exc:
         print(f"{service}: cannot start: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_BAD_CONFIG) from None
 
 
 async def _main(rt: ServiceRuntime) -> None:

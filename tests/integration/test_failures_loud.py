@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from services.ground.service import GroundRuntime
 from services.kernel.config import VEHICLES, ServiceConfig
+from services.kernel.errors import EXIT_SERVICE_FAILED
 from services.kernel.outbox import Outbox
-from services.kernel.runtime import EXIT_SERVICE_FAILED
 from services.kernel.vehicle import VehicleCore
 from services.local.inproc import LocalTwin
 from tests.integration.twin_helpers import chatty, plan

@@ -76,12 +76,6 @@ def test_exits_are_described_as_the_cli_prints_them() -> None:
     assert Restart("ground", 1, 2, 1, 3, 0.8).describe().endswith("after exit code 1, restart 3")
 
 
-def test_the_failure_exit_code_is_the_runtime_s() -> None:
-    from services.kernel import runtime
-
-    assert runtime.EXIT_SERVICE_FAILED == EXIT_SERVICE_FAILED
-
-
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"first_delay_s": 0.0}, "need 0 < first"),
     ({"first_delay_s": 6.0, "max_delay_s": 5.0}, "need 0 < first"),
