@@ -108,23 +108,25 @@ TESTS: dict[str, tuple[str, ...]] = {
     "control (vehicle)": tuple(f"{_IT}test_{name}.py" for name in (
         "vehicle_control", "control_effects", "burn_commands", "fault_effects", "grpc")),
     "control (ground clock)": tuple(f"{_IT}test_{name}.py" for name in (
-        "clock", "control_effects", "grpc", "fault_effects")),
+        "clock", "clock_control", "control_effects", "grpc", "fault_effects")),
     # The step rule and the kernel by the tests that drive them: the loop and
     # the unit missions, the clock and its services over a real nats-server.
-    "steprule": ("tests/unit/test_simloop.py", "tests/unit/test_vehicle_commands.py",
-                 "tests/unit/test_subjects_inbox.py", "tests/unit/mission/",
-                 f"{_IT}test_clock.py", f"{_IT}test_fault_effects.py"),
+    "steprule": ("tests/unit/test_steprule.py", "tests/unit/test_simloop.py",
+                 "tests/unit/test_vehicle_commands.py", "tests/unit/test_subjects_inbox.py",
+                 "tests/unit/mission/", f"{_IT}test_clock.py", f"{_IT}test_fault_effects.py"),
     "simloop (step rule)": ("tests/unit/test_simloop.py", "tests/unit/test_vehicle_commands.py",
                             "tests/unit/mission/"),
-    "inproc (step rule)": (f"{_IT}test_clock.py", f"{_IT}test_snapshot.py"),
+    "inproc (step rule)": (f"{_IT}test_localtwin.py", f"{_IT}test_clock.py",
+                           f"{_IT}test_snapshot.py"),
     "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
         "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
-        "fault_effects")), "tests/unit/mission/test_relay.py"),
+        "rollback_fast", "service_main", "fault_effects")), "tests/unit/mission/test_relay.py"),
     "clock": tuple(f"{_IT}test_{name}.py" for name in (
-        "clock", "control_effects", "failures_loud", "rollback", "grpc")),
+        "clock", "control_effects", "failures_loud", "rollback", "rollback_fast", "grpc")),
     "inbox": ("tests/unit/test_subjects_inbox.py", f"{_IT}test_clock.py"),
     "envelope": ("tests/unit/test_envelope.py", f"{_IT}test_bus.py"),
-    "fault handling": ("tests/unit/test_vehicle_commands.py", "tests/unit/test_plan.py",
+    "fault handling": ("tests/unit/test_fault_handling.py", "tests/unit/test_vehicle_commands.py",
+                       "tests/unit/test_plan.py",
                        "tests/unit/mission/", f"{_IT}test_fault_effects.py",
                        f"{_IT}test_vehicle_control.py", f"{_IT}test_burn_commands.py"),
 }

@@ -155,3 +155,22 @@ def test_event_rows_flatten_an_event_for_the_report() -> None:
     loop = _loop(Probe("lander", 100.0))
     loop.run(until_s=1.0)
     assert event_rows(loop.events) == [{"name": "stepped", "vehicle": "lander", "t": 1.0}]
+
+
+def test_nothing_is_recorded_unless_asked() -> None:
+    loop = _loop(Probe("orbiter", 60.0))
+    loop.run()
+    assert loop.published is None  # a campaign of long runs keeps no copy
+
+
+def test_a_recording_holds_every_message_under_the_missions_subjects() -> None:
+    plan = parse_plan({"name": "t", "end": {"at": END_UTC}, "items": []})
+    probe = Probe("orbiter", 300.0, {1: [("xfer", "lander", 10.0, {"type": "x"})]})
+    loop = SimLoop(GroundCore(6, plan), {"orbiter": probe}, mission="ce6-b", record=True)
+    result = loop.run()
+    assert loop.published is not None and len(loop.published) == result.messages
+    subjects = [subject for subject, _ in loop.published]
+    assert all(s.startswith("twin.ce6-b.") for s in subjects)
+    assert "twin.ce6-b.xfer.lander" in subjects
+    assert [env for _, env in loop.published if env.kind == "event"] == result.events
+    assert {env.mission for _, env in loop.published} == {"ce6-b"}

@@ -104,3 +104,49 @@ async def test_a_closed_inbox_ends_a_wait_at_once_saying_what_is_missing() -> No
     assert not waiting.done()
     box.close()  # the service is stopping
     assert await asyncio.wait_for(waiting, 1.0) == {"twin.m.xfer.x": 2}
+
+
+def test_missing_counts_what_has_not_arrived_of_each_subject() -> None:
+    box = Inbox()
+    assert box.missing(4, {"a": 1, "b": 3}) == {"a": 1, "b": 3}  # nothing yet
+    box.add(_e("relay", 1, 1.0, 4), "b")
+    assert box.missing(4, {"a": 1, "b": 3}) == {"a": 1, "b": 2}
+    box.add(_e("lander", 1, 1.0, 4), "a")
+    assert box.missing(4, {"a": 1, "b": 1}) == {}
+    assert box.missing(5, {"b": 1}) == {"b": 1}  # counted per step
+
+
+def test_a_taken_step_forgets_its_counts() -> None:
+    # Counts of taken steps are dropped (one map per step would grow all mission).
+    box = Inbox()
+    box.add(_e("relay", 1, 1.0, 4), "b")
+    box.add(_e("relay", 2, 2.0, 5), "b")
+    assert box.missing(4, {"b": 1}) == {}
+    box.take(4)
+    assert box.missing(4, {"b": 1}) == {"b": 1}
+    assert box.missing(5, {"b": 1}) == {}  # a later step's count is kept
+
+
+async def test_a_short_wait_still_waits_for_its_message() -> None:
+    box = Inbox()
+
+    async def late() -> None:
+        await asyncio.sleep(0.05)
+        box.add(_e("relay", 1, 1.0, 3), "x")
+
+    task = asyncio.create_task(late())
+    assert await box.wait_for(3, {"x": 1}, timeout_s=0.9) == {}
+    await task
+
+
+def test_a_local_message_is_held_once_and_a_copy_of_it_dropped() -> None:
+    # A command given to a vehicle over gRPC is held in-process (not published):
+    # it is held like any message, so a copy with its source and sequence is a
+    # duplicate, and it has no subject whose count it could complete.
+    box = Inbox()
+    local = _e("ground", 7, 3.0, 2)
+    box.add_local(local)
+    assert box.held == [local]
+    assert not box.add(_e("ground", 7, 3.0, 2), "twin.m.cmd.lander")
+    assert box.missing(2, {"twin.m.cmd.lander": 1}) == {"twin.m.cmd.lander": 1}  # not counted
+    assert box.take(2) == [local]
