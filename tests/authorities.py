@@ -61,3 +61,13 @@ def central_angle_rad(lat1_deg: float, lon1_deg: float, lat2_deg: float, lon2_de
     dl = math.radians(lon2_deg - lon1_deg)
     h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2.0 * math.asin(min(1.0, math.sqrt(h)))
+
+
+#: Main engines (reference rows 13 and 19, vehicle table "Lander main engine",
+#: "Ascender engine"; CNSA via Chinanews and People's Daily): the lander's
+#: 7,500 N variable-thrust engine and the ascender's 3,000 N engine.
+LANDER_ENGINE_THRUST_N = 7_500.0
+ASCENDER_ENGINE_THRUST_N = 3_000.0
+#: The lander hovers ~100 m above the chosen spot for its laser scan
+#: (reference row 13 and "Descent orbit and powered descent").
+HOVER_HEIGHT_M = 100.0
