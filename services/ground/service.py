@@ -79,6 +79,7 @@ class GroundRuntime(ServiceRuntime):
 
     async def stop(self) -> None:
         self.stopping.set()
+        self.clock.release_waiters()
         if self._clock_task is not None:
             self._clock_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -542,6 +542,11 @@ class ClockAuthority:
         """Start counting steps/s now: the next tick is the first of the window."""
         self._rate_window = (time.monotonic(), 0)
 
+    def release_waiters(self) -> None:
+        """Ground is stopping: end every wait now (each caller reads why from the
+        state, e.g. a waiting RunUntil answers UNAVAILABLE), not at gRPC's grace."""
+        self._notify()
+
     def _notify(self) -> None:
         if not self._waiters:
             return
