@@ -283,8 +283,10 @@ def _patch_end_at_first_failure() -> None:
     PytestRunner.run_tests = run_mutant_tests  # type: ignore[method-assign]
 
 
-def _patch_test_selection(labels: Sequence[str]) -> None:
-    """Collect, record and run only the tests of ``labels`` (:data:`TESTS`)."""
+def _patch_test_selection(labels: Sequence[str], by_line: bool) -> None:
+    """Collect, record and run only the tests of ``labels`` (:data:`TESTS`);
+    with ``by_line``, of those only the tests that ran the mutated statement
+    (scripts/mutate_lines.py)."""
     import fnmatch
 
     import mutmut.__main__ as mm
@@ -313,9 +315,57 @@ def _patch_test_selection(labels: Sequence[str]) -> None:
                 fnmatch.fnmatchcase(f"{function}__mutmut_1", g) for g in globs)), None)
             keep = TESTS.get(label or "", ALL_TESTS)
             tests.intersection_update({t for t in tests if t.startswith(keep)})
+        if by_line:
+            _narrow_by_line(labels, sharing)
 
     PytestRunner.__init__ = init_narrowed  # type: ignore[method-assign]
     mm.collect_or_load_stats = collect_and_narrow
+
+
+def _narrow_by_line(labels: Sequence[str], sharing: dict[str, set[str]]) -> None:
+    """Give each mutant of ``labels`` its own test set: its function's tests that
+    ran the statement it changes (and the tests sharing their fixtures).
+
+    mutmut looks a mutant's tests up by its function's name; the lookup is
+    redirected to a per-mutant entry where there is one, so its "no tests",
+    ordering and time estimates all follow the narrower set."""
+    import fnmatch
+
+    import mutate_lines
+    import mutmut.__main__ as mm
+    from mutmut.runners.harness import PytestRunner
+    from mutmut.state import state
+    from mutmut.utils.format_utils import mangled_name_from_mutant_name as mangled
+
+    selection = PytestRunner()._pytest_add_cli_args_test_selection
+    mutate_lines.record_in_subprocess(
+        [*selection, "-p", "no:cacheprovider", "-q", "--timeout=60"])
+    line_tests = mutate_lines.LineTests()
+    globs = [g for label in labels for g in SCOPE[label]]
+    tests_by = state().tests_by_mangled_function_name
+    per_mutant: dict[str, set[str]] = {}
+    for meta in sorted((ROOT / "mutants" / "services").rglob("*.py.meta")):
+        path = meta.relative_to(ROOT / "mutants").as_posix().removesuffix(".meta")
+        module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        for name in json.loads(meta.read_text())["exit_code_by_key"]:
+            short = name.replace("__init__.", "")
+            func_tests = tests_by.get(short.partition("__mutmut_")[0])
+            if not func_tests or not any(fnmatch.fnmatchcase(short, g) for g in globs):
+                continue
+            ran = line_tests.tests_of(path, short.removeprefix(module + "."))
+            if ran is None:
+                continue
+            ran |= set().union(*(sharing.get(t, ()) for t in ran))
+            per_mutant[short] = func_tests & ran
+    tests_by.update(per_mutant)
+
+    def mutant_or_function(name: str) -> str:
+        return name if name in per_mutant else mangled(name)
+
+    vars(mm)["mangled_name_from_mutant_name"] = mutant_or_function  # the loop's global
+    narrowed = sum(len(t) for t in per_mutant.values())
+    print(f"line coverage: {len(per_mutant)} mutants narrowed to {narrowed} test runs "
+          f"({sum(not t for t in per_mutant.values())} run by no selected test)")
 
 
 #: Fixture scopes whose value one test computes and later tests only read.
@@ -394,7 +444,8 @@ def forget_survivors(globs: Sequence[str]) -> int:
     return count
 
 
-def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: bool) -> None:
+def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: bool,
+        by_line: bool = True) -> None:
     """Run mutmut on the mutants of ``labels`` and record the wall time."""
     import mutmut.__main__ as mm
 
@@ -403,7 +454,7 @@ def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: boo
     _patch_stats_setup_time()
     capped: list[str] = []
     _patch_test_order(budget_s, capped)
-    _patch_test_selection(labels)
+    _patch_test_selection(labels, by_line)
     globs = [g for label in labels for g in SCOPE[label]]
     if resume:
         globs = unfinished(globs)
@@ -459,12 +510,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--survivors", action="store_true",
                         help="run again only the mutants no test detected (after new tests)")
     parser.add_argument("--no-report", action="store_true", help="skip writing docs/mutation.md")
+    parser.add_argument("--by-function", action="store_true",
+                        help="select each mutant's tests by its function only, as mutmut "
+                             "does (default: only those that ran the mutated statement)")
     args = parser.parse_args(argv)
     labels = labels_for(args.modules)
     if args.survivors:
         forgotten = forget_survivors([g for label in labels for g in SCOPE[label]])
         print(f"{forgotten} undetected mutants to run again")
-    run(labels, args.test_budget_s, args.workers, args.resume or args.survivors)
+    run(labels, args.test_budget_s, args.workers, args.resume or args.survivors,
+        by_line=not args.by_function)
     if not args.no_report:
         sys.path.insert(0, str(Path(__file__).parent))
         import mutation_report
