@@ -120,9 +120,11 @@ TESTS: dict[str, tuple[str, ...]] = {
                            f"{_IT}test_snapshot.py"),
     "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
         "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
-        "rollback_fast", "service_main", "fault_effects")), "tests/unit/mission/test_relay.py"),
+        "rollback_fast", "service_main", "runtime_protocol", "fault_effects")),
+        "tests/unit/mission/test_relay.py"),
     "clock": tuple(f"{_IT}test_{name}.py" for name in (
-        "clock", "control_effects", "failures_loud", "rollback", "rollback_fast", "grpc")),
+        "clock", "clock_protocol", "control_effects", "failures_loud", "rollback",
+        "rollback_fast", "grpc")),
     "inbox": ("tests/unit/test_subjects_inbox.py", f"{_IT}test_clock.py"),
     "envelope": ("tests/unit/test_envelope.py", f"{_IT}test_bus.py"),
     "fault handling": ("tests/unit/test_fault_handling.py", "tests/unit/test_vehicle_commands.py",
