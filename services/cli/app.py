@@ -53,7 +53,7 @@ from services.cli.progress import (
 )
 from services.cli.restarts import RestartPolicy
 from services.cli.supervisor import RUN_RECORD
-from services.kernel.config import SERVICE_NAMES
+from services.kernel.config import MISSION_ID_RE, SERVICE_NAMES
 from services.kernel.twin_pb import clock_pb2
 
 app = typer.Typer(
@@ -69,7 +69,6 @@ app.add_typer(clock_app, name="clock")
 console = Console()
 err_console = Console(stderr=True)
 
-_MISSION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _NATS_URL_RE = re.compile(r"^(nats|tls|ws|wss)://\S+$")
 DEFAULT_STATE_DIR = Path(".state")
 
@@ -91,7 +90,7 @@ def _check_warp(value: str | None) -> str | None:
 
 
 def _check_mission(value: str | None) -> str | None:
-    if value is not None and not _MISSION_RE.match(value):
+    if value is not None and not MISSION_ID_RE.fullmatch(value):
         raise typer.BadParameter(f"{value!r}: use 1-32 lower-case letters, digits or '-', "
                                  "starting with a letter or digit (e.g. ce6)")
     return value

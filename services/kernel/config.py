@@ -22,7 +22,9 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
     name: (50051 + i, 9101 + i) for i, name in enumerate(SERVICE_NAMES)
 }
 
-_MISSION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+#: A mission id: it goes into subjects, stream names and labels. Matched whole
+#: (``fullmatch``: ``match`` with ``$`` would let a trailing newline through).
+MISSION_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -62,7 +64,7 @@ class ServiceConfig:
         if self.service not in SERVICE_NAMES:
             raise ConfigError("TWIN_SERVICE", self.service, "unknown service",
                               f"use one of {', '.join(SERVICE_NAMES)}")
-        if not _MISSION_RE.match(self.mission_id):
+        if not MISSION_ID_RE.fullmatch(self.mission_id):
             raise ConfigError("TWIN_MISSION_ID", self.mission_id, "not a valid mission id",
                               "use 1-32 lower-case letters, digits or '-', starting alphanumeric")
         for url in self.nats_urls:

@@ -34,6 +34,7 @@ def test_values_are_read_from_the_environment() -> None:
         ({"TWIN_GRPC_PORT": "abc"}, "TWIN_GRPC_PORT"),
         ({"TWIN_GRPC_PORT": "70000"}, "TWIN_GRPC_PORT"),
         ({"TWIN_MISSION_ID": "Has Spaces"}, "TWIN_MISSION_ID"),
+        ({"TWIN_MISSION_ID": "ce6\n"}, "TWIN_MISSION_ID"),  # would end a protocol line
         ({"TWIN_NATS_URL": "localhost:4222"}, "TWIN_NATS_URL"),
         ({"TWIN_WARP": "-2"}, "TWIN_WARP"),
         ({"TWIN_WARP": "fast"}, "TWIN_WARP"),
