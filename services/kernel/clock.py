@@ -252,15 +252,17 @@ class ClockAuthority:
             if self._rollback_reason:
                 await self._rollback()
                 continue
-            if self._paused and not await self._wait_runnable():
-                break
+            if self._paused:
+                if not await self._wait_runnable():
+                    break
+                continue  # a rollback asked for while paused comes first
             self.status.mode = "running"
             t_from = self.rt.t_s
             t_to = self._next_t_to(t_from)
             if self.status.warp > 0 and not await self._pace(t_to):
                 continue  # a control call came first: its pause, target or warp decide
-            await self._do_step(self.rt.step + 1, t_from, t_to)
-            self._after_step()
+            if await self._do_step(self.rt.step + 1, t_from, t_to):
+                self._after_step()
         self.status.mode = "finished" if self.plan.finished else self.status.mode
         self._notify()
         self.finished.set()
@@ -290,7 +292,9 @@ class ClockAuthority:
         log.info("all services present", extra={"services": ",".join(self.expect)})
 
     async def _wait_runnable(self) -> bool:
-        while self._paused:
+        """Wait while paused; False if the service is stopping. A rollback asked
+        for meanwhile ends the wait (it runs at once; the clock stays paused)."""
+        while self._paused and not self._rollback_reason:
             self.status.mode = "paused"
             self._publish_state_metrics()
             self._notify()
@@ -329,7 +333,9 @@ class ClockAuthority:
             return True
         return False
 
-    async def _do_step(self, step: int, t_from: float, t_to: float) -> None:
+    async def _do_step(self, step: int, t_from: float, t_to: float) -> bool:
+        """Tick ``step``, wait for every ack, take ground's part; False if the
+        step was given up for a rollback (not taken: nothing counts it)."""
         rt = self.rt
         self._acks, self._ack_step = set(), step
         self._ack_dts, self._ack_pub, self._ack_prompt = [], {}, False
@@ -345,7 +351,7 @@ class ClockAuthority:
         if not self._all_acked.done():
             await self._all_acked
         if self._rollback_reason:
-            return  # the step is not taken: the loop rolls the mission back first
+            return False  # the step is not taken: the loop rolls the mission back first
         if self.status.waiting_for:
             self._acks_complete_again(step)
         rt.metrics.step_duration.observe(self._step_cell, time.perf_counter() - self._tick_sent_at)
@@ -358,7 +364,7 @@ class ClockAuthority:
             held, missing = await rt.collect(step, rt.expected_for_me(pub) if pub else pub)
             if missing:
                 self.request_rollback("missing")
-                return
+                return False
         ground_dt = take_step(rt.core, held, t_from, t_to, rt.outbox)
         rt.step, rt.t_s = step, t_to
         own = await rt.flush_outbox(step, t_to)
@@ -367,6 +373,7 @@ class ClockAuthority:
         self._expect_next = pub
         self._max_dt = next_max_dt((*self._ack_dts, ground_dt),
                                    rt.last_prompt or self._ack_prompt)
+        return True
 
     # --- coordinated snapshots and rollback ------------------------------------
     def _snapshot_due(self) -> bool:
@@ -450,13 +457,21 @@ class ClockAuthority:
         # The services hold, restored, what they had taken for the next step.
         self._expect_next, self._max_dt = {}, float(commit["max_dt_s"])
         body = {"epoch": self.epoch, "commit": commit}
+        # A hello (from a restored service, or one coming back) only re-checks
+        # who is restored; the restore is sent again once an ack timeout has
+        # passed without all of them, never per hello (each restored service
+        # answers a restore with a hello: that loop would be a storm).
+        next_send = time.monotonic()  # wall time paces the re-sends only
         while not self.rt.stopping.is_set():
             self._changed.clear()
             if all(p in self._restored for p in self.expect):
                 break
-            await rt.bus.send(rt.subjects.restore, "restore", body, rt.t_s, rt.step)
+            now = time.monotonic()
+            if now >= next_send:
+                await rt.bus.send(rt.subjects.restore, "restore", body, rt.t_s, rt.step)
+                next_send = now + self.ack_timeout_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.ack_timeout_s)
+                await asyncio.wait_for(self._changed.wait(), max(0.0, next_send - now))
         self._recovering, self._rollback_reason = False, ""
         self._plan_next_snapshot()
         self._anchor = None
