@@ -242,6 +242,32 @@ class _EndAtFirstFailure:
             os._exit(1)
 
 
+#: A mutant's test is stopped (and the mutant counted detected) after this many
+#: times its recorded duration (setup + call), but never sooner than
+#: :data:`HANG_FLOOR_S`: a mutant that makes a loop endless (the finite-LOI
+#: secant's) cost pyproject's flat 10 s per test before. The margin covers a
+#: loaded machine (4 workers on 2 cores run tests at about half speed).
+HANG_FACTOR = 5.0
+HANG_FLOOR_S = 3.0
+
+
+class _HangLimit:
+    """pytest plugin for a mutant's run: pytest-timeout's limit per test from its
+    recorded duration (a ``timeout`` marker, which pytest-timeout reads)."""
+
+    def __init__(self, durations: dict[str, float]) -> None:
+        self.durations = durations
+
+    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
+        import pytest
+
+        for item in items:
+            recorded = self.durations.get(item.nodeid)
+            if recorded is not None:
+                limit = max(HANG_FLOOR_S, HANG_FACTOR * recorded)
+                item.add_marker(pytest.mark.timeout(math.ceil(limit)))
+
+
 class _SetupTime:
     """Stats-run plugin: add each test's setup time to the time mutmut records
     (its call only). A test whose module fixture flies a descent costs that
@@ -271,6 +297,7 @@ def _patch_stats_setup_time() -> None:
 
 def _patch_end_at_first_failure() -> None:
     from mutmut.runners.harness import PytestRunner
+    from mutmut.state import state
     from mutmut.utils.file_utils import change_cwd
 
     run_tests = PytestRunner.run_tests
@@ -280,7 +307,8 @@ def _patch_end_at_first_failure() -> None:
             return int(run_tests(self, mutant_name=mutant_name, tests=tests))
         with change_cwd("mutants"):
             return int(self.execute_pytest(self._pytest_args_regular_run(tests),
-                                           plugins=[_EndAtFirstFailure()]))
+                                           plugins=[_EndAtFirstFailure(), _HangLimit(
+                                               dict(state().duration_by_test))]))
 
     PytestRunner.run_tests = run_mutant_tests  # type: ignore[method-assign]
 
