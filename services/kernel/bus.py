@@ -117,10 +117,7 @@ class Bus:
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                            max_age=30 * 86400.0, num_replicas=replicas,
                            duplicate_window=DEDUP_WINDOW_S)
-        try:
-            await self.js.add_stream(cfg)
-        except Exception:
-            await self.js.update_stream(cfg)
+        await add_or_update_stream(self.js, cfg)
 
     def next_seq(self, kind: str) -> int:
         return (self.control_seq if kind in CONTROL_KINDS
@@ -231,3 +228,16 @@ class Bus:
             except Exception:
                 log.debug("drain failed", exc_info=True)
                 await self.nc.close()
+
+
+async def add_or_update_stream(js: JetStreamContext, cfg: StreamConfig) -> None:
+    """Create the stream ``cfg`` describes, or bring an existing one to it
+    (idempotent: every start may try). If it neither exists nor can be made,
+    the creation's error says why (e.g. more replicas than servers)."""
+    try:
+        await js.add_stream(cfg)
+    except Exception as created:
+        try:  # it exists with another configuration
+            await js.update_stream(cfg)
+        except nats.js.errors.NotFoundError:
+            raise created from None

@@ -177,23 +177,27 @@ class ClockAuthority:
     # --- control (gRPC) --------------------------------------------------------
     def pause(self) -> None:
         self._paused = True
+        self._publish_state_metrics()
         self._changed.set()
 
     def resume(self) -> None:
         self._paused = False
         self._step_budget = None
         self._anchor = None
+        self._publish_state_metrics()
         self._changed.set()
 
     def set_warp(self, warp: float) -> None:
         self.status.warp = warp
         self._anchor = None
+        self._publish_state_metrics()
         self._changed.set()
 
     def request_steps(self, n: int) -> None:
         self._step_budget = n
         self._paused = False
         self._anchor = None
+        self._publish_state_metrics()
         self._changed.set()
 
     def run_until(self, t_s: float | None, event: str | None) -> None:

@@ -146,10 +146,15 @@ class ServiceRuntime:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.config.grpc_host}:{self.config.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
+        try:  # grpcio raises on a taken port; older releases returned 0
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.grpc_port = 0
         if self.grpc_port == 0:
             raise ConfigError("TWIN_GRPC_PORT", str(self.config.grpc_port), "port is taken",
                               "free the port or set TWIN_GRPC_PORT=0 for a free one")
+        # Not serving until the service has said hello (start() sets it).
+        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
 
@@ -259,7 +264,7 @@ class ServiceRuntime:
         missing: dict[str, int] = {}
         if expect:
             missing = await self.inbox.wait_for(last_step, expect, DELIVERY_TIMEOUT_S)
-            if missing:
+            if missing and not self.stopping.is_set():  # a stop ends the wait: not lost
                 self.metrics.child("missing").inc(sum(missing.values()))
                 log.error("messages never arrived", extra={"step": last_step, "missing": missing})
         return (self.inbox.take(last_step) if self.inbox.held else []), missing

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from services.kernel.bus import add_or_update_stream
 from services.kernel.errors import TwinError
 from services.kernel.subjects import Subjects
 
@@ -77,10 +78,7 @@ class SnapStore:
         cfg = StreamConfig(name=self.stream, subjects=[self.subjects.all_of("snap")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                            max_msgs_per_subject=KEEP_PER_SUBJECT, num_replicas=replicas)
-        try:
-            await self.js.add_stream(cfg)
-        except Exception:
-            await self.js.update_stream(cfg)
+        await add_or_update_stream(self.js, cfg)
 
     async def put(self, service: str, snapshot: dict[str, Any]) -> Stored:
         data = encode(snapshot)

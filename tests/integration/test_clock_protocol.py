@@ -207,6 +207,14 @@ async def test_the_clock_starts_when_every_expected_service_has_said_hello(
         assert (tick.src, tick.step, tick.t) == ("ground", 0, 0.0)  # sent after step 0, at t 0
         assert tick.body == {"step": 1, "t_from": 0.0, "t_to": FIRST_STEP_S, "expect": {}}
         assert (await get_time(ground)).mode == "running"
+        # docs/contract.md: the gauges say what the clock does now, not at its last pause.
+        assert sample(ground, "twin_clock_paused") == 0.0
+        ground.clock.set_warp(100.0)
+        assert sample(ground, "twin_clock_warp_ratio") == 100.0
+        ground.clock.pause()
+        assert sample(ground, "twin_clock_paused") == 1.0
+        ground.clock.request_steps(1)
+        assert sample(ground, "twin_clock_paused") == 0.0
 
 
 # --- which acks count ------------------------------------------------------------

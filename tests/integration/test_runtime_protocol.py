@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.kernel import gauges, runtime
 from services.kernel.config import ServiceConfig
 from services.kernel.envelope import Envelope, decode, encode_fields
+from services.kernel.errors import ConfigError
 from services.kernel.natsd import NatsServer
 from services.kernel.outbox import Outbox
 from services.kernel.runtime import ServiceRuntime
@@ -422,6 +423,8 @@ async def test_a_stop_ends_a_waiting_tick_without_an_ack(nats_url: str, mission_
         await wire.nc.flush()
         assert [a.body["step"] for a in wire.acks()] == [1]
         assert rt.step == 1
+        # Stopping ended the wait: nothing was lost, so nothing is reported missing.
+        assert not _sample(rt, "twin_bus_messages_missing_total")
 
 
 # --- inbound messages: stale, duplicate, own, local ------------------------------------
@@ -711,3 +714,22 @@ async def test_a_mission_log_asked_with_three_replicas_is_not_made_with_one(
             await nc.jetstream().stream_info(Subjects(mission_id).stream_name)
     finally:
         await nc.drain()
+
+
+async def test_a_taken_grpc_port_is_a_configuration_error_naming_the_variable(
+        nats_url: str, mission_id: str) -> None:
+    """README: a bad setting says which variable and how to fix it (exit 2 from
+    run_service), not a traceback from grpcio."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, grpc_port=port,
+                                              grpc_host="127.0.0.1"), CollectorRegistry())
+        try:
+            with pytest.raises(ConfigError) as info:
+                await rt.start()
+        finally:
+            await rt.stop()
+    assert info.value.variable == "TWIN_GRPC_PORT"
+    assert "port is taken" in str(info.value)
