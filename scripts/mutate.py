@@ -398,6 +398,10 @@ def _narrow_by_line(labels: Sequence[str], sharing: dict[str, set[str]]) -> None
           f"({sum(not t for t in per_mutant.values())} run by no selected test)")
 
 
+#: Recorded test seconds one mutant may use (fastest tests first): past it, a
+#: mutant that survives has run every fast test that executes its line.
+DEFAULT_BUDGET_S = 3.0
+
 #: Fixture scopes whose value one test computes and later tests only read.
 SHARED_SCOPES = frozenset({"class", "module", "package"})
 
@@ -531,10 +535,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*",
                         help="modules to mutate (default: all): " + ", ".join(SCOPE))
-    parser.add_argument("--test-budget-s", type=float, default=0.0,
-                        help="cap the recorded test time per mutant (0: no cap)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="mutants tested at once (default: the CPU count)")
+    parser.add_argument("--test-budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help="cap the recorded test time per mutant, fastest tests kept "
+                             f"(default {DEFAULT_BUDGET_S:g}; 0: no cap)")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
+                        help="mutants tested at once (default: twice the CPU count: most "
+                             "mutant runs wait on the bus or a timeout)")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants without a result in mutants/")
     parser.add_argument("--survivors", action="store_true",
