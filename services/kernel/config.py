@@ -11,8 +11,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from services.kernel.security import Security
 
 SERVICE_NAMES: tuple[str, ...] = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
 VEHICLES: tuple[str, ...] = ("orbiter", "lander", "ascender", "reentry", "relay")
@@ -59,6 +63,18 @@ class ServiceConfig:
     #: Names this run of the mission: a restarted ground resumes from a commit
     #: of the same run only (the CLI gives each ``twin run`` its own; "" = any).
     run_id: str = ""
+    #: Plaintext bus and control (TWIN_INSECURE): off unless asked for; else the
+    #: certificates in ``pki_dir`` and the NATS user in ``nats_creds``
+    #: (services/kernel/security.py).
+    insecure: bool = False
+    pki_dir: Path | None = None
+    nats_creds: Path | None = None
+
+    @property
+    def security(self) -> Security:
+        # imported here: security -> natsauth -> this module
+        from services.kernel.security import Security
+        return Security(self.insecure, self.pki_dir, self.nats_creds)
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -112,6 +128,7 @@ class ServiceConfig:
             if name not in VEHICLES:
                 raise ConfigError("TWIN_EXPECT", ",".join(self.expect), f"unknown service {name!r}",
                                   f"list services from {', '.join(VEHICLES)}")
+        self.security  # noqa: B018 (validates: secure needs a PKI dir)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str]) -> ServiceConfig:
@@ -148,7 +165,14 @@ class ServiceConfig:
             snapshot_every_steps=_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
             snapshot_every_s=_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
             run_id=env.get("TWIN_RUN_ID", "").strip(),
+            insecure=_bool(env, "TWIN_INSECURE", False),
+            pki_dir=_path(env, "TWIN_PKI_DIR"), nats_creds=_path(env, "TWIN_NATS_CREDS"),
         )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
