@@ -169,7 +169,8 @@ def _timed(fn: Callable[..., Any], times: CoreTimes, attr: str) -> Callable[...,
 
 def _core(name: str, seed: int, plan: Path | None) -> VehicleCore:
     """The core each service would run, built by the service's own `make`."""
-    config = ServiceConfig(service=name, seed=seed, flight_plan=plan, metrics_port=-1)
+    config = ServiceConfig(service=name, seed=seed, flight_plan=plan, metrics_port=-1,
+                           insecure=True)  # only its core is used
     module = importlib.import_module(f"services.{name}.service")
     core: VehicleCore = module.make(config, CollectorRegistry()).core
     return core

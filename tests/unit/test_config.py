@@ -24,7 +24,8 @@ def test_defaults_give_each_service_its_own_ports() -> None:
 
 def test_values_are_read_from_the_environment() -> None:
     cfg = ServiceConfig.from_env("ground", {
-        **SECURE, "TWIN_MISSION_ID": "m-2", "TWIN_NATS_URL": "nats://a:1,nats://b:2", "TWIN_WARP": "3600",
+        **SECURE, "TWIN_MISSION_ID": "m-2", "TWIN_NATS_URL": "nats://a:1,nats://b:2",
+        "TWIN_WARP": "3600",
         "TWIN_START_PAUSED": "true", "TWIN_EXPECT": "orbiter,relay", "TWIN_GRPC_PORT": "0"})
     assert cfg.nats_urls == ("nats://a:1", "nats://b:2")
     assert (cfg.warp, cfg.start_paused, cfg.expect, cfg.grpc_port) == (
