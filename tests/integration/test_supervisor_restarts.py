@@ -26,6 +26,7 @@ from services.cli.supervisor import (
     read_log_tail,
     write_run_record,
 )
+from services.kernel.security import Security
 from tests.integration.test_cli import _survivors, _twin, plan_path, twin_up
 
 __all__ = ["plan_path"]  # a fixture, used by name
@@ -70,7 +71,8 @@ class ScriptChild:
 
 def _config(tmp_path: Path, nats_url: str, mission_id: str,
             policy: RestartPolicy = QUICK, services: tuple[str, ...] = ("relay",)) -> RunConfig:
-    return RunConfig(state_dir=tmp_path, nats_url=nats_url, mission_id=mission_id,
+    return RunConfig(
+        security=Security.plaintext(), state_dir=tmp_path, nats_url=nats_url, mission_id=mission_id,
                      services=services, free_ports=True, log_level="WARNING", restart=policy)
 
 
