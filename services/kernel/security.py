@@ -147,6 +147,7 @@ class Security:
         the user's creds and its inbox prefix ({} in plaintext mode)."""
         if self.insecure:
             return {}
+        _quiet_tls_eof()
         files = _files(self._pki(), f"nats-client-{identity}")
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(files.ca_path))
         context.load_cert_chain(str(files.cert_path), str(files.key_path))
@@ -177,6 +178,22 @@ class Security:
     def warn_if_insecure(self, logger: logging.Logger = log) -> None:
         if self.insecure:
             logger.warning(INSECURE_WARNING)
+
+
+class _TlsEofFilter(logging.Filter):
+    """asyncio warns "returning true from eof_received() has no effect when
+    using ssl" each time a TLS connection of nats-py's (whose stream protocol
+    returns True) is closed by the server: expected, on every stop."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("returning true from eof_received()")
+
+
+_TLS_EOF_FILTER = _TlsEofFilter()
+
+
+def _quiet_tls_eof() -> None:
+    logging.getLogger("asyncio").addFilter(_TLS_EOF_FILTER)  # once: a filter is a set member
 
 
 def _paths(files: CertFiles) -> tuple[Path, Path]:
