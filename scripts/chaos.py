@@ -303,13 +303,19 @@ async def _watch_recovery(channels: TwinChannels, state_dir: Path, fault: Fault,
             return
 
 
+def ground_channels(state_dir: Path, endpoint: Endpoint) -> TwinChannels:
+    """A channel to ground with the operator's certificate that `twin run`
+    (secure by default) made in the state dir."""
+    creds = Security.for_state_dir(state_dir).grpc_channel_credentials()
+    return TwinChannels({"ground": endpoint}, timeout_s=2.0, credentials=creds)
+
+
 async def _inject(cell: Cell, seed: int, state_dir: Path, proc: asyncio.subprocess.Process,
                   recoveries: list[Recovery]) -> None:
     """Wait for the cell's point, do its fault, follow the recovery (appended
     to `recoveries` at once, so what was seen survives a cancellation)."""
     endpoint = await _ground_endpoint(state_dir, proc)
-    creds = Security.for_state_dir(state_dir).grpc_channel_credentials()  # twin run's default
-    async with TwinChannels({"ground": endpoint}, timeout_s=2.0, credentials=creds) as channels:
+    async with ground_channels(state_dir, endpoint) as channels:
         at_s = await _until_mission_time(channels, cell.point_s(seed))
         if at_s is None:
             return
