@@ -598,8 +598,8 @@ def clock_until(
         raise typer.BadParameter("give a UTC instant, a flight-plan item id or an event name "
                                  "(`twin clock until --list` names them)", param_hint="TARGET")
     endpoints = _clock_endpoints(host, port, state_dir)
-    creds = _credentials(state_dir)
     if target is None:
+        creds = _credentials(state_dir)
         reply = _run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S, lambda c: c.list_targets(),
                            creds)
         for grid in _targets_tables(reply):
@@ -607,6 +607,7 @@ def clock_until(
         return
     utc = _utc_or_none(target)
     goal = Target(utc=utc) if utc is not None else Target(event=target)
+    creds = _credentials(state_dir)  # after the arguments: a bad one is named first
     if wait:
         _wait_until(endpoints, goal, timeout, creds)
         return
