@@ -11,12 +11,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from services.kernel.errors import ConfigError
-
-if TYPE_CHECKING:
-    from services.kernel.security import Security
 
 SERVICE_NAMES: tuple[str, ...] = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
 VEHICLES: tuple[str, ...] = ("orbiter", "lander", "ascender", "reentry", "relay")
@@ -29,6 +25,11 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
 #: A mission id: it goes into subjects, stream names and labels. Matched whole
 #: (``fullmatch``: ``match`` with ``$`` would let a trailing newline through).
 MISSION_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+#: Secure by default: without TWIN_INSECURE a service needs its certificates.
+PKI_DIR_MISSING = "not set (the bus and control are secure by default)"
+PKI_DIR_FIX = ("point it at the directory of ca.crt and the service's certificates (twin run "
+               "writes <state dir>/pki), or set TWIN_INSECURE=true for plaintext (debugging "
+               "only)")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -65,16 +66,10 @@ class ServiceConfig:
     run_id: str = ""
     #: Plaintext bus and control (TWIN_INSECURE): off unless asked for; else the
     #: certificates in ``pki_dir`` and the NATS user in ``nats_creds``
-    #: (services/kernel/security.py).
+    #: (services/kernel/security.py: ``security_of(config)``).
     insecure: bool = False
     pki_dir: Path | None = None
     nats_creds: Path | None = None
-
-    @property
-    def security(self) -> Security:
-        # imported here: security -> natsauth -> this module
-        from services.kernel.security import Security
-        return Security(self.insecure, self.pki_dir, self.nats_creds)
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -128,7 +123,8 @@ class ServiceConfig:
             if name not in VEHICLES:
                 raise ConfigError("TWIN_EXPECT", ",".join(self.expect), f"unknown service {name!r}",
                                   f"list services from {', '.join(VEHICLES)}")
-        self.security  # noqa: B018 (validates: secure needs a PKI dir)
+        if not self.insecure and self.pki_dir is None:
+            raise ConfigError("TWIN_PKI_DIR", "", PKI_DIR_MISSING, PKI_DIR_FIX)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str]) -> ServiceConfig:

@@ -45,6 +45,7 @@ from services.kernel.linkmetrics import merge_downlink_values
 from services.kernel.logs import setup_logging
 from services.kernel.metrics import Metrics, serve_metrics
 from services.kernel.natsauth import Publishers
+from services.kernel.security import security_of
 from services.kernel.snapstore import SnapshotError, SnapStore, Stored
 from services.kernel.steprule import take_step
 from services.kernel.telemetry import TelemetryStream
@@ -121,7 +122,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host,
                                           self.registry)
-        security = self.config.security
+        security = security_of(self.config)
         security.warn_if_insecure(log)
         security.check(self.config.mission_id, self.name, grpc_server=True)
         await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}",
@@ -161,7 +162,7 @@ class ServiceRuntime:
         await self.bus.subscribe(self.subjects.restore, self._on_restore)
 
     async def _start_grpc(self) -> None:
-        security = self.config.security
+        security = security_of(self.config)
         creds = security.grpc_server_credentials(self.name)
         interceptors = [] if creds is None else [RoleInterceptor(
             self.registry, base_labels={"mission": self.config.mission_id,

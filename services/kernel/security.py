@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 
+from services.kernel.config import PKI_DIR_FIX, PKI_DIR_MISSING, ServiceConfig
 from services.kernel.errors import ConfigError
 from services.kernel.grpcauth import channel_credentials, server_credentials
 from services.kernel.natsauth import IDENTITIES, SERVICES, KeyStore, NatsAuth, connect_options
@@ -90,10 +91,7 @@ class Security:
 
     def __post_init__(self) -> None:
         if not self.insecure and self.pki_dir is None:
-            raise ConfigError("TWIN_PKI_DIR", "", "not set (the bus and control are secure "
-                              "by default)", "point it at the directory of ca.crt and the "
-                              "service's certificates (twin run writes <state dir>/pki), or "
-                              "set TWIN_INSECURE=true for plaintext (debugging only)")
+            raise ConfigError("TWIN_PKI_DIR", "", PKI_DIR_MISSING, PKI_DIR_FIX)
 
     @classmethod
     def plaintext(cls) -> Security:
@@ -194,6 +192,11 @@ _TLS_EOF_FILTER = _TlsEofFilter()
 
 def _quiet_tls_eof() -> None:
     logging.getLogger("asyncio").addFilter(_TLS_EOF_FILTER)  # once: a filter is a set member
+
+
+def security_of(config: ServiceConfig) -> Security:
+    """A service's security settings, from its config."""
+    return Security(config.insecure, config.pki_dir, config.nats_creds)
 
 
 def _paths(files: CertFiles) -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ import pytest
 
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES, ServiceConfig
 from services.kernel.errors import ConfigError
+from services.kernel.security import security_of
 
 #: A secure service's least environment: where its certificates are.
 SECURE = {"TWIN_PKI_DIR": "/etc/twin/pki"}
@@ -67,10 +68,10 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
 
 def test_secure_unless_plaintext_is_asked_for() -> None:
     secure = ServiceConfig.from_env("orbiter", {**SECURE, "TWIN_NATS_CREDS": "/c/o.creds"})
-    assert not secure.insecure and secure.security.pki_dir is not None
-    assert str(secure.security.creds_for("ce6", "orbiter")) == "/c/o.creds"
+    assert not secure.insecure and security_of(secure).pki_dir is not None
+    assert str(security_of(secure).creds_for("ce6", "orbiter")) == "/c/o.creds"
     plain = ServiceConfig.from_env("orbiter", {"TWIN_INSECURE": "true"})
-    assert plain.insecure and plain.security.nats_options("ce6", "orbiter") == {}
+    assert plain.insecure and security_of(plain).nats_options("ce6", "orbiter") == {}
     with pytest.raises(ConfigError) as info:
         ServiceConfig.from_env("orbiter", {})
     assert "TWIN_INSECURE=true" in str(info.value)
