@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,18 +96,6 @@ class Security:
     @classmethod
     def plaintext(cls) -> Security:
         return cls(insecure=True)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Security:
-        insecure = env.get("TWIN_INSECURE", "").strip().lower()
-        if insecure not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
-            raise ConfigError("TWIN_INSECURE", insecure, "not a boolean", "use true or false")
-        if insecure in ("1", "true", "yes", "on"):
-            return cls.plaintext()
-        pki = env.get("TWIN_PKI_DIR", "").strip()
-        creds = env.get("TWIN_NATS_CREDS", "").strip()
-        return cls(pki_dir=Path(pki) if pki else None,
-                   nats_creds=Path(creds) if creds else None)
 
     @classmethod
     def for_state_dir(cls, state_dir: Path, *, insecure: bool = False) -> Security:
