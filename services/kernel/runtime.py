@@ -133,6 +133,10 @@ class ServiceRuntime:
         for subject in self._inbound:
             await self.bus.subscribe(subject, self._on_inbound)
         await self.subscribe_clock()
+        # The server has every subscription before anyone hears of this service
+        # (its hello, its gRPC port): with the services now starting together,
+        # a peer's first message must not race the subscription.
+        await self.bus.flush(DELIVERY_TIMEOUT_S)
         await self._start_grpc()
         await self.say_hello()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
