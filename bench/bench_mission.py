@@ -50,6 +50,7 @@ from services.cli.supervisor import RunConfig, Supervisor
 from services.ground.vehicle import GroundCore
 from services.kernel.config import SERVICE_NAMES, ServiceConfig
 from services.kernel.natsd import NatsServer
+from services.kernel.security import OPERATOR, Security, provision
 from services.kernel.twin_pb import clock_pb2
 from services.kernel.vehicle import VehicleCore
 from services.local.simloop import SimLoop
@@ -110,13 +111,17 @@ async def _wait_finished(channels: TwinChannels) -> clock_pb2.ClockState:
         await asyncio.sleep(FINISH_POLL_S)
 
 
-async def run_over_nats(seed: int, plan: Path | None, work: Path) -> NatsRun:
+async def run_over_nats(seed: int, plan: Path | None, work: Path,
+                        insecure: bool = False) -> NatsRun:
+    """As `twin run` runs it: secure (mTLS, NATS identities) unless ``insecure``."""
     started = time.monotonic()  # where `twin run` starts its wall_s: before nats-server
-    with NatsServer(work / "nats") as server:
+    made = None if insecure else provision(work, MISSION_ID)
+    security = Security.plaintext() if made is None else made.security()
+    with NatsServer(work / "nats", config=made.server_config if made else None) as server:
         config = RunConfig(state_dir=work, nats_url=server.url, mission_id=MISSION_ID,
                            free_ports=True, seed=seed, flight_plan=plan, warp="max",
-                           log_level="WARNING")
-        nc = await nats.connect(server.url)
+                           log_level="WARNING", security=security)
+        nc = await nats.connect(server.url, **security.nats_options(MISSION_ID, OPERATOR))
         sup = Supervisor(config)
 
         def pids() -> dict[str, int]:
@@ -125,7 +130,8 @@ async def run_over_nats(seed: int, plan: Path | None, work: Path) -> NatsRun:
         first = await _watch_first_tick(nc, pids)
         async with sup:
             await sup.wait_healthy(120.0)
-            async with TwinChannels(sup.endpoints, timeout_s=10.0) as channels:
+            async with TwinChannels(sup.endpoints, timeout_s=10.0,
+                                    credentials=sup.channel_credentials()) as channels:
                 healthy_step = (await channels.clock().get_time()).step
                 clock = await _wait_finished(channels)
                 finished = time.monotonic()
@@ -169,7 +175,8 @@ def _timed(fn: Callable[..., Any], times: CoreTimes, attr: str) -> Callable[...,
 
 def _core(name: str, seed: int, plan: Path | None) -> VehicleCore:
     """The core each service would run, built by the service's own `make`."""
-    config = ServiceConfig(service=name, seed=seed, flight_plan=plan, metrics_port=-1)
+    config = ServiceConfig(service=name, seed=seed, flight_plan=plan, metrics_port=-1,
+                           insecure=True)  # only its core is used
     module = importlib.import_module(f"services.{name}.service")
     core: VehicleCore = module.make(config, CollectorRegistry()).core
     return core
@@ -240,9 +247,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--plan", type=Path, default=None, help="flight plan (default nominal)")
     parser.add_argument("--no-simloop", action="store_true", help="skip the in-process run")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext NATS and gRPC (twin run --insecure)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-mission-") as tmp:
-        nats = asyncio.run(run_over_nats(args.seed, args.plan, Path(tmp)))
+        nats = asyncio.run(run_over_nats(args.seed, args.plan, Path(tmp), args.insecure))
     sim = None if args.no_simloop else run_in_process(args.seed, args.plan)
     print_tables(nats, sim)
 

@@ -43,6 +43,7 @@ from services.cli.report import without_wall  # noqa: E402
 from services.dynamics.constants import SAMPLE_MASS_G  # noqa: E402
 from services.dynamics.timescale import mission_s_from_utc  # noqa: E402
 from services.kernel.config import SERVICE_NAMES  # noqa: E402
+from services.kernel.security import Security  # noqa: E402
 from services.kernel.twin_pb import clock_pb2  # noqa: E402
 
 NATS = "nats-server"
@@ -302,12 +303,19 @@ async def _watch_recovery(channels: TwinChannels, state_dir: Path, fault: Fault,
             return
 
 
+def ground_channels(state_dir: Path, endpoint: Endpoint) -> TwinChannels:
+    """A channel to ground with the operator's certificate that `twin run`
+    (secure by default) made in the state dir."""
+    creds = Security.for_state_dir(state_dir).grpc_channel_credentials()
+    return TwinChannels({"ground": endpoint}, timeout_s=2.0, credentials=creds)
+
+
 async def _inject(cell: Cell, seed: int, state_dir: Path, proc: asyncio.subprocess.Process,
                   recoveries: list[Recovery]) -> None:
     """Wait for the cell's point, do its fault, follow the recovery (appended
     to `recoveries` at once, so what was seen survives a cancellation)."""
     endpoint = await _ground_endpoint(state_dir, proc)
-    async with TwinChannels({"ground": endpoint}, timeout_s=2.0) as channels:
+    async with ground_channels(state_dir, endpoint) as channels:
         at_s = await _until_mission_time(channels, cell.point_s(seed))
         if at_s is None:
             return

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import grpc
 import orjson
 import typer
 from rich.console import Console
@@ -54,6 +55,7 @@ from services.cli.progress import (
 from services.cli.restarts import RestartPolicy
 from services.cli.supervisor import RUN_RECORD
 from services.kernel.config import MISSION_ID_RE, SERVICE_NAMES
+from services.kernel.security import Security
 from services.kernel.twin_pb import clock_pb2
 
 app = typer.Typer(
@@ -176,6 +178,11 @@ ResumeOpt = Annotated[bool, typer.Option(
     "--resume", help="Continue the mission last run in --state-dir (stopped by a signal or "
     "a crash of everything) from its last committed snapshot, to the report it would have "
     "had; its seed and plan are reused.")]
+InsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", envvar="TWIN_INSECURE",
+    help="Plaintext NATS and gRPC with no identities or permissions, for debugging only "
+    "(logged loudly). Default: a private CA, mTLS and per-service NATS identities, "
+    "created in --state-dir on first use.")]
 MaxRestartsOpt = Annotated[int, typer.Option(
     "--max-restarts", min=0,
     help="Restarts of one child (a service or nats-server) killed or exiting unexpectedly, "
@@ -205,13 +212,14 @@ def up(
     log_level: LogLevelOpt = "INFO",
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
     resume: ResumeOpt = False,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
-        mission_view=True, max_restarts=max_restarts, resume=resume,
+        mission_view=True, max_restarts=max_restarts, resume=resume, insecure=insecure,
     ))
 
 
@@ -232,6 +240,7 @@ def run(
     log_level: LogLevelOpt = "WARNING",
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
     resume: ResumeOpt = False,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Run the whole mission as fast as possible, then exit (0 when it finished)."""
     _launch(LaunchOptions(
@@ -239,6 +248,7 @@ def run(
         warp="max", seed=seed, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level,
         report_path=report, mission_view=True, max_restarts=max_restarts, resume=resume,
+        insecure=insecure,
     ))
 
 
@@ -329,9 +339,28 @@ def _recorded_restarts(state_dir: Path | None) -> dict[str, int]:
     return counts
 
 
+def _credentials(state_dir: Path | None) -> grpc.ChannelCredentials | None:
+    """The operator's client certificate from the run's state dir (--state-dir,
+    else .state/); none when that run is plaintext, or TWIN_INSECURE says so."""
+    where = state_dir or DEFAULT_STATE_DIR
+    record = _read_run_record(where)
+    asked = os.environ.get("TWIN_INSECURE", "").strip().lower() in ("1", "true", "yes", "on")
+    if asked or (record is not None and record.get("insecure") is True):
+        return None
+    security = Security.for_state_dir(where)
+    try:
+        return security.grpc_channel_credentials()
+    except FileNotFoundError:
+        raise typer.BadParameter(
+            f"no operator certificate in {security.pki_dir} (client-operator.crt): give the "
+            "--state-dir of the run, or set TWIN_INSECURE=true for a plaintext twin",
+            param_hint="--state-dir") from None
+
+
 async def _status(endpoints: dict[str, Endpoint], mission: str | None, timeout_s: float,
-                  restarts: dict[str, int] | None = None) -> int:
-    async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
+                  restarts: dict[str, int] | None = None,
+                  creds: grpc.ChannelCredentials | None = None) -> int:
+    async with TwinChannels(endpoints, timeout_s=timeout_s, credentials=creds) as channels:
         statuses = await channels.all_statuses()
         clock: clock_pb2.ClockState | TwinRpcError
         try:
@@ -376,7 +405,8 @@ def status(
     """Ask every service for its status; exit 1 naming any that is unreachable."""
     endpoints = _endpoints(host, _parse_ports(ports), state_dir)
     restarts = _recorded_restarts(state_dir) if ports is None else {}
-    raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout, restarts)))
+    raise typer.Exit(asyncio.run(_status(endpoints, mission, timeout, restarts,
+                                                 _credentials(state_dir))))
 
 
 # --- clock ------------------------------------------------------------------
@@ -406,9 +436,10 @@ def _exit_on_rpc_error(exc: TwinRpcError) -> NoReturn:
 
 
 def _run_clock(endpoints: dict[str, Endpoint], timeout_s: float,
-               call: Callable[[ClockClient], Awaitable[_T]]) -> _T:
+               call: Callable[[ClockClient], Awaitable[_T]],
+               creds: grpc.ChannelCredentials | None) -> _T:
     async def _go() -> _T:
-        async with TwinChannels(endpoints, timeout_s=timeout_s) as channels:
+        async with TwinChannels(endpoints, timeout_s=timeout_s, credentials=creds) as channels:
             return await call(channels.clock())
 
     try:
@@ -424,7 +455,8 @@ def _print_clock(state: clock_pb2.ClockState) -> None:
 
 def _clock_call(host: str, port: int | None, state_dir: Path | None, timeout_s: float,
                 call: Callable[[ClockClient], Awaitable[clock_pb2.ClockState]]) -> None:
-    _print_clock(_run_clock(_clock_endpoints(host, port, state_dir), timeout_s, call))
+    _print_clock(_run_clock(_clock_endpoints(host, port, state_dir), timeout_s, call,
+                            _credentials(state_dir)))
 
 
 @clock_app.command("time")
@@ -502,12 +534,14 @@ def _targets_tables(reply: clock_pb2.ListTargetsResponse) -> tuple[Grid, Grid]:
     return items, events
 
 
-def _wait_until(endpoints: dict[str, Endpoint], goal: Target, timeout_s: float | None) -> None:
+def _wait_until(endpoints: dict[str, Endpoint], goal: Target, timeout_s: float | None,
+                creds: grpc.ChannelCredentials | None) -> None:
     class _GaveUp(Exception):
         pass
 
     async def _go() -> clock_pb2.ClockState:
-        async with TwinChannels(endpoints, timeout_s=CLOCK_CALL_TIMEOUT_S) as channels:
+        async with TwinChannels(endpoints, timeout_s=CLOCK_CALL_TIMEOUT_S,
+                                credentials=creds) as channels:
             clock = channels.clock()
             with WaitProgress(console, goal, timeout_s) as progress:
                 try:
@@ -565,17 +599,20 @@ def clock_until(
                                  "(`twin clock until --list` names them)", param_hint="TARGET")
     endpoints = _clock_endpoints(host, port, state_dir)
     if target is None:
-        reply = _run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S, lambda c: c.list_targets())
+        creds = _credentials(state_dir)
+        reply = _run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S, lambda c: c.list_targets(),
+                           creds)
         for grid in _targets_tables(reply):
             show(console, grid)
         return
     utc = _utc_or_none(target)
     goal = Target(utc=utc) if utc is not None else Target(event=target)
+    creds = _credentials(state_dir)  # after the arguments: a bad one is named first
     if wait:
-        _wait_until(endpoints, goal, timeout)
+        _wait_until(endpoints, goal, timeout, creds)
         return
     _print_clock(_run_clock(endpoints, timeout or CLOCK_CALL_TIMEOUT_S,
-                            lambda c: c.run_until(utc=goal.utc, event=goal.event)))
+                            lambda c: c.run_until(utc=goal.utc, event=goal.event), creds))
 
 
 def main() -> None:

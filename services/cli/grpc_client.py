@@ -111,15 +111,22 @@ def _translate(endpoint: Endpoint, exc: grpc.aio.AioRpcError) -> TwinRpcError:
 class TwinChannels:
     """One aio channel per service endpoint; an async context manager."""
 
-    def __init__(self, endpoints: Mapping[str, Endpoint], timeout_s: float = 3.0) -> None:
+    def __init__(self, endpoints: Mapping[str, Endpoint], timeout_s: float = 3.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        """``credentials``: TLS with a client certificate (Security.grpc_channel_credentials);
+        None for the plaintext mode."""
         self.endpoints = dict(endpoints)
         self.timeout_s = timeout_s
+        self.credentials = credentials
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     def channel(self, service: str) -> grpc.aio.Channel:
         if service not in self._channels:
-            self._channels[service] = grpc.aio.insecure_channel(
-                self.endpoints[service].target, options=CHANNEL_OPTIONS)
+            target = self.endpoints[service].target
+            self._channels[service] = (
+                grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+                if self.credentials is None else
+                grpc.aio.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS))
         return self._channels[service]
 
     async def close(self) -> None:

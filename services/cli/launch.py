@@ -49,6 +49,7 @@ from services.cli.supervisor import (
 from services.kernel.config import ServiceConfig
 from services.kernel.natsd import NatsServer, NatsServerError
 from services.kernel.promserver import PromServer, PromServerError, ScrapeTarget
+from services.kernel.security import INSECURE_WARNING, OPERATOR, Security, provision
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "LaunchOptions", "launch"]
 
@@ -82,6 +83,9 @@ class LaunchOptions:
     max_restarts: int = RestartPolicy.max_restarts
     #: Continue the run recorded in the state dir from its last commit.
     resume: bool = False
+    #: Plaintext bus and control, no identities (--insecure / TWIN_INSECURE):
+    #: for debugging only, loudly said.
+    insecure: bool = False
 
 
 class ResumeError(RuntimeError):
@@ -212,8 +216,10 @@ async def _until_stopped(work: Awaitable[T], stopper: _Stopper, sup: Supervisor)
         await asyncio.gather(main, stop, death, return_exceptions=True)
 
 
-def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None) -> RunConfig:
+def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None,
+                security: Security) -> RunConfig:
     config = RunConfig(
+        security=security,
         state_dir=opts.state_dir,
         nats_url=nats_url,
         mission_id=opts.mission_id,
@@ -228,12 +234,24 @@ def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None) -> Ru
     return replace(config, run_id=prev.run_id) if prev is not None else config
 
 
+def _security(opts: LaunchOptions, console: Console) -> tuple[Security, Path | None]:
+    """The run's security, and the embedded server's config (None: plaintext).
+    Secure: the CA, certificates, NATS keys and creds in the state dir, made
+    on first use and reused after."""
+    if opts.insecure:
+        say(console, f"WARNING: {INSECURE_WARNING}", style="bold red")
+        return Security.plaintext(), None
+    made = provision(opts.state_dir, opts.mission_id)
+    return made.security(), made.server_config
+
+
 async def _start_nats(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
-                      console: Console) -> NatsServer | None:
+                      console: Console, config: Path | None) -> NatsServer | None:
     if opts.nats_url:
         return None
-    server = await stack.enter_async_context(NatsServer(opts.state_dir / "nats"))
-    console.print(f"nats-server with JetStream at {server.url} (pid {server.pid})")
+    server = await stack.enter_async_context(NatsServer(opts.state_dir / "nats", config=config))
+    how = "plaintext, no auth" if config is None else "mTLS, operator-mode identities"
+    console.print(f"nats-server with JetStream at {server.url} ({how}; pid {server.pid})")
     return server
 
 
@@ -309,12 +327,14 @@ def _announce_restarts(sup: Supervisor, record: _RunRecord, console: Console) ->
 async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
                   started: float, prev: Previous | None) -> int:
     async with contextlib.AsyncExitStack() as stack:
-        nats = await _start_nats(stack, opts, console)
+        security, nats_config = _security(opts, console)
+        nats = await _start_nats(stack, opts, console, nats_config)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
         watch = await _attach_bus(stack, opts, nats_url,
-                                  prev.log_start_seq if prev is not None else None)
-        sup = Supervisor(_run_config(opts, nats_url, prev))
+                                  prev.log_start_seq if prev is not None else None, security)
+        sup = Supervisor(_run_config(opts, nats_url, prev, security))
         record = _RunRecord(opts.state_dir, sup, nats_url, nats)
+        record.extra["insecure"] = security.insecure  # twin status and clock read it
         record.extra["resume"] = Previous(
             sup.config.run_id, watch[0].start_seq if watch is not None else 0, opts.seed,
             opts.flight_plan).to_json()
@@ -330,7 +350,8 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         if opts.observe:
             record.extra["prometheus"] = _start_prometheus(stack, opts, sup, console)
             record.write()
-        channels = await stack.enter_async_context(TwinChannels(sup.endpoints))
+        channels = await stack.enter_async_context(TwinChannels(
+            sup.endpoints, credentials=sup.channel_credentials()))
         facts = watch[1] if watch is not None else None
         feed = _event_feed(facts, opts, console)
         final = await _until_stopped(
@@ -375,12 +396,17 @@ def _summarise(final: Snapshot, console: Console, wall_s: float, healthy_s: floa
 
 
 async def _attach_bus(stack: contextlib.AsyncExitStack, opts: LaunchOptions, nats_url: str,
-                      log_start_seq: int | None) -> tuple[MissionLog, TelemetryRecorder] | None:
-    """Listen before the services start: the clock starts once they are all there."""
+                      log_start_seq: int | None, security: Security
+                      ) -> tuple[MissionLog, TelemetryRecorder] | None:
+    """Listen before the services start: the clock starts once they are all there.
+    The CLI is the operator identity on NATS (it reads the mission log)."""
     if not (opts.mission_view or opts.report_path is not None):
         return None
-    log = await stack.enter_async_context(MissionLog(nats_url, opts.mission_id, log_start_seq))
-    recorder = await stack.enter_async_context(TelemetryRecorder(nats_url, opts.mission_id))
+    options = security.nats_options(opts.mission_id, OPERATOR)
+    log = await stack.enter_async_context(MissionLog(nats_url, opts.mission_id, log_start_seq,
+                                                     options=options))
+    recorder = await stack.enter_async_context(TelemetryRecorder(nats_url, opts.mission_id,
+                                                                 options=options))
     return log, recorder
 
 

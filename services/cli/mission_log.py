@@ -156,7 +156,10 @@ def read_telemetry(path: Path) -> list[dict[str, Any]]:
 class _Connection:
     """One NATS connection of the CLI's own; closing twice is safe."""
 
-    def __init__(self, nats_url: str, mission_id: str, name: str) -> None:
+    def __init__(self, nats_url: str, mission_id: str, name: str,
+                 options: Mapping[str, Any] | None = None) -> None:
+        #: More ``nats.connect`` arguments: TLS, creds (Security.nats_options).
+        self.options = dict(options or {})
         self.urls = [u.strip() for u in nats_url.split(",") if u.strip()]
         self.mission_id = mission_id
         self.subjects = Subjects(mission_id)
@@ -167,7 +170,7 @@ class _Connection:
         try:
             self.nc = await nats.connect(servers=self.urls, name=self.name,
                                          max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                         pending_size=64 * 1024 * 1024)
+                                         pending_size=64 * 1024 * 1024, **self.options)
         except Exception as exc:  # nats-py raises several unrelated types here
             raise MissionLogError(f"cannot connect to NATS at {', '.join(self.urls)}: "
                                   f"{exc!r}") from exc
@@ -188,8 +191,9 @@ class MissionLog:
     once the clock has finished.
     """
 
-    def __init__(self, nats_url: str, mission_id: str, start_seq: int | None = None) -> None:
-        self._conn = _Connection(nats_url, mission_id, f"twin-cli-{mission_id}-log")
+    def __init__(self, nats_url: str, mission_id: str, start_seq: int | None = None, *,
+                 options: Mapping[str, Any] | None = None) -> None:
+        self._conn = _Connection(nats_url, mission_id, f"twin-cli-{mission_id}-log", options)
         #: The stream's last sequence before this run (given: a resumed run's,
         #: whose report reads its log from its first start).
         self.start_seq = start_seq if start_seq is not None else 0
@@ -262,8 +266,8 @@ class TelemetryRecorder:
     """Downsampled truth telemetry for the plots, and live facts for the view."""
 
     def __init__(self, nats_url: str, mission_id: str, grid_s: float = 60.0,
-                 recent_events: int = 5) -> None:
-        self._conn = _Connection(nats_url, mission_id, f"twin-cli-{mission_id}-tm")
+                 recent_events: int = 5, *, options: Mapping[str, Any] | None = None) -> None:
+        self._conn = _Connection(nats_url, mission_id, f"twin-cli-{mission_id}-tm", options)
         self.sampler = Downsampler(grid_s)
         self.records: list[dict[str, Any]] = []
         self.frames_seen = 0

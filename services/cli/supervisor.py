@@ -36,6 +36,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+import grpc
 import orjson
 
 import services
@@ -43,6 +44,7 @@ from services.cli.grpc_client import Endpoint, TwinChannels
 from services.cli.restarts import Backoff, Restart, RestartPolicy, describe_exit, is_restartable
 from services.kernel.childproc import die_with_parent, signal_group
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES
+from services.kernel.security import Security
 
 __all__ = [
     "ChildExit",
@@ -120,8 +122,14 @@ class RunConfig:
     #: This run's name (TWIN_RUN_ID): a restarted ground resumes this run's
     #: commits only, not those a finished run left in the same state dir.
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: Required: the children's certificates and NATS users, or plaintext
+    #: asked for in so many words (Security.plaintext()).
+    security: Security | None = None
 
     def __post_init__(self) -> None:
+        if self.security is None:
+            raise ValueError("RunConfig needs security=: Security.for_state_dir(state_dir) "
+                             "(after security.provision) or Security.plaintext()")
         unknown = [s for s in self.services if s not in SERVICE_NAMES]
         if unknown:
             raise ValueError(f"unknown services {unknown}: use names from {SERVICE_NAMES}")
@@ -139,7 +147,11 @@ class RunConfig:
             "TWIN_START_PAUSED": "true" if self.start_paused else "false",
             "TWIN_EXPECT": ",".join(s for s in self.services if s != "ground"),
             "TWIN_RUN_ID": self.run_id,
+            # the parent's TWIN_INSECURE, TWIN_PKI_DIR must not leak through
+            "TWIN_INSECURE": "", "TWIN_PKI_DIR": "", "TWIN_NATS_CREDS": "",
         }
+        assert self.security is not None
+        env |= self.security.env()
         if self.seed is not None:
             env["TWIN_SEED"] = str(self.seed)
         if self.flight_plan is not None:
@@ -342,6 +354,11 @@ class Supervisor:
 
     # --- health and deaths -----------------------------------------------
 
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """The operator's: what the CLI calls the services with."""
+        assert self.config.security is not None
+        return self.config.security.grpc_channel_credentials()
+
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         host = self.config.grpc_host
@@ -364,7 +381,7 @@ class Supervisor:
         ServiceDied as soon as a child exits, ServicesNotHealthy at the deadline.
         """
         started = time.monotonic()
-        async with TwinChannels(self.endpoints) as channels:
+        async with TwinChannels(self.endpoints, credentials=self.channel_credentials()) as channels:
             waits = {asyncio.create_task(channels.wait_serving(n)): n for n in self.children}
             death = asyncio.create_task(self.next_death())
             try:

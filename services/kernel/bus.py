@@ -1,7 +1,10 @@
 """The service's side of NATS: envelopes out, validated envelopes in.
 
 A malformed or foreign message is counted (``twin_bus_decode_errors_total``),
-logged with its reason and dropped; it never reaches service code.
+logged with its reason and dropped; it never reaches service code. So is one
+whose envelope ``src`` may not publish its subject by the permission table
+(services/kernel/natsauth.py), when the check is on: reason ``wrong_source``,
+a forged sender.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
 
 from services.kernel.envelope import Envelope, Sequencer, decode, encode_fields
-from services.kernel.errors import EnvelopeError
+from services.kernel.errors import EnvelopeError, TwinError
 from services.kernel.metrics import Metrics
-from services.kernel.subjects import Subjects
+from services.kernel.natsauth import Publishers
+from services.kernel.subjects import Subjects, subject_matches
 
 log = logging.getLogger("twin.bus")
+
+__all__ = ["Bus", "subject_matches"]
 
 #: Wall seconds between pings to the server, two of which may go unanswered.
 PING_INTERVAL_S = 5
@@ -36,20 +43,19 @@ DURABLE_RETRY_S = 120.0
 #: (seconds) and a resume after a full stop (``twin up --resume``).
 DEDUP_WINDOW_S = 86_400.0
 
+#: Wall seconds between looks for a stream ground has not created yet.
+STREAM_POLL_S = 0.1
+
 CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll", "restore", "ops"})
 
+class StreamsMissing(TwinError):
+    def __init__(self, stream: str, waited_s: float) -> None:
+        self.stream, self.waited_s = stream, waited_s
+        super().__init__(f"stream {stream} still missing after {waited_s:.0f} s: ground "
+                         "creates it at start; start ground (or check its log)")
+
+
 Handler = Callable[[Envelope, str], Awaitable[None] | None]
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS wildcard matching: ``*`` is one token, ``>`` the rest."""
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 class Bus:
@@ -59,6 +65,11 @@ class Bus:
         #: Part of each event's id in the mission log (ServiceConfig.run_id).
         self.run_id = ""
         self.subjects = Subjects(mission)
+        #: Whose envelopes each subject may carry (the envelope source check),
+        #: None for no check. Only meaningful beside NATS permissions, which
+        #: bind the subject to the publisher: on a plaintext bus anyone may
+        #: publish anything with any ``src`` (ServiceRuntime turns it on when secure).
+        self.publishers: Publishers | None = None
         self.metrics = metrics
         # Mission data (evt, cmd, xfer, dl), truth telemetry (tm) and clock
         # control (tick, ack, hello, roll) count separately: how often a roll
@@ -76,7 +87,9 @@ class Bus:
         #: Called after a reconnect (messages may have been lost meanwhile).
         self.on_reconnect: Callable[[], Awaitable[None]] | None = None
 
-    async def connect(self, urls: tuple[str, ...], name: str) -> None:
+    async def connect(self, urls: tuple[str, ...], name: str, **options: Any) -> None:
+        """Connect; ``options`` (TLS, creds, inbox prefix: Security.nats_options)
+        go to ``nats.connect`` as given."""
         async def reconnected() -> None:
             self.metrics.child("reconnects").inc()
             url = str(self.nc.connected_url) if self.nc else ""
@@ -99,7 +112,7 @@ class Bus:
             pending_size=64 * 1024 * 1024,
             # A server that stops answering (stalled, or its host gone) is found
             # within two missed pings, not nats-py's default two minutes.
-            ping_interval=PING_INTERVAL_S, max_outstanding_pings=2,
+            ping_interval=PING_INTERVAL_S, max_outstanding_pings=2, **options,
         )
         self.js = self.nc.jetstream()
 
@@ -118,6 +131,27 @@ class Bus:
                            max_age=30 * 86400.0, num_replicas=replicas,
                            duplicate_window=DEDUP_WINDOW_S)
         await add_or_update_stream(self.js, cfg)
+
+    async def wait_for_streams(self, names: tuple[str, ...], timeout_s: float) -> None:
+        """Wait until ground (or an operator) has created the streams: a vehicle
+        may look a stream up but not create one (natsauth.JS_GRANTS)."""
+        assert self.js is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for name in names:
+            said = False
+            while True:
+                try:
+                    await self.js.stream_info(name)
+                    break
+                except NotFoundError:
+                    if loop.time() > deadline:
+                        raise StreamsMissing(name, timeout_s) from None
+                    if not said:
+                        log.info("waiting for ground to create a stream",
+                                 extra={"stream": name})
+                        said = True
+                    await asyncio.sleep(STREAM_POLL_S)
 
     def next_seq(self, kind: str) -> int:
         return (self.control_seq if kind in CONTROL_KINDS
@@ -197,6 +231,7 @@ class Bus:
         assert self.nc is not None
         metrics = self.metrics
         mission = self.mission
+        publishers = self.publishers
 
         async def on_msg(msg: Msg) -> None:
             try:
@@ -206,6 +241,12 @@ class Bus:
                 log.warning("dropped malformed message",
                             extra={"subject": msg.subject, "reason": exc.reason,
                                    "detail": exc.detail[:200]})
+                return
+            if publishers is not None and env.src not in publishers.of(msg.subject):
+                metrics.child("decode_errors", "wrong_source").inc()
+                log.warning("dropped message whose source may not publish its subject",
+                            extra={"subject": msg.subject, "src": env.src[:64],
+                                   "reason": "wrong_source"})
                 return
             metrics.bus_in.inc(env.kind)
             try:

@@ -25,6 +25,11 @@ DEFAULT_PORTS: dict[str, tuple[int, int]] = {
 #: A mission id: it goes into subjects, stream names and labels. Matched whole
 #: (``fullmatch``: ``match`` with ``$`` would let a trailing newline through).
 MISSION_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+#: Secure by default: without TWIN_INSECURE a service needs its certificates.
+PKI_DIR_MISSING = "not set (the bus and control are secure by default)"
+PKI_DIR_FIX = ("point it at the directory of ca.crt and the service's certificates (twin run "
+               "writes <state dir>/pki), or set TWIN_INSECURE=true for plaintext (debugging "
+               "only)")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -59,6 +64,12 @@ class ServiceConfig:
     #: Names this run of the mission: a restarted ground resumes from a commit
     #: of the same run only (the CLI gives each ``twin run`` its own; "" = any).
     run_id: str = ""
+    #: Plaintext bus and control (TWIN_INSECURE): off unless asked for; else the
+    #: certificates in ``pki_dir`` and the NATS user in ``nats_creds``
+    #: (services/kernel/security.py: ``security_of(config)``).
+    insecure: bool = False
+    pki_dir: Path | None = None
+    nats_creds: Path | None = None
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -112,6 +123,8 @@ class ServiceConfig:
             if name not in VEHICLES:
                 raise ConfigError("TWIN_EXPECT", ",".join(self.expect), f"unknown service {name!r}",
                                   f"list services from {', '.join(VEHICLES)}")
+        if not self.insecure and self.pki_dir is None:
+            raise ConfigError("TWIN_PKI_DIR", "", PKI_DIR_MISSING, PKI_DIR_FIX)
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str]) -> ServiceConfig:
@@ -148,7 +161,14 @@ class ServiceConfig:
             snapshot_every_steps=_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
             snapshot_every_s=_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
             run_id=env.get("TWIN_RUN_ID", "").strip(),
+            insecure=_bool(env, "TWIN_INSECURE", False),
+            pki_dir=_path(env, "TWIN_PKI_DIR"), nats_creds=_path(env, "TWIN_NATS_CREDS"),
         )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw) if raw else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -44,13 +44,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.kernel.config import MISSION_ID_RE, VEHICLES
 from services.kernel.errors import TwinError
-from services.kernel.subjects import Subjects
+from services.kernel.subjects import Subjects, subject_matches
 
 __all__ = [
     "COMMAND_TARGETS", "IDENTITIES", "JS_GRANTS", "SERVICES", "XFER_TARGETS", "BadMission",
     "JetStreamLimits", "JwtError", "KeyStore", "KeyStoreError", "NKey", "NatsAuth",
-    "NatsAuthError", "Permissions", "UnknownIdentity", "check_mission", "connect_options",
-    "decode_jwt", "encode_jwt", "format_creds", "inbox_prefix", "permission_table", "permissions",
+    "NatsAuthError", "Permissions", "Publishers", "UnknownIdentity", "check_mission",
+    "connect_options", "decode_jwt", "encode_jwt", "format_creds", "inbox_prefix",
+    "permission_table", "permissions",
 ]
 
 SERVICES: tuple[str, ...] = ("ground", *VEHICLES)
@@ -228,6 +229,30 @@ def permissions(mission: str, identity: str) -> Permissions:
 def permission_table(mission: str) -> dict[str, Permissions]:
     """Every identity's permissions in ``mission`` (the issue's closing table)."""
     return {identity: permissions(mission, identity) for identity in IDENTITIES}
+
+
+class Publishers:
+    """Which services may publish each of one mission's subjects, by the table
+    above: the envelope source check holds a received message's ``src`` to it
+    (a vehicle's ack must come from that vehicle, a command from ground or relay)."""
+
+    #: Subjects remembered; beyond, each is worked out again (a flood of odd
+    #: subjects on a plaintext bus must not grow memory).
+    CACHE_MAX = 1024
+
+    def __init__(self, mission: str) -> None:
+        s = Subjects(mission)
+        self._publish = {svc: tuple(_service_publish(s, svc)) for svc in SERVICES}
+        self._cache: dict[str, frozenset[str]] = {}
+
+    def of(self, subject: str) -> frozenset[str]:
+        hit = self._cache.get(subject)
+        if hit is None:
+            hit = frozenset(svc for svc, patterns in self._publish.items()
+                            if any(subject_matches(p, subject) for p in patterns))
+            if len(self._cache) < self.CACHE_MAX:
+                self._cache[subject] = hit
+        return hit
 
 
 # --- keys -----------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def find_nats_server() -> Path:
 
 
 class NatsServer(ChildServer):
-    """One nats-server child process with JetStream, data under `state_dir`.
+    """One nats-server child process with JetStream, data under `state_dir`;
+    with ``config``, secure (operator mode, mTLS: security.provision writes it).
 
     Usable as ``with NatsServer(dir) as srv:`` or ``async with``; `stop()` is
     safe to call twice. `url` is valid once started.
@@ -101,6 +102,7 @@ class NatsServer(ChildServer):
         start_timeout_s: float = 15.0,
         stop_grace_s: float = 5.0,
         gomaxprocs: int | None = EMBEDDED_GOMAXPROCS,
+        config: Path | None = None,
     ) -> None:
         super().__init__(state_dir, "nats-server.log", start_timeout_s=start_timeout_s,
                          stop_grace_s=stop_grace_s)
@@ -110,6 +112,9 @@ class NatsServer(ChildServer):
         self.jetstream = jetstream
         self.gomaxprocs = gomaxprocs
         self._binary = binary
+        #: A configuration file (``-c``): operator mode and TLS from
+        #: services/kernel/security.py; None runs plaintext with no auth.
+        self.config = config
         self._ports_dir: Path = self.state_dir / "nats-ports"
         self.url = ""
         self.monitor_url = ""
@@ -159,6 +164,8 @@ class NatsServer(ChildServer):
         cmd += ["-m", str(self._want_monitor_port), "--ports_file_dir", str(self._ports_dir)]
         if self.jetstream:
             cmd += ["-js", "-sd", str(self.store_dir)]
+        if self.config is not None:
+            cmd += ["-c", str(self.config)]
         return cmd
 
     def _environment(self) -> dict[str, str] | None:

@@ -39,10 +39,13 @@ from services.kernel.errors import (
     TwinError,
 )
 from services.kernel.gauges import ServiceGauges
+from services.kernel.grpcauth import RoleInterceptor
 from services.kernel.inbox import Inbox
 from services.kernel.linkmetrics import merge_downlink_values
 from services.kernel.logs import setup_logging
 from services.kernel.metrics import Metrics, serve_metrics
+from services.kernel.natsauth import Publishers
+from services.kernel.security import security_of
 from services.kernel.snapstore import SnapshotError, SnapStore, Stored
 from services.kernel.steprule import take_step
 from services.kernel.telemetry import TelemetryStream
@@ -57,6 +60,8 @@ ENVELOPE_KIND = {"evt": "event", "cmd": "command", "xfer": "transfer",
 #: Wall seconds a receiver waits for messages a tick says are on their way.
 DELIVERY_TIMEOUT_S = 5.0
 GRACE_S = 5.0
+#: Wall seconds a vehicle waits at start for ground to create the streams.
+STREAMS_TIMEOUT_S = 60.0
 
 
 class ServiceRuntime:
@@ -75,6 +80,8 @@ class ServiceRuntime:
         self.bus = Bus(config.mission_id, config.service, self.metrics, self.fail)
         self.subjects = self.bus.subjects
         self.bus.run_id = config.run_id
+        if not config.insecure:  # the envelope source check, beside NATS permissions
+            self.bus.publishers = Publishers(config.mission_id)
         self.bus.on_reconnect = self.reconnected
         self.inbox = Inbox()
         self.outbox = Outbox()
@@ -115,16 +122,21 @@ class ServiceRuntime:
     async def start(self) -> None:
         self.metrics_port = serve_metrics(self.config.metrics_port, self.config.grpc_host,
                                           self.registry)
-        await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}")
-        await self.bus.ensure_stream(self.config.js_replicas)
-        if self.config.snapshot_every_steps and self.bus.js is not None:
-            self.snapstore = SnapStore(self.bus.js, self.subjects)
-            await self.snapstore.ensure(self.config.js_replicas)
+        security = security_of(self.config)
+        security.warn_if_insecure(log)
+        security.check(self.config.mission_id, self.name, grpc_server=True)
+        await self.bus.connect(self.config.nats_urls, f"twin-{self.config.mission_id}-{self.name}",
+                               **security.nats_options(self.config.mission_id, self.name))
+        await self.ensure_streams()
         self.gauges.create(self.core.phase, self.t_s)
         self._inbound = self.inbound_subjects()
         for subject in self._inbound:
             await self.bus.subscribe(subject, self._on_inbound)
         await self.subscribe_clock()
+        # The server has every subscription before anyone hears of this service
+        # (its hello, its gRPC port): with the services now starting together,
+        # a peer's first message must not race the subscription.
+        await self.bus.flush(DELIVERY_TIMEOUT_S)
         await self._start_grpc()
         await self.say_hello()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -132,13 +144,34 @@ class ServiceRuntime:
                                              "metrics_port": self.metrics_port,
                                              "nats": ",".join(self.config.nats_urls)})
 
+    async def ensure_streams(self) -> None:
+        """Ground creates the mission log and snapshot streams; a vehicle may
+        not (natsauth.JS_GRANTS), so it waits until they are there."""
+        snapshots = bool(self.config.snapshot_every_steps and self.bus.js is not None)
+        if snapshots:
+            assert self.bus.js is not None
+            self.snapstore = SnapStore(self.bus.js, self.subjects)
+        if self.name == "ground":
+            await self.bus.ensure_stream(self.config.js_replicas)
+            if self.snapstore is not None:
+                await self.snapstore.ensure(self.config.js_replicas)
+            return
+        names = (self.subjects.stream_name,
+                 *((self.subjects.snapshot_stream,) if snapshots else ()))
+        await self.bus.wait_for_streams(names, STREAMS_TIMEOUT_S)
+
     async def subscribe_clock(self) -> None:
         await self.bus.subscribe(self.subjects.tick, self._on_tick)
         await self.bus.subscribe(self.subjects.roll, self._on_roll)
         await self.bus.subscribe(self.subjects.restore, self._on_restore)
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server()
+        security = security_of(self.config)
+        creds = security.grpc_server_credentials(self.name)
+        interceptors = [] if creds is None else [RoleInterceptor(
+            self.registry, base_labels={"mission": self.config.mission_id,
+                                        "service": self.name})]
+        server = grpc.aio.server(interceptors=interceptors)
         names = self.add_servicers(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for name in names:
@@ -147,7 +180,8 @@ class ServiceRuntime:
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.config.grpc_host}:{self.config.grpc_port}"
         try:  # grpcio raises on a taken port; older releases returned 0
-            self.grpc_port = server.add_insecure_port(address)
+            self.grpc_port = (server.add_insecure_port(address) if creds is None
+                              else server.add_secure_port(address, creds))
         except RuntimeError:
             self.grpc_port = 0
         if self.grpc_port == 0:

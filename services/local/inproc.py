@@ -3,6 +3,11 @@
 Each service still has its own NATS connection, gRPC server and metrics
 registry, so the protocol is exercised exactly as between processes; only the
 operating-system process boundary is missing. ``twin up`` runs real processes.
+
+It runs plaintext unless given a ``security`` (services/kernel/security.py):
+most tests drive the clock and the step rule on the session's plaintext
+nats-server, where TLS and JWTs would add cost and nothing under test; the
+secure path is tested with a provisioned server (tests/integration/test_secure_run.py).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from services.ground.plan import FlightPlan
 from services.ground.service import GroundRuntime
 from services.kernel.config import VEHICLES, ServiceConfig
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.security import Security
 from services.kernel.vehicle import VehicleCore
 
 CoreFactory = Callable[[int], VehicleCore]
@@ -28,7 +34,11 @@ class LocalTwin:
     def __init__(self, nats_url: str, mission: str, plan: FlightPlan, *, seed: int = 6,
                  cores: Mapping[str, CoreFactory] | None = None, warp: float = 0.0,
                  start_paused: bool = False, ack_timeout_s: float = 2.0,
-                 vehicles: tuple[str, ...] = VEHICLES, **overrides: Any) -> None:
+                 vehicles: tuple[str, ...] = VEHICLES, security: Security | None = None,
+                 **overrides: Any) -> None:
+        sec = security or Security.plaintext()
+        overrides |= {"insecure": sec.insecure, "pki_dir": sec.pki_dir,
+                      "nats_creds": sec.nats_creds}
         base = ServiceConfig(service="ground", mission_id=mission, nats_urls=(nats_url,),
                              grpc_port=0, metrics_port=-1, seed=seed, warp=warp,
                              start_paused=start_paused, ack_timeout_s=ack_timeout_s,
@@ -48,8 +58,8 @@ class LocalTwin:
         return {"ground": self.ground, **self.vehicles}
 
     async def start(self) -> None:
-        await asyncio.gather(*(rt.start() for rt in self.vehicles.values()))
-        await self.ground.start()
+        # together: ground creates the streams the vehicles wait for
+        await asyncio.gather(*(rt.start() for rt in self.vehicles.values()), self.ground.start())
 
     async def wait_finished(self, timeout_s: float = 60.0) -> None:
         await asyncio.wait_for(self.ground.clock.finished.wait(), timeout_s)

@@ -81,7 +81,7 @@ async def _stop_at(state_dir: Path, cut_plan: Path, point_s: float, sig: int) ->
     proc = await chaos._start_twin(state_dir, state_dir / "first.json", cut_plan, SEED, None)
     try:
         endpoint = await chaos._ground_endpoint(state_dir, proc)
-        async with chaos.TwinChannels({"ground": endpoint}, timeout_s=2.0) as channels:
+        async with chaos.ground_channels(state_dir, endpoint) as channels:
             assert await chaos._until_mission_time(channels, point_s) is not None
         proc.send_signal(sig)
         async with asyncio.timeout(chaos.RUN_DEADLINE_S):

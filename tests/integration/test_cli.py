@@ -61,8 +61,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
 
 
-def _twin(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TWIN, *args], cwd=REPO, env=_env(), capture_output=True,
+def _twin(*args: str, timeout_s: float = 60.0,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TWIN, *args], cwd=REPO, env={**_env(), **(env or {})},
+                          capture_output=True,
                           text=True, timeout=timeout_s, check=False)
 
 
@@ -217,7 +219,8 @@ def test_run_on_a_given_nats_leaves_that_server_running(tmp_path: Path, plan_pat
     with NatsServer(tmp_path / "bus") as bus:
         state_dir = tmp_path / "state"
         done = _twin("run", "--plan", str(plan_path), "--state-dir", str(state_dir),
-                     "--nats-url", bus.url, "--mission", "given-bus", timeout_s=RUN_DEADLINE_S)
+                     "--nats-url", bus.url, "--mission", "given-bus", "--insecure",
+                     timeout_s=RUN_DEADLINE_S)  # a plaintext server: plaintext asked for
         assert done.returncode == 0, done.stdout + done.stderr
         assert "nats-server with JetStream" not in done.stdout  # it started none of its own
         assert bus.running
@@ -330,7 +333,8 @@ async def test_up_observe_scrapes_all_six_and_stays_up_until_ctrl_c(
 
 def test_status_names_every_unreachable_service(tmp_path: Path) -> None:
     ports = ",".join(f"{name}={_free_port()}" for name in SERVICE_NAMES)
-    done = _twin("status", "--ports", ports, "--timeout", "0.5")
+    # no run and so no operator certificate: plaintext, said so
+    done = _twin("status", "--ports", ports, "--timeout", "0.5", env={"TWIN_INSECURE": "true"})
     assert done.returncode == 1
     for name in SERVICE_NAMES:
         assert f"{name} (127.0.0.1:" in done.stderr, done.stderr

@@ -55,10 +55,10 @@ EVENT_LINE = re.compile(r"^2024-\d\d-\d\dT\d\d:\d\d:\d\dZ  T\+\d+d \d\d:\d\d:\d\
                         r"event (\w+) \((\w+)\)$")
 
 
-def _piped(*args: str, columns: str | None = "80",
-           timeout_s: float = RUN_DEADLINE_S) -> subprocess.CompletedProcess[str]:
+def _piped(*args: str, columns: str | None = "80", timeout_s: float = RUN_DEADLINE_S,
+           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`twin ARGS` with stdout and stderr pipes, as CI runs it."""
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | (extra_env or {})
     if columns is not None:
         env["COLUMNS"] = columns
     env["PYTHONUNBUFFERED"] = "1"
@@ -150,8 +150,10 @@ def test_up_in_a_pipe_shows_vehicles_events_and_key_events(tmp_path: Path) -> No
 
 def test_status_with_nothing_running_marks_each_down_and_says_why_once() -> None:
     ports = {name: _free_port() for name in SERVICE_NAMES}
+    # no run, so no operator certificate to present: plaintext, said so
     done = _piped("status", "--ports", ",".join(f"{n}={p}" for n, p in ports.items()),
-                  "--timeout", "0.5", columns=None, timeout_s=60.0)
+                  "--timeout", "0.5", columns=None, timeout_s=60.0,
+                  extra_env={"TWIN_INSECURE": "true"})
     assert done.returncode == 1
     _assert_plain(done.stdout)
     lines = done.stdout.splitlines()

@@ -61,7 +61,8 @@ async def ground_port(nats_url: str, mission_id: str, warp: float = 0.0
 
 
 async def twin_clock(port: str, *args: str) -> Done:
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    # the in-process twin is plaintext (LocalTwin's default): the CLI is told so
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "TWIN_INSECURE": "true"}
     started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.cli.app", "clock", *args, "--port", port,

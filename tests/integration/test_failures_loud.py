@@ -84,10 +84,11 @@ _SERVICE_SCRIPT = textwrap.dedent('''
 async def test_a_failed_service_process_exits_non_zero_saying_why(
         nats_url: str, mission_id: str, tmp_path: Path) -> None:
     base = ServiceConfig(service="ground", mission_id=mission_id, nats_urls=(nats_url,),
-                         grpc_port=0, metrics_port=-1, expect=("orbiter",))
+                         grpc_port=0, metrics_port=-1, expect=("orbiter",), insecure=True)
     ground = GroundRuntime(base, CollectorRegistry(), plan=plan(hours=12.0))
     env = {**os.environ, "TWIN_NATS_URL": nats_url, "TWIN_MISSION_ID": mission_id,
-           "TWIN_GRPC_PORT": "0", "TWIN_METRICS_PORT": "0", "TWIN_LOG_FORMAT": "text"}
+           "TWIN_GRPC_PORT": "0", "TWIN_METRICS_PORT": "0", "TWIN_LOG_FORMAT": "text",
+           "TWIN_INSECURE": "true"}
     script = tmp_path / "exploding_orbiter.py"
     script.write_text(_SERVICE_SCRIPT)
     proc = await asyncio.create_subprocess_exec(

@@ -10,6 +10,7 @@ uses. No cluster is needed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -651,12 +652,15 @@ def test_service_runs_with_its_pod_environment(name: str, tmp_path: Path) -> Non
     import urllib.request
 
     from services.kernel.natsd import NatsServer
+    from tests.integration.twin_helpers import create_mission_streams
 
     deployment = twin_deployments("dev")[name]
     (container,) = pod_spec(deployment)["containers"]
     grace_s = pod_spec(deployment)["terminationGracePeriodSeconds"]
     with NatsServer(tmp_path / "nats") as nats_server:
         env = pod_environment(name, nats_server.url, tmp_path)
+        if name != "ground":  # a vehicle waits for the streams ground creates
+            asyncio.run(create_mission_streams(nats_server.url, env["TWIN_MISSION_ID"]))
         proc = subprocess.Popen(
             [sys.executable, "-m", *container["args"]], env=env, cwd=tmp_path,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -30,7 +30,7 @@ def test_every_service_gets_the_seed_and_warp_given() -> None:
 
 def test_the_defaults_are_those_of_a_service_started_alone() -> None:
     twin = LocalTwin("nats://127.0.0.1:1", "m", plan())
-    alone = ServiceConfig(service="ground", mission_id="m")
+    alone = ServiceConfig(service="ground", mission_id="m", insecure=True)
     assert twin.ground.config.seed == alone.seed  # the nominal mission's seed
     assert twin.ground.config.expect == alone.expect == VEHICLES
 

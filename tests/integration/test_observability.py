@@ -40,6 +40,7 @@ from services.kernel.promserver import (
     default_rule_files,
     find_prometheus,
 )
+from services.kernel.security import Security
 from tests.promql import series_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,8 +140,9 @@ async def _fly(sup: Supervisor, prom: PromServer) -> tuple[float, float, str]:
 
 
 async def _observe(state_dir: Path, nats_url: str, mission: str) -> ObservedRun:
-    config = RunConfig(state_dir=state_dir, nats_url=nats_url, mission_id=mission,
-                       free_ports=True, warp="max", start_paused=True, log_level="WARNING")
+    config = RunConfig(security=Security.plaintext(), state_dir=state_dir, nats_url=nats_url,
+                       mission_id=mission, free_ports=True, warp="max", start_paused=True,
+                       log_level="WARNING")
     async with Supervisor(config) as sup:
         await sup.wait_healthy(60.0)
         targets = [ScrapeTarget(n, f"127.0.0.1:{c.metrics_port}") for n, c in sup.children.items()]

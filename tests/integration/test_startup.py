@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.cli.grpc_client import Endpoint, TwinChannels
 from services.cli.supervisor import RunConfig, ServiceDied, ServicesNotHealthy, Supervisor
 from services.kernel.config import SERVICE_NAMES
+from services.kernel.security import Security
 
 # Wall-clock allowances: generous, because they bound a hang, not a speed.
 HANG_S = 30.0
@@ -80,8 +81,8 @@ async def test_wait_serving_waits_through_not_serving() -> None:
 
 async def test_the_health_wait_names_every_service_not_serving_at_its_deadline(
         tmp_path: Path, nats_url: str, mission_id: str) -> None:
-    config = RunConfig(state_dir=tmp_path, nats_url=nats_url, mission_id=mission_id,
-                       free_ports=True, log_level="WARNING")
+    config = RunConfig(security=Security.plaintext(), state_dir=tmp_path, nats_url=nats_url,
+                       mission_id=mission_id, free_ports=True, log_level="WARNING")
     async with Supervisor(config) as sup:
         with pytest.raises(ServicesNotHealthy) as late:
             await sup.wait_healthy(timeout_s=0.01)  # wall s: none has even imported by then
@@ -90,8 +91,9 @@ async def test_the_health_wait_names_every_service_not_serving_at_its_deadline(
 
 async def test_the_health_wait_reports_a_service_that_exits_while_starting(
         tmp_path: Path, nats_url: str, mission_id: str) -> None:
-    config = RunConfig(state_dir=tmp_path, nats_url=nats_url, mission_id=mission_id,
-                       free_ports=True, extra_env={"TWIN_LOG_LEVEL": "LOUD"})
+    config = RunConfig(security=Security.plaintext(), state_dir=tmp_path, nats_url=nats_url,
+                       mission_id=mission_id, free_ports=True,
+                       extra_env={"TWIN_LOG_LEVEL": "LOUD"})
     async with Supervisor(config) as sup:
         with pytest.raises(ServiceDied) as died:
             await asyncio.wait_for(sup.wait_healthy(timeout_s=HANG_S), HANG_S * 2)

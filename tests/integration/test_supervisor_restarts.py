@@ -26,7 +26,9 @@ from services.cli.supervisor import (
     read_log_tail,
     write_run_record,
 )
+from services.kernel.security import Security
 from tests.integration.test_cli import _survivors, _twin, plan_path, twin_up
+from tests.integration.twin_helpers import create_mission_streams
 
 __all__ = ["plan_path"]  # a fixture, used by name
 
@@ -70,8 +72,9 @@ class ScriptChild:
 
 def _config(tmp_path: Path, nats_url: str, mission_id: str,
             policy: RestartPolicy = QUICK, services: tuple[str, ...] = ("relay",)) -> RunConfig:
-    return RunConfig(state_dir=tmp_path, nats_url=nats_url, mission_id=mission_id,
-                     services=services, free_ports=True, log_level="WARNING", restart=policy)
+    return RunConfig(security=Security.plaintext(), state_dir=tmp_path, nats_url=nats_url,
+                     mission_id=mission_id, services=services, free_ports=True,
+                     log_level="WARNING", restart=policy)
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -87,6 +90,7 @@ def _restart_seen(sup: Supervisor) -> asyncio.Queue[Restart]:
 
 async def test_a_killed_service_comes_back_with_its_ports_and_environment(
         tmp_path: Path, nats_url: str, mission_id: str) -> None:
+    await create_mission_streams(nats_url, mission_id)  # relay runs without ground
     async with Supervisor(_config(tmp_path, nats_url, mission_id)) as sup:
         seen = _restart_seen(sup)
         await sup.wait_healthy(HANG_S)

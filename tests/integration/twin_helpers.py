@@ -5,11 +5,31 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import nats
+from prometheus_client import CollectorRegistry
+
 from services.dynamics.timescale import mission_s_from_utc
 from services.ground.plan import FlightPlan, load_plan, parse_plan
+from services.kernel.bus import Bus
 from services.kernel.config import VEHICLES
 from services.kernel.envelope import Envelope
+from services.kernel.metrics import Metrics
+from services.kernel.snapstore import SnapStore
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
+
+
+async def create_mission_streams(nats_url: str, mission: str) -> None:
+    """What ground (or an operator) does first: a vehicle started without ground
+    waits for the mission log and snapshot streams (runtime.ensure_streams)."""
+    nc = await nats.connect(nats_url)
+    try:
+        bus = Bus(mission, "ground", Metrics(mission, "ground", CollectorRegistry()),
+                  lambda where, exc: None)
+        bus.nc, bus.js = nc, nc.jetstream()
+        await bus.ensure_stream()
+        await SnapStore(bus.js, bus.subjects).ensure()
+    finally:
+        await nc.drain()
 
 
 def nominal_until(end_utc: str, name: str = "nominal-part") -> FlightPlan:

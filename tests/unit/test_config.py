@@ -9,10 +9,14 @@ import pytest
 
 from services.kernel.config import DEFAULT_PORTS, SERVICE_NAMES, ServiceConfig
 from services.kernel.errors import ConfigError
+from services.kernel.security import security_of
+
+#: A secure service's least environment: where its certificates are.
+SECURE = {"TWIN_PKI_DIR": "/etc/twin/pki"}
 
 
 def test_defaults_give_each_service_its_own_ports() -> None:
-    cfgs = [ServiceConfig.from_env(s, {}) for s in SERVICE_NAMES]
+    cfgs = [ServiceConfig.from_env(s, SECURE) for s in SERVICE_NAMES]
     assert [(c.grpc_port, c.metrics_port) for c in cfgs] == [DEFAULT_PORTS[s]
                                                              for s in SERVICE_NAMES]
     assert len({c.grpc_port for c in cfgs}) == len(SERVICE_NAMES)
@@ -21,7 +25,8 @@ def test_defaults_give_each_service_its_own_ports() -> None:
 
 def test_values_are_read_from_the_environment() -> None:
     cfg = ServiceConfig.from_env("ground", {
-        "TWIN_MISSION_ID": "m-2", "TWIN_NATS_URL": "nats://a:1,nats://b:2", "TWIN_WARP": "3600",
+        **SECURE, "TWIN_MISSION_ID": "m-2", "TWIN_NATS_URL": "nats://a:1,nats://b:2",
+        "TWIN_WARP": "3600",
         "TWIN_START_PAUSED": "true", "TWIN_EXPECT": "orbiter,relay", "TWIN_GRPC_PORT": "0"})
     assert cfg.nats_urls == ("nats://a:1", "nats://b:2")
     assert (cfg.warp, cfg.start_paused, cfg.expect, cfg.grpc_port) == (
@@ -50,13 +55,26 @@ def test_values_are_read_from_the_environment() -> None:
         ({"TWIN_TM_BATCH": "0"}, "TWIN_TM_BATCH"),
         ({"TWIN_TM_BATCH": "many"}, "TWIN_TM_BATCH"),
         ({"TWIN_TM_DELAY_S": "0"}, "TWIN_TM_DELAY_S"),
+        ({"TWIN_PKI_DIR": ""}, "TWIN_PKI_DIR"),  # secure by default: no PKI, no start
+        ({"TWIN_INSECURE": "perhaps"}, "TWIN_INSECURE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
-        ServiceConfig.from_env("ground", env)
+        ServiceConfig.from_env("ground", {**SECURE, **env})
     assert info.value.variable == variable
     assert variable in str(info.value)
+
+
+def test_secure_unless_plaintext_is_asked_for() -> None:
+    secure = ServiceConfig.from_env("orbiter", {**SECURE, "TWIN_NATS_CREDS": "/c/o.creds"})
+    assert not secure.insecure and security_of(secure).pki_dir is not None
+    assert str(security_of(secure).creds_for("ce6", "orbiter")) == "/c/o.creds"
+    plain = ServiceConfig.from_env("orbiter", {"TWIN_INSECURE": "true"})
+    assert plain.insecure and security_of(plain).nats_options("ce6", "orbiter") == {}
+    with pytest.raises(ConfigError) as info:
+        ServiceConfig.from_env("orbiter", {})
+    assert "TWIN_INSECURE=true" in str(info.value)
 
 
 def test_a_bad_value_stops_the_process_with_one_line() -> None:

@@ -177,7 +177,7 @@ def test_runtime_exports_the_link_metrics() -> None:
 
     registry = CollectorRegistry()
     relay = RelayCore(6)
-    rt = ServiceRuntime(relay, ServiceConfig.from_env("relay", {}), registry)
+    rt = ServiceRuntime(relay, ServiceConfig.from_env("relay", {"TWIN_INSECURE": "true"}), registry)
     out = Outbox()
     t = TOUCHDOWN_S
     for k in range(3):
