@@ -132,7 +132,9 @@ async def ground_and_peers(nats_url: str, mission: str, *, hours: float = 12.0,
                            **config: Any) -> AsyncIterator[tuple[GroundRuntime, Peers]]:
     """Ground with its clock running (or paused), and the peers it expects; with
     ``present`` the peers have answered the roll call."""
-    options: dict[str, Any] = {"ack_timeout_s": HANG_S, "snapshot_every_steps": 0}
+    # The protocol, not its security (tests/integration/test_secure_run.py).
+    options: dict[str, Any] = {"ack_timeout_s": HANG_S, "snapshot_every_steps": 0,
+                               "insecure": True}
     options.update(config)
     cfg = ServiceConfig(service="ground", mission_id=mission, nats_urls=(nats_url,),
                         grpc_port=0, metrics_port=-1, expect=PEERS, **options)

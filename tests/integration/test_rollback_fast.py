@@ -470,7 +470,8 @@ async def test_a_restore_is_answered_by_a_hello_or_fails_a_service_without_snaps
     answered by a hello (ground missed it); a new one, on a relay that keeps no
     snapshots, stops the relay saying why."""
     config = ServiceConfig(service="relay", mission_id=mission_id, nats_urls=(nats_url,),
-                           grpc_port=0, metrics_port=-1, snapshot_every_steps=0)
+                           grpc_port=0, metrics_port=-1, snapshot_every_steps=0,
+                           insecure=True)
     relay = ServiceRuntime(RelayCore(config.seed), config, CollectorRegistry())
     subjects = Subjects(mission_id)
     nc = await nats.connect(nats_url)

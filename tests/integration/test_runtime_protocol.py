@@ -174,7 +174,7 @@ class Wire:
 
 
 def _config(nats_url: str, mission: str, **overrides: Any) -> ServiceConfig:
-    settings: dict[str, Any] = {"grpc_port": 0, "metrics_port": -1,
+    settings: dict[str, Any] = {"grpc_port": 0, "metrics_port": -1, "insecure": True,
                                 "snapshot_every_steps": 0, **overrides}
     return ServiceConfig(service="orbiter", mission_id=mission, nats_urls=(nats_url,),
                          **settings)

@@ -60,7 +60,7 @@ def service_env(monkeypatch: pytest.MonkeyPatch, nats_server: NatsServer,
             monkeypatch.delenv(name)
     env = {"TWIN_NATS_URL": nats_server.url, "TWIN_MISSION_ID": mission_id,
            "TWIN_GRPC_PORT": "0", "TWIN_METRICS_PORT": "-1", "TWIN_LOG_FORMAT": "json",
-           "TWIN_LOG_LEVEL": "INFO"}
+           "TWIN_LOG_LEVEL": "INFO", "TWIN_INSECURE": "true"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
