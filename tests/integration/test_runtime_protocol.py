@@ -44,6 +44,7 @@ from services.kernel.snapstore import SnapStore, Stored
 from services.kernel.subjects import Subjects
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
 from services.kernel.vehicle import VehicleCore
+from tests.integration.twin_helpers import create_mission_streams
 
 T = TypeVar("T")
 
@@ -174,10 +175,9 @@ class Wire:
 
 
 def _config(nats_url: str, mission: str, **overrides: Any) -> ServiceConfig:
-    settings: dict[str, Any] = {"grpc_port": 0, "metrics_port": -1, "insecure": True,
-                                "snapshot_every_steps": 0, **overrides}
-    return ServiceConfig(service="orbiter", mission_id=mission, nats_urls=(nats_url,),
-                         **settings)
+    settings: dict[str, Any] = {"service": "orbiter", "grpc_port": 0, "metrics_port": -1,
+                                "insecure": True, "snapshot_every_steps": 0, **overrides}
+    return ServiceConfig(mission_id=mission, nats_urls=(nats_url,), **settings)
 
 
 @contextlib.asynccontextmanager
@@ -187,6 +187,7 @@ async def serving(nats_url: str, mission: str, core: VehicleCore | None = None,
     Ready once it has said hello, as ground waits for it: its subscriptions,
     sent to nats-server before the hello, are in place."""
     wire = await Wire.open(nats_url, mission)
+    await create_mission_streams(nats_url, mission)  # ground's part: it is not here
     rt = ServiceRuntime(core or Probe(6), _config(nats_url, mission, **overrides),
                         CollectorRegistry())
     try:
@@ -625,6 +626,7 @@ async def test_stop_before_start_and_twice_is_safe(nats_url: str, mission_id: st
     assert never.stopping.is_set()
 
     caplog.set_level(logging.DEBUG, logger="twin")
+    await create_mission_streams(nats_url, mission_id)
     rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id), CollectorRegistry())
     await rt.start()
     await rt.stop()
@@ -701,8 +703,9 @@ async def test_a_mission_log_asked_with_three_replicas_is_not_made_with_one(
     """TWIN_JS_REPLICAS=3 needs a NATS cluster of at least three servers: on the
     tests' single server the stream cannot be made so, and start fails rather
     than running with an unreplicated mission log."""
-    rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, js_replicas=3),
-                        CollectorRegistry())
+    # Ground makes the streams (a vehicle only waits for them).
+    rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, js_replicas=3,
+                                          service="ground"), CollectorRegistry())
     try:
         with pytest.raises(nats.js.errors.APIError):
             await rt.start()
@@ -720,6 +723,7 @@ async def test_a_taken_grpc_port_is_a_configuration_error_naming_the_variable(
         nats_url: str, mission_id: str) -> None:
     """README: a bad setting says which variable and how to fix it (exit 2 from
     run_service), not a traceback from grpcio."""
+    await create_mission_streams(nats_url, mission_id)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

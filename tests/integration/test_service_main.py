@@ -10,6 +10,7 @@ run the same code, but mutation testing cannot see what a subprocess calls.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from services.kernel.errors import EXIT_BAD_CONFIG, EXIT_SERVICE_FAILED
 from services.kernel.natsd import NatsServer
 from services.kernel.runtime import ServiceRuntime, run_service
 from services.orbiter.service import make as make_orbiter
+from tests.integration.twin_helpers import create_mission_streams
 
 
 class Signalled(ServiceRuntime):
@@ -63,6 +65,8 @@ def service_env(monkeypatch: pytest.MonkeyPatch, nats_server: NatsServer,
            "TWIN_LOG_LEVEL": "INFO", "TWIN_INSECURE": "true"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    # Ground's part, as it is not here: the streams a vehicle waits for.
+    asyncio.run(create_mission_streams(nats_server.url, mission_id))
     return env
 
 
