@@ -31,7 +31,7 @@ from services.kernel.subjects import Subjects
 from services.local.inproc import LocalTwin
 from services.relay.vehicle import RelayCore
 from tests.integration.test_rollback import _crash, _finals, _fresh, _mission_log
-from tests.integration.twin_helpers import nominal_until
+from tests.integration.twin_helpers import create_mission_streams, nominal_until
 
 #: Launch, separation, TCM-1 with its burn (step 21), link passes: 78 steps.
 PLAN_END = "2024-05-06T12:00:00Z"
@@ -473,6 +473,7 @@ async def test_a_restore_is_answered_by_a_hello_or_fails_a_service_without_snaps
                            grpc_port=0, metrics_port=-1, snapshot_every_steps=0,
                            insecure=True)
     relay = ServiceRuntime(RelayCore(config.seed), config, CollectorRegistry())
+    await create_mission_streams(nats_url, mission_id)  # ground's part: it is not here
     subjects = Subjects(mission_id)
     nc = await nats.connect(nats_url)
     hellos: asyncio.Queue[Envelope] = asyncio.Queue()
