@@ -31,6 +31,10 @@ Three small changes to mutmut are made here, in this process, before it runs:
   The stats run records only the tests of the modules being run, so a run of
   the guidance does not wait on (or break with) the integration tests.
 
+* Each mutant keeps only the tests that executed the statement it changes
+  (per-test line coverage, scripts/mutate_lines.py; ``--by-function`` off).
+* A mutant's test is stopped at 5 x its recorded time (3 s floor), not 10 s.
+
 ``--survivors`` runs again only the mutants no test detected, against the
 tests added since. Each run records its wall and CPU time in
 ``mutants/mutation-run.json``; on a shared machine the CPU time is the

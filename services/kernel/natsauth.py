@@ -350,7 +350,7 @@ def encode_jwt(issuer: NKey, subject: str, name: str, nats: dict[str, Any],
 
     ``jti`` is the SHA-512/256 of the common claims with ``jti`` empty, base32
     without padding, as nats-io/jwt does (ClaimsData.hash)."""
-    now = int(time.time())
+    now = int(time.time())  # wall time, rightly: nats-server checks iat/exp against it
     common: dict[str, Any] = {}
     if expires_s is not None:
         common["exp"] = now + int(expires_s)

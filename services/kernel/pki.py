@@ -360,6 +360,8 @@ def _check_name(what: str, name: str) -> None:
 
 
 def _now() -> dt.datetime:
+    """Wall time, rightly: certificates are checked by TLS against the real
+    time of day, never against mission time."""
     return dt.datetime.now(dt.UTC)
 
 
