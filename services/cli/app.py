@@ -3,6 +3,7 @@
     twin up      start NATS and the six services, show the mission live
     twin run     the same as fast as possible, then exit (optionally --report)
     twin report  plots (PNG) of a report written by `twin run --report`
+    twin k8s-secrets  the Secrets the Kubernetes manifests mount
     twin status  every service's phase, time, mass, altitude and faults
     twin clock   time | pause | resume | warp X | step N | until <utc|plan item|event>
 
@@ -276,6 +277,54 @@ def report(
     show(console, comparison_table(body.get("comparison", [])))
     for png in written:
         say(console, f"wrote {png}")
+
+
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _check_namespace(value: str) -> str:
+    if not _NAMESPACE_RE.fullmatch(value):
+        raise typer.BadParameter(f"{value!r}: a namespace is a DNS label: lower-case letters, "
+                                 "digits and '-', at most 63, starting and ending alphanumeric")
+    return value
+
+
+@app.command("k8s-secrets")
+def k8s_secrets(
+    mission: MissionOpt = "ce6",
+    namespace: Annotated[str, typer.Option(
+        "--namespace", callback=_check_namespace,
+        help="Namespace of the Secrets and of the servers' DNS names (dev: twin-dev).")] = "twin",
+    out: Annotated[Path | None, typer.Option(
+        "--out", file_okay=False,
+        help="Directory to write (default: deploy/k8s/secrets/<namespace>, gitignored).")
+    ] = None,
+    certificates: Annotated[bool, typer.Option(
+        "--certificates/--creds-only",
+        help="--creds-only: only the NATS creds and operator config, when the "
+        "cert-manager component issues the certificates.")] = True,
+) -> None:
+    """Write the Secrets the Kubernetes manifests mount (docs/deploy.md, section 10):
+    the CA and certificates, each service's NATS creds and the NATS operator
+    config, as a kustomization to apply with `kubectl apply -k`. Run again to
+    mint fresh creds; the CA and keys in the directory are reused."""
+    from services.cli.k8s_secrets import default_out_dir, write_secrets
+    from services.kernel.errors import TwinError
+
+    where = out or default_out_dir(namespace)
+    command = (f"twin k8s-secrets --mission {mission} --namespace {namespace}"
+               + ("" if certificates else " --creds-only"))
+    try:
+        secrets = write_secrets(where, mission, namespace, certificates=certificates,
+                                command=command)
+    except (TwinError, OSError) as exc:
+        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    say(console, f"wrote {len(secrets)} Secrets for mission {mission} in namespace "
+                 f"{namespace} to {where / 'kustomization.yaml'}")
+    say(console, f"apply them:  kubectl apply -k {where}")
+    held = "the CA key and the NATS seeds" if certificates else "the NATS seeds"
+    say(console, f"keep {where} private and out of git: it holds {held}")
 
 
 # --- talking to a running twin --------------------------------------------------

@@ -41,6 +41,9 @@ class ServiceConfig:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 9101
+    #: A second, plaintext gRPC port serving only grpc.health.v1.Health, for
+    #: probes that cannot present a client certificate (the kubelet's); -1 = off.
+    health_port: int = -1
     log_level: str = "INFO"
     log_format: str = "json"
     seed: int = 6
@@ -88,6 +91,13 @@ class ServiceConfig:
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError("TWIN_METRICS_PORT", str(self.metrics_port), "out of range",
                               "use 1-65535, 0 for a free port, or -1 to turn metrics off")
+        if not -1 <= self.health_port <= 65535:
+            raise ConfigError("TWIN_HEALTH_PORT", str(self.health_port), "out of range",
+                              "use 1-65535, 0 for a free port, or -1 to turn it off")
+        if self.health_port > 0 and self.health_port in (self.grpc_port, self.metrics_port):
+            raise ConfigError("TWIN_HEALTH_PORT", str(self.health_port),
+                              "the same port as gRPC or metrics",
+                              "give the plaintext health port a port of its own")
         if self.log_level not in _LOG_LEVELS:
             raise ConfigError("TWIN_LOG_LEVEL", self.log_level, "unknown level",
                               f"use one of {', '.join(_LOG_LEVELS)}")
@@ -145,6 +155,7 @@ class ServiceConfig:
             grpc_host=env.get("TWIN_GRPC_HOST", "127.0.0.1"),
             grpc_port=_int(env, "TWIN_GRPC_PORT", grpc_default),
             metrics_port=_int(env, "TWIN_METRICS_PORT", metrics_default),
+            health_port=_int(env, "TWIN_HEALTH_PORT", -1),
             log_level=env.get("TWIN_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("TWIN_LOG_FORMAT", "json").lower(),
             seed=_int(env, "TWIN_SEED", 6),

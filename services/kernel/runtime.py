@@ -5,9 +5,10 @@ and its snapshot. Truth telemetry is services/kernel/telemetry.py, the gauges
 services/kernel/gauges.py.
 
 Start order: metrics endpoint, NATS (with the mission-log stream), bus
-subscriptions, gRPC server (control + health + reflection), hello to the
-clock, health SERVING. Stop order is the reverse: health NOT_SERVING, gRPC stops
-with grace, subscriptions and the NATS connection drain.
+subscriptions, gRPC server (control + health + reflection; health alone, in
+plaintext, on TWIN_HEALTH_PORT if set), hello to the clock, health SERVING.
+Stop order is the reverse: health NOT_SERVING, gRPC stops with grace,
+subscriptions and the NATS connection drain.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ class ServiceRuntime:
         self.t_s = 0.0
         self.grpc_port = 0
         self.metrics_port = -1
+        self.health_port = -1  # the plaintext health-only port, if TWIN_HEALTH_PORT asks
         self.stopping = asyncio.Event()
         #: Set by :meth:`fail`: the exception that stopped the service.
         self.failure: BaseException | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._inbound: list[str] = []
         self._mine: dict[str, bool] = {}  # subject -> is it one of my inbound subjects
@@ -142,6 +145,7 @@ class ServiceRuntime:
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("service started", extra={"grpc_port": self.grpc_port,
                                              "metrics_port": self.metrics_port,
+                                             "health_port": self.health_port,
                                              "nats": ",".join(self.config.nats_urls)})
 
     async def ensure_streams(self) -> None:
@@ -191,6 +195,27 @@ class ServiceRuntime:
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self._server = server
+        await self._start_health_port()
+
+    async def _start_health_port(self) -> None:
+        """The same health statuses in plaintext on a port of their own, and
+        nothing else there: the kubelet's gRPC probe cannot present a client
+        certificate, and a status is all the port tells (no control, no
+        reflection)."""
+        if self.config.health_port < 0:
+            return
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{self.config.grpc_host}:{self.config.health_port}"
+        try:
+            self.health_port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.health_port = 0
+        if self.health_port == 0:
+            raise ConfigError("TWIN_HEALTH_PORT", str(self.config.health_port), "port is taken",
+                              "free the port or set TWIN_HEALTH_PORT=0 for a free one")
+        await server.start()
+        self._health_server = server
 
     def fail(self, where: str, exc: BaseException) -> None:
         """An exception escaped a handler or the clock: count it, keep the first,
@@ -214,6 +239,8 @@ class ServiceRuntime:
         self.telemetry.close_watchers()
         if self._server is not None:
             await self._server.stop(GRACE_S)
+        if self._health_server is not None:  # probes see NOT_SERVING until here
+            await self._health_server.stop(None)
         try:
             await self.telemetry.publish()  # the last frames, before the connection goes
         except Exception:

@@ -31,7 +31,7 @@ from services.kernel.config import PKI_DIR_FIX, PKI_DIR_MISSING, ServiceConfig
 from services.kernel.errors import ConfigError
 from services.kernel.grpcauth import channel_credentials, server_credentials
 from services.kernel.natsauth import IDENTITIES, SERVICES, KeyStore, NatsAuth, connect_options
-from services.kernel.pki import CertFiles, Pki
+from services.kernel.pki import DEFAULT_NAMESPACE, CertFiles, Pki
 
 log = logging.getLogger("twin.security")
 
@@ -215,11 +215,13 @@ class Provisioned:
 
 
 def provision(state_dir: Path, mission: str, *, services: Sequence[str] = SERVICES,
-              extra_names: Sequence[str] = ()) -> Provisioned:
+              extra_names: Sequence[str] = (),
+              namespace: str = DEFAULT_NAMESPACE) -> Provisioned:
     """Create (or reuse) the CA, every certificate, the NATS keys, each
-    identity's creds for ``mission`` and the embedded server's config."""
+    identity's creds for ``mission`` and the embedded server's config.
+    ``namespace``: the Kubernetes namespace the server names carry."""
     layout = StateLayout(state_dir)
-    pki = Pki(layout.pki_dir, extra_names=extra_names)
+    pki = Pki(layout.pki_dir, namespace=namespace, extra_names=extra_names)
     for service in services:
         pki.server(service)
         pki.nats_client(service)

@@ -5,20 +5,18 @@ with ``kubernetes-validate --strict``; the rendered objects are then checked
 against the code: the service list and the configuration the services build
 from their environment (``services.kernel.config``), the NATS Service the URL
 names, the hardening every workload needs, and the network paths the twin
-uses. No cluster is needed.
+uses. No cluster is needed. The security (the Secrets, NATS in operator mode
+with TLS, the health port, real servers on the rendered files) is checked by
+tests/integration/test_k8s_security.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import json
-import queue
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,8 +263,11 @@ def test_ports_match_the_service_configuration(overlay: str, name: str, tmp_path
     assert cfg.grpc_host == "0.0.0.0", "in a pod the gRPC server must listen on all addresses"
     assert container_port(container, "grpc") == cfg.grpc_port
     assert container_port(container, "metrics") == cfg.metrics_port
+    # The kubelet cannot present a client certificate to the gRPC port: the
+    # probes ask the plaintext health port (test_k8s_security.py).
+    assert container_port(container, "health") == cfg.health_port
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["grpc"]["port"] == cfg.grpc_port, probe
+        assert container[probe]["grpc"]["port"] == cfg.health_port, probe
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == cfg.metrics_port
@@ -362,18 +363,6 @@ def test_nats_runs_jetstream_on_its_persistent_volume(overlay: str) -> None:
                 and (store.group(1) + "/").startswith(m["mountPath"].rstrip("/") + "/")]
     assert on_claim, f"store_dir {store.group(1)} is not on a persistent volume"
     assert container_port(container, "monitor") == conf_int(nats_conf(overlay), "http_port")
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_nats_accepts_its_config(overlay: str, tmp_path: Path) -> None:
-    conf = tmp_path / "nats.conf"
-    conf.write_text(nats_conf(overlay))
-    out = subprocess.run(
-        [str(BIN / "nats-server"), "--config", str(conf), "-js", "-t"],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={"POD_NAME": "nats-0"},  # the StatefulSet sets it from the pod name
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_prod_nats_is_a_three_server_cluster_with_routes_and_a_budget() -> None:
@@ -586,103 +575,6 @@ def test_dev_grafana_reaches_prometheus_and_prometheus_reaches_the_services() ->
     for name in SERVICE_NAMES:
         assert connects("dev", prometheus, twin_pod("dev", name), 9090)
         assert not connects("dev", grafana, twin_pod("dev", name), 9090)
-
-
-# --- a real service in its pod's environment ------------------------------------------
-
-
-def pod_environment(name: str, nats_url: str, tmp_path: Path) -> dict[str, str]:
-    """The dev pod's environment, on loopback, with free ports and a local NATS."""
-    spec = pod_spec(twin_deployments("dev")[name])
-    (container,) = spec["containers"]
-    env = config_map_env("dev", container)
-    if "TWIN_FLIGHT_PLAN" in env:
-        plan = materialise_mounted_file("dev", spec, env["TWIN_FLIGHT_PLAN"], tmp_path)
-        env["TWIN_FLIGHT_PLAN"] = str(plan)
-    # What the pod sets, as the image does (HOME, MPLCONFIGDIR on the /tmp emptyDir).
-    env |= {"HOME": str(tmp_path), "MPLCONFIGDIR": str(tmp_path / "mpl"),
-            "PATH": str(BIN), "PYTHONPATH": str(ROOT),
-            # Loopback and free ports instead of 0.0.0.0:50051/9090 on a shared host.
-            "TWIN_GRPC_HOST": "127.0.0.1", "TWIN_GRPC_PORT": "0", "TWIN_METRICS_PORT": "0",
-            "TWIN_NATS_URL": nats_url}
-    return env
-
-
-class LogReader:
-    """Reads a child's output on a thread, so the child never blocks on a full
-    pipe (the dev overlay logs at DEBUG), and hands over JSON records."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def wait_for(self, message: str, timeout_s: float) -> dict[str, Any]:
-        """The first JSON record whose msg is ``message`` (the pods log JSON)."""
-        while (line := self.lines.get(timeout=timeout_s)) is not None:
-            with contextlib.suppress(json.JSONDecodeError):
-                record: dict[str, Any] = json.loads(line)
-                if record.get("msg") == message:
-                    return record
-        raise AssertionError(f"exited (code {self.proc.wait()}) before logging {message!r}")
-
-
-def health_status(port: int, service: str) -> str:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_service_runs_with_its_pod_environment(name: str, tmp_path: Path) -> None:
-    """Start the real service with the manifest's environment: the probes' health
-    names answer SERVING, /metrics answers on the annotated path, and SIGTERM
-    stops it cleanly within the pod's grace period."""
-    import urllib.request
-
-    from services.kernel.natsd import NatsServer
-    from tests.integration.twin_helpers import create_mission_streams
-
-    deployment = twin_deployments("dev")[name]
-    (container,) = pod_spec(deployment)["containers"]
-    grace_s = pod_spec(deployment)["terminationGracePeriodSeconds"]
-    with NatsServer(tmp_path / "nats") as nats_server:
-        env = pod_environment(name, nats_server.url, tmp_path)
-        if name != "ground":  # a vehicle waits for the streams ground creates
-            asyncio.run(create_mission_streams(nats_server.url, env["TWIN_MISSION_ID"]))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *container["args"]], env=env, cwd=tmp_path,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        try:
-            # As long as the start-up probe would wait.
-            startup = container["startupProbe"]
-            startup_s = startup["periodSeconds"] * startup["failureThreshold"]
-            started = LogReader(proc).wait_for("service started", startup_s)
-            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-                service = container[probe]["grpc"].get("service", "")
-                assert health_status(started["grpc_port"], service) == "SERVING", probe
-            path = deployment["spec"]["template"]["metadata"]["annotations"][
-                "prometheus.io/path"]
-            url = f"http://127.0.0.1:{started['metrics_port']}{path}"
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                assert b"twin_" in reply.read()
-            proc.terminate()
-            assert proc.wait(timeout=grace_s) == 0
-        finally:
-            proc.kill()
-            proc.wait()
 
 
 # --- the image -----------------------------------------------------------------------
