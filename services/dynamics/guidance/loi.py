@@ -93,7 +93,9 @@ def plane_normal_over_site(
     equator that contains the site direction (the vehicle passes overhead).
 
     Exists only for |site latitude| <= min(i, 180 deg - i); of the two planes,
-    ``northbound`` picks the one crossing the site while moving north.
+    ``northbound`` picks the one crossing the site while moving north. At the
+    limit the two are one plane, crossing the site due east or west: it is
+    returned for either ``northbound``.
     """
     s_hat = _as_vec(site_mci_m) / np.linalg.norm(site_mci_m)
     p_hat = _as_vec(pole_mci) / np.linalg.norm(pole_mci)
@@ -112,7 +114,7 @@ def plane_normal_over_site(
         w = cos_phi * a_hat + sin_phi * b_hat
         n = math.cos(inclination_rad) * p_hat + math.sin(inclination_rad) * w
         moving_north = float(np.cross(n, s_hat) @ p_hat) > 0.0
-        if moving_north == northbound:
+        if moving_north == northbound or sin_phi == 0.0:
             return n
     raise AssertionError("unreachable: the two planes move in opposite senses over the site")
 
