@@ -4,7 +4,8 @@ A malformed or foreign message is counted (``twin_bus_decode_errors_total``),
 logged with its reason and dropped; it never reaches service code. So is one
 whose envelope ``src`` may not publish its subject by the permission table
 (services/kernel/natsauth.py), when the check is on: reason ``wrong_source``,
-a forged sender.
+a forged sender. Every drop is counted; the log says the first of each reason
+at once and then at most one line a :data:`DROP_LOG_PERIOD_S` (:class:`DropLog`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -43,10 +46,25 @@ DURABLE_RETRY_S = 120.0
 #: (seconds) and a resume after a full stop (``twin up --resume``).
 DEDUP_WINDOW_S = 86_400.0
 
+#: Largest message the mission log keeps. Every subject it holds (``evt``,
+#: ``ops``) is one a vehicle may publish on, up to the server's max_payload
+#: (1 MiB), and the log keeps each for 30 days: without a limit one identity
+#: could fill the account's JetStream storage, which every mission shares.
+#: The nominal mission's largest event is 483 bytes (measured: seed 6, 1,618
+#: events, 0.5 MB in all).
+MISSION_LOG_MAX_MSG_BYTES = 64 * 1024
+
 #: Wall seconds between looks for a stream ground has not created yet.
 STREAM_POLL_S = 0.1
 
 CONTROL_KINDS = frozenset({"tick", "ack", "hello", "roll", "restore", "ops"})
+
+#: Wall seconds between two log lines about dropped messages of one reason. A
+#: publisher that sends garbage (a fault, or a compromised identity within its
+#: permissions) would otherwise write a WARNING per message: 10,000 a second
+#: fill a service's log and slow it more than the garbage itself.
+DROP_LOG_PERIOD_S = 10.0
+
 
 class StreamsMissing(TwinError):
     def __init__(self, stream: str, waited_s: float) -> None:
@@ -56,6 +74,26 @@ class StreamsMissing(TwinError):
 
 
 Handler = Callable[[Envelope, str], Awaitable[None] | None]
+
+
+class DropLog:
+    """Log lines about dropped messages: the first of a reason at once, then at
+    most one per :data:`DROP_LOG_PERIOD_S`, saying how many went unlogged since
+    (``suppressed``). The metric counts every one; this only spares the log."""
+
+    def __init__(self, period_s: float = DROP_LOG_PERIOD_S) -> None:
+        self.period_s = period_s
+        self._next: dict[str, float] = {}  # reason -> monotonic time of its next line
+        self._quiet: Counter[str] = Counter()  # reason -> drops not logged since its last line
+
+    def dropped(self, message: str, reason: str, extra: dict[str, Any]) -> None:
+        now = time.monotonic()  # wall time: paces log lines only
+        if now < self._next.get(reason, 0.0):
+            self._quiet[reason] += 1
+            return
+        self._next[reason] = now + self.period_s
+        log.warning(message, extra={**extra, "reason": reason,
+                                    "suppressed": self._quiet.pop(reason, 0)})
 
 
 class Bus:
@@ -82,6 +120,7 @@ class Bus:
         self.closing = False
         self.js: JetStreamContext | None = None
         self._labels = metrics.labels()
+        self.drop_log = DropLog()
         #: Called when a handler raises: the runtime counts it and stops the service.
         self.on_failure = on_failure
         #: Called after a reconnect (messages may have been lost meanwhile).
@@ -123,13 +162,15 @@ class Bus:
         events again, byte for byte (the mission is deterministic). Each event
         carries a message id, run, source and sequence number, and the stream
         drops an id it has seen within :data:`DEDUP_WINDOW_S`: the log holds each
-        event once, with no gap."""
+        event once, with no gap. A message over :data:`MISSION_LOG_MAX_MSG_BYTES`
+        is refused (ground still hears it, and counts it if malformed)."""
         assert self.js is not None
         cfg = StreamConfig(name=self.subjects.stream_name,
                            subjects=[self.subjects.all_of("evt"), self.subjects.all_of("ops")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                            max_age=30 * 86400.0, num_replicas=replicas,
-                           duplicate_window=DEDUP_WINDOW_S)
+                           duplicate_window=DEDUP_WINDOW_S,
+                           max_msg_size=MISSION_LOG_MAX_MSG_BYTES)
         await add_or_update_stream(self.js, cfg)
 
     async def wait_for_streams(self, names: tuple[str, ...], timeout_s: float) -> None:
@@ -225,28 +266,28 @@ class Bus:
         """Publish bytes :meth:`send` returned once more (a tick or an ack that may
         have been lost): the same message, same sequence number, not counted again."""
         assert self.nc is not None
-        await self.nc.publish(subject, data)
+        if data:  # b"": nothing sent yet, so nothing to send again (an empty message is junk)
+            await self.nc.publish(subject, data)
 
     async def subscribe(self, subject: str, handler: Handler) -> None:
         assert self.nc is not None
         metrics = self.metrics
         mission = self.mission
         publishers = self.publishers
+        dropped = self.drop_log.dropped
 
         async def on_msg(msg: Msg) -> None:
             try:
                 env = decode(msg.data, mission=mission)
             except EnvelopeError as exc:
                 metrics.child("decode_errors", exc.reason).inc()
-                log.warning("dropped malformed message",
-                            extra={"subject": msg.subject, "reason": exc.reason,
-                                   "detail": exc.detail[:200]})
+                dropped("dropped malformed message", exc.reason,
+                        {"subject": msg.subject, "detail": exc.detail[:200]})
                 return
             if publishers is not None and env.src not in publishers.of(msg.subject):
                 metrics.child("decode_errors", "wrong_source").inc()
-                log.warning("dropped message whose source may not publish its subject",
-                            extra={"subject": msg.subject, "src": env.src[:64],
-                                   "reason": "wrong_source"})
+                dropped("dropped message whose source may not publish its subject",
+                        "wrong_source", {"subject": msg.subject, "src": env.src[:64]})
                 return
             metrics.bus_in.inc(env.kind)
             try:
