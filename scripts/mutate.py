@@ -34,6 +34,8 @@ Three small changes to mutmut are made here, in this process, before it runs:
 * Each mutant keeps only the tests that executed the statement it changes
   (per-test line coverage, scripts/mutate_lines.py; ``--by-function`` off).
 * A mutant's test is stopped at 5 x its recorded time (3 s floor), not 10 s.
+* Each mutant's run records its CPU and wall seconds (``mutants/mutant-times.jsonl``):
+  the report shows per module where a run's time goes.
 
 ``--survivors`` runs again only the mutants no test detected, against the
 tests added since. Each run records its wall and CPU time in
@@ -56,6 +58,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WALL_TIME_FILE = ROOT / "mutants" / "mutation-run.json"
+#: One JSON line per mutant run: its name, exit code, CPU and wall seconds (of the
+#: forked test process; a run mutmut had to kill leaves no line). The report sums
+#: them per module, to show where a run's time goes.
+MUTANT_TIMES_FILE = ROOT / "mutants" / "mutant-times.jsonl"
 
 #: Decorators that only wrap a call (no registration, no state at definition):
 #: safe to leave on the trampoline alone.
@@ -112,7 +118,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "control (vehicle)": tuple(f"{_IT}test_{name}.py" for name in (
         "vehicle_control", "control_effects", "burn_commands", "fault_effects", "grpc")),
     "control (ground clock)": tuple(f"{_IT}test_{name}.py" for name in (
-        "clock", "clock_control", "control_effects", "grpc", "fault_effects")),
+        "clock", "clock_control", "clock_mutants", "control_effects", "grpc", "fault_effects")),
     # The step rule and the kernel by the tests that drive them: the loop and
     # the unit missions, the clock and its services over a real nats-server.
     "steprule": ("tests/unit/test_steprule.py", "tests/unit/test_simloop.py",
@@ -124,14 +130,16 @@ TESTS: dict[str, tuple[str, ...]] = {
                            f"{_IT}test_snapshot.py"),
     "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
         "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
-        "rollback_fast", "service_main", "runtime_protocol", "fault_effects")),
+        "rollback_fast", "service_main", "runtime_protocol", "fault_effects", "k8s_security",
+        "clock_mutants")),
         "tests/unit/mission/test_relay.py"),
     "clock": tuple(f"{_IT}test_{name}.py" for name in (
-        "clock", "clock_protocol", "control_effects", "failures_loud", "rollback",
-        "rollback_fast", "grpc")),
+        "clock", "clock_protocol", "clock_mutants", "control_effects", "failures_loud",
+        "rollback", "rollback_fast", "grpc")),
     "inbox": ("tests/unit/test_subjects_inbox.py", f"{_IT}test_clock.py"),
     "envelope": ("tests/unit/test_envelope.py", f"{_IT}test_bus.py"),
-    "fault handling": ("tests/unit/test_fault_handling.py", "tests/unit/test_vehicle_commands.py",
+    "fault handling": ("tests/unit/test_fault_handling.py", "tests/unit/test_fault_mutants.py",
+                       "tests/unit/test_vehicle_commands.py",
                        "tests/unit/test_plan.py",
                        "tests/unit/mission/", f"{_IT}test_fault_effects.py",
                        f"{_IT}test_vehicle_control.py", f"{_IT}test_burn_commands.py"),
@@ -237,12 +245,38 @@ def _patch_test_order(budget_s: float, capped: list[str]) -> None:
     ForkServerRunner.submit = submit_fastest_first  # type: ignore[method-assign]
 
 
+class _MutantClock:
+    """The CPU and wall time of one mutant's run (in its forked process),
+    appended to :data:`MUTANT_TIMES_FILE` when the run ends."""
+
+    def __init__(self, mutant_name: str) -> None:
+        self.name = mutant_name
+        self.cpu0 = time.process_time()
+        self.wall0 = time.monotonic()  # cost accounting only, never a verdict
+
+    def record(self, exit_code: int) -> None:
+        line = json.dumps({"name": self.name, "exit": exit_code,
+                           "cpu_s": round(time.process_time() - self.cpu0, 3),
+                           "wall_s": round(time.monotonic() - self.wall0, 3)})
+        # One short O_APPEND write per line: the workers' lines never interleave.
+        fd = os.open(MUTANT_TIMES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+
 class _EndAtFirstFailure:
     """pytest plugin for a mutant's run: the first failure (setup, call or
     teardown) is the verdict, so leave at once with pytest's failure code."""
 
+    def __init__(self, clock: _MutantClock | None = None) -> None:
+        self.clock = clock
+
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.failed:
+            if self.clock is not None:
+                self.clock.record(1)
             os._exit(1)
 
 
@@ -309,10 +343,13 @@ def _patch_end_at_first_failure() -> None:
     def run_mutant_tests(self: Any, *, mutant_name: str | None, tests: Any) -> int:
         if mutant_name is None:  # the clean and forced-fail runs report normally
             return int(run_tests(self, mutant_name=mutant_name, tests=tests))
+        clock = _MutantClock(mutant_name)
         with change_cwd("mutants"):
-            return int(self.execute_pytest(self._pytest_args_regular_run(tests),
-                                           plugins=[_EndAtFirstFailure(), _HangLimit(
+            code = int(self.execute_pytest(self._pytest_args_regular_run(tests),
+                                           plugins=[_EndAtFirstFailure(clock), _HangLimit(
                                                dict(state().duration_by_test))]))
+        clock.record(code)
+        return code
 
     PytestRunner.run_tests = run_mutant_tests  # type: ignore[method-assign]
 
@@ -498,6 +535,8 @@ def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: boo
         globs = unfinished(globs)
         if not globs:
             return
+    else:
+        MUTANT_TIMES_FILE.unlink(missing_ok=True)  # a fresh run's times only
     started = time.monotonic()  # wall time of the run, for the report only
     started_utc = _utc_now()
     cpu_before = _cpu_s()

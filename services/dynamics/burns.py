@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from services.dynamics.constants import GM_MOON_M3_S2, J2_MOON, R_MOON_M
 from services.dynamics.kepler import propagate_kepler
+from services.dynamics.vec import cross, norm
 
 __all__ = [
     "Engine",
@@ -105,7 +106,7 @@ class ImpulsiveBurn:
 
     @property
     def dv_m_s(self) -> float:
-        return float(np.linalg.norm(self.dv_mci_m_s))
+        return norm(self.dv_mci_m_s)
 
 
 # --- rocket equation -------------------------------------------------------
@@ -127,7 +128,7 @@ def apply_impulse(
 ) -> tuple[Vec, float]:
     """Velocity and mass after an impulsive burn; raises if propellant runs out."""
     dv = np.asarray(dv_m_s, dtype=np.float64)
-    m_after = mass_after_dv_kg(mass_kg, float(np.linalg.norm(dv)), v_e_m_s)
+    m_after = mass_after_dv_kg(mass_kg, norm(dv), v_e_m_s)
     if m_after < dry_mass_kg:
         raise PropellantExhausted(mass_kg - m_after, max(0.0, mass_kg - dry_mass_kg))
     return np.asarray(v_m_s, dtype=np.float64) + dv, m_after
@@ -141,9 +142,9 @@ def rtn_basis(r_m: ArrayLike, v_m_s: ArrayLike) -> Vec:
     r = np.asarray(r_m, dtype=np.float64)
     v = np.asarray(v_m_s, dtype=np.float64)
     r_hat = r / np.linalg.norm(r)
-    h = np.cross(r, v)
+    h = cross(r, v)
     n_hat = h / np.linalg.norm(h)
-    return np.array([r_hat, np.cross(n_hat, r_hat), n_hat])
+    return np.array([r_hat, cross(n_hat, r_hat), n_hat])
 
 
 def inertial_from_rtn(r_m: ArrayLike, v_m_s: ArrayLike, vec_rtn: ArrayLike) -> Vec:
@@ -185,7 +186,7 @@ def rk4_powered_step(
 
     Mass falls linearly at constant thrust, so it is integrated exactly.
     """
-    thrust = float(np.linalg.norm(thrust_mci_n))
+    thrust = norm(thrust_mci_n)
     mdot = thrust / v_e_m_s
     half = 0.5 * dt_s
 
@@ -215,10 +216,10 @@ def rk4_powered_step(
 
 def _unit(vec: ArrayLike) -> Vec:
     arr = np.asarray(vec, dtype=np.float64)
-    norm = float(np.linalg.norm(arr))
-    if norm == 0.0:
+    length = norm(arr)
+    if length == 0.0:
         raise ValueError("a thrust direction needs a non-zero vector")
-    result: Vec = arr / norm
+    result: Vec = arr / length
     return result
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from services.dynamics import frames
+from services.dynamics.vec import cross, norm
 
 __all__ = ["ArcGravity", "MoonRotation", "PoweredOutput", "zem_zev", "zem_zev_accel"]
 
@@ -52,7 +53,7 @@ class MoonRotation:
 
     def matrix(self, t_s: float) -> Vec:
         """Rotation MCI -> Moon-fixed at ``t_s``: exp(-[omega]x dt) M_ref."""
-        rate = float(np.linalg.norm(self.omega_fixed_rad_s))
+        rate = norm(self.omega_fixed_rad_s)
         angle = rate * (t_s - self.t_ref_s)
         k = self.omega_fixed_rad_s / rate
         kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
@@ -64,7 +65,7 @@ class MoonRotation:
         """Position and surface-relative velocity in the Moon-fixed frame."""
         m = self.matrix(t_s)
         r_f: Vec = m @ np.asarray(r_mci_m, dtype=np.float64)
-        v_f: Vec = m @ np.asarray(v_mci_m_s, dtype=np.float64) - np.cross(
+        v_f: Vec = m @ np.asarray(v_mci_m_s, dtype=np.float64) - cross(
             self.omega_fixed_rad_s, r_f
         )
         return r_f, v_f
@@ -74,7 +75,7 @@ class MoonRotation:
     ) -> tuple[Vec, Vec]:
         m_t = self.matrix(t_s).T
         r_f = np.asarray(r_fixed_m, dtype=np.float64)
-        v_in = np.asarray(v_fixed_m_s, dtype=np.float64) + np.cross(self.omega_fixed_rad_s, r_f)
+        v_in = np.asarray(v_fixed_m_s, dtype=np.float64) + cross(self.omega_fixed_rad_s, r_f)
         r_mci: Vec = m_t @ r_f
         v_mci: Vec = m_t @ v_in
         return r_mci, v_mci

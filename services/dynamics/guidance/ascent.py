@@ -47,6 +47,7 @@ from services.dynamics.guidance import (
 )
 from services.dynamics.guidance.loi import apsis_speed_m_s
 from services.dynamics.kepler import elements_from_rv
+from services.dynamics.vec import cross, norm
 
 __all__ = [
     "ASCENDER_DRY_MASS_KG",
@@ -141,16 +142,16 @@ class AscentState:
 
 
 def _energy(r: Vec, v: Vec) -> float:
-    return 0.5 * float(v @ v) - GM_MOON_M3_S2 / float(np.linalg.norm(r))
+    return 0.5 * float(v @ v) - GM_MOON_M3_S2 / norm(r)
 
 
 def _guided_accel(state: AscentState, cfg: AscentConfig, a_thrust: float) -> Vec:
     """Unit-free thrust acceleration vector (MCI) of the explicit ascent law."""
     r_vec, v_vec = state.r_mci_m, state.v_mci_m_s
-    r = float(np.linalg.norm(r_vec))
+    r = norm(r_vec)
     up = r_vec / r
     n_hat = cfg.target_normal_mci
-    down = np.cross(n_hat, up)
+    down = cross(n_hat, up)
     down /= np.linalg.norm(down)
     v_up, v_down, v_cross = float(v_vec @ up), float(v_vec @ down), float(v_vec @ n_hat)
     v_f = cfg.insertion_speed_m_s
@@ -235,7 +236,7 @@ def step(state: AscentState, dt_s: float, cfg: AscentConfig) -> tuple[AscentStat
         )
     if state.phase == "coast":
         thrust = 0.0
-    height = float(np.linalg.norm(state.r_mci_m)) - cfg.site_radius_m
+    height = norm(state.r_mci_m) - cfg.site_radius_m
     out = PoweredOutput(
         state.t_s, state.phase, thrust, thrust / cfg.engine.max_thrust_n, direction,
         tuple(events), height, state.mass_kg - cfg.dry_mass_kg,
@@ -267,8 +268,8 @@ def simulate_ascent(
     if state.cutoff_s is None:
         raise RuntimeError(f"no engine cutoff within {max_duration_s} s")
     el = elements_from_rv(state.r_mci_m, state.v_mci_m_s, GM_MOON_M3_S2)
-    h = np.cross(state.r_mci_m, state.v_mci_m_s)
-    cos_err = float(h @ cfg.target_normal_mci) / float(np.linalg.norm(h))
+    h = cross(state.r_mci_m, state.v_mci_m_s)
+    cos_err = float(h @ cfg.target_normal_mci) / norm(h)
     return AscentResult(
         state,
         state.cutoff_s - state.liftoff_s,

@@ -64,6 +64,7 @@ from services.dynamics.guidance.loi import (
     time_to_true_anomaly_s,
 )
 from services.dynamics.kepler import propagate_kepler
+from services.dynamics.vec import cross, norm
 
 __all__ = [
     "LANDER_DRY_MASS_KG",
@@ -324,8 +325,8 @@ class _Local:
 def _local(state: DescentState, cfg: DescentConfig, enu: Vec, site_f: Vec) -> _Local:
     m = cfg.rotation.matrix(state.t_s)
     r_f = m @ state.r_mci_m
-    v_f = m @ state.v_mci_m_s - np.cross(cfg.rotation.omega_fixed_rad_s, r_f)
-    height = float(np.linalg.norm(r_f)) - cfg.site_radius_m
+    v_f = m @ state.v_mci_m_s - cross(cfg.rotation.omega_fixed_rad_s, r_f)
+    height = norm(r_f) - cfg.site_radius_m
     return _Local(m, r_f, v_f, enu, enu @ (r_f - site_f), enu @ v_f, height)
 
 
@@ -333,13 +334,13 @@ def _braking_accel_fixed(
     loc: _Local, cfg: DescentConfig, site_f: Vec, mass_kg: float
 ) -> tuple[float, Vec]:
     """Braking to the gate in curvilinear (downrange, crossrange, up) axes."""
-    r = float(np.linalg.norm(loc.r_f))
+    r = norm(loc.r_f)
     up = loc.r_f / r
     s_hat = site_f / np.linalg.norm(site_f)
     e_d = s_hat - float(s_hat @ up) * up
-    sin_arc = float(np.linalg.norm(e_d))
+    sin_arc = norm(e_d)
     e_d /= sin_arc
-    e_c = np.cross(up, e_d)
+    e_c = cross(up, e_d)
     arc = math.atan2(sin_arc, float(s_hat @ up))
     scale = cfg.site_radius_m / r
     vel = np.array([float(loc.v_f @ e_d) * scale, float(loc.v_f @ e_c), float(loc.v_f @ up)])
@@ -453,8 +454,8 @@ def _transition(
     elif state.phase == "avoidance":
         target = np.array([*state.aim_en_m, cfg.avoidance_end_height_m])
         if (
-            float(np.linalg.norm(target - loc.p_enu)) < 0.5
-            and float(np.linalg.norm(loc.u_enu)) < 0.2
+            norm(target - loc.p_enu) < 0.5
+            and norm(loc.u_enu) < 0.2
         ):
             return _enter(state, "vertical_descent", events)
     elif state.phase == "vertical_descent" and loc.height_m <= cfg.cutoff_height_m:
@@ -491,7 +492,7 @@ def _thrust_accel_enu(
 
 def _limit_thrust(accel_enu: Vec, mass_kg: float, engine: Engine, lit: bool) -> tuple[float, Vec]:
     """Thrust magnitude within the throttle range and its unit direction (ENU)."""
-    mag = float(np.linalg.norm(accel_enu))
+    mag = norm(accel_enu)
     if not lit or mag == 0.0:
         return 0.0, np.array([0.0, 0.0, 1.0])
     return engine.clamp_thrust_n(mag * mass_kg), accel_enu / mag
@@ -513,7 +514,7 @@ def _land(
     g = GM_MOON_M3_S2 / float(loc.r_f @ loc.r_f)
     vz = float(loc.u_enu[2]) - g * dt
     p_f = loc.r_f + loc.v_f * dt
-    p_f *= cfg.site_radius_m / float(np.linalg.norm(p_f))
+    p_f *= cfg.site_radius_m / norm(p_f)
     v_touch = (abs(vz), float(math.hypot(loc.u_enu[0], loc.u_enu[1])))
     landed = replace(
         state,
@@ -536,16 +537,16 @@ def _hit_ground(
     found by interpolating the height over the sub-step, with the speed it had,
     rather than flying on under the surface and reporting a soft landing later.
     """
-    h0 = float(np.linalg.norm(state.r_mci_m)) - cfg.site_radius_m
-    h1 = float(np.linalg.norm(r_end)) - cfg.site_radius_m
+    h0 = norm(state.r_mci_m) - cfg.site_radius_m
+    h1 = norm(r_end) - cfg.site_radius_m
     dt = h * h0 / (h0 - h1)
     r, v, m = rk4_powered_step(
         state.r_mci_m, state.v_mci_m_s, state.mass_kg, dt, thrust_mci_n, cfg.engine.v_e_m_s
     )
     r_f, v_f = cfg.rotation.fixed_state(r, v, state.t_s + dt)
-    up = r_f / float(np.linalg.norm(r_f))
+    up = r_f / norm(r_f)
     v_up = float(v_f @ up)
-    v_h = float(np.linalg.norm(v_f - v_up * up))
+    v_h = norm(v_f - v_up * up)
     p_f = up * cfg.site_radius_m
     landed = replace(
         state, t_s=state.t_s + dt, mass_kg=m, touchdown_v_m_s=(abs(v_up), v_h),
@@ -583,7 +584,7 @@ def _substep(
     r, v, m = rk4_powered_step(
         state.r_mci_m, state.v_mci_m_s, state.mass_kg, h, thrust_n * dir_mci, cfg.engine.v_e_m_s
     )
-    if lit and float(np.linalg.norm(r)) < cfg.site_radius_m <= loc.height_m + cfg.site_radius_m:
+    if lit and norm(r) < cfg.site_radius_m <= loc.height_m + cfg.site_radius_m:
         return _hit_ground(state, cfg, h, r, thrust_n * dir_mci, events), thrust_n, dir_mci
     new_tgo = tgo - h if state.phase in ("braking", "approach") else tgo
     return (
@@ -612,7 +613,7 @@ def step(
     if state.phase == "landed":
         state = _on_surface(state, cfg, t_end)
         thrust_n = 0.0
-    height = float(np.linalg.norm(state.r_mci_m)) - cfg.site_radius_m
+    height = norm(state.r_mci_m) - cfg.site_radius_m
     out = PoweredOutput(
         state.t_s,
         state.phase,
@@ -656,7 +657,7 @@ def simulate_descent(
         raise RuntimeError(f"no touchdown within {max_duration_s} s (phase {state.phase})")
     land = np.array(state.landed_fixed_m)
     site = cfg.site_fixed_m
-    cos_arc = float(land @ site) / (float(np.linalg.norm(land)) * float(np.linalg.norm(site)))
+    cos_arc = float(land @ site) / (norm(land) * norm(site))
     miss = cfg.site_radius_m * math.acos(max(-1.0, min(1.0, cos_arc)))
     return DescentResult(
         state,
@@ -703,7 +704,7 @@ def nominal_ignition_state(
         normal = plane_normal_over_site(
             site, frames.moon_pole_mci(t_pass), math.radians(PARKING_INCLINATION_DEG)
         )
-        r0, v0 = r_park * s_hat, v_park * np.cross(normal, s_hat)
+        r0, v0 = r_park * s_hat, v_park * cross(normal, s_hat)
         t_start = t_pass - 2.0 * math.tau * r_park / v_park
         r1, v1 = propagate_kepler(r0, v0, t_start - t_pass, mu)
         burn = plan_descent_orbit_lowering(

@@ -29,6 +29,7 @@ from services.dynamics.burns import (
 )
 from services.dynamics.constants import GM_MOON_M3_S2, R_MOON_M
 from services.dynamics.kepler import elements_from_rv, propagate_kepler
+from services.dynamics.vec import cross, norm
 
 __all__ = [
     "CAPTURE_APOLUNE_HEIGHT_M",
@@ -101,11 +102,11 @@ def plane_normal_over_site(
     p_hat = _as_vec(pole_mci) / np.linalg.norm(pole_mci)
     s_perp = s_hat - float(s_hat @ p_hat) * p_hat
     a_hat = s_perp / np.linalg.norm(s_perp)
-    b_hat = np.cross(p_hat, a_hat)
+    b_hat = cross(p_hat, a_hat)
     cos_phi = (
         -math.cos(inclination_rad)
         * float(s_hat @ p_hat)
-        / (math.sin(inclination_rad) * float(np.linalg.norm(s_perp)))
+        / (math.sin(inclination_rad) * norm(s_perp))
     )
     if abs(cos_phi) > 1.0:
         raise ValueError("no orbit of this inclination passes over a site at that latitude")
@@ -113,7 +114,7 @@ def plane_normal_over_site(
         sin_phi = sign * math.sqrt(1.0 - cos_phi * cos_phi)
         w = cos_phi * a_hat + sin_phi * b_hat
         n = math.cos(inclination_rad) * p_hat + math.sin(inclination_rad) * w
-        moving_north = float(np.cross(n, s_hat) @ p_hat) > 0.0
+        moving_north = float(cross(n, s_hat) @ p_hat) > 0.0
         if moving_north == northbound or sin_phi == 0.0:
             return n
     raise AssertionError("unreachable: the two planes move in opposite senses over the site")
@@ -152,13 +153,13 @@ def time_to_true_anomaly_s(
 def _angle_in_plane(r_m: Vec, v_m_s: Vec, direction: Vec) -> float:
     """True anomaly at which the orbit of (r, v) points along ``direction``."""
     el = elements_from_rv(r_m, v_m_s, MU)
-    h_hat = np.cross(r_m, v_m_s)
+    h_hat = cross(r_m, v_m_s)
     h_hat /= np.linalg.norm(h_hat)
     r_hat = r_m / np.linalg.norm(r_m)
     d = direction - (direction @ h_hat) * h_hat
     d /= np.linalg.norm(d)
     # Angle from the current position to the direction, in the sense of motion.
-    delta = math.atan2(float(np.cross(r_hat, d) @ h_hat), float(r_hat @ d))
+    delta = math.atan2(float(cross(r_hat, d) @ h_hat), float(r_hat @ d))
     return (el.nu_rad + delta) % _TWO_PI
 
 
@@ -184,10 +185,10 @@ def plan_loi(
     r0, v0 = _as_vec(r_mci_m), _as_vec(v_mci_m_s)
     dt = time_to_true_anomaly_s(r0, v0, 0.0)
     r_p, v_p = _coast(r0, v0, dt)
-    rp = float(np.linalg.norm(r_p))
+    rp = norm(r_p)
     v_target = apsis_speed_m_s(rp, apolune_radius_m)
     v_hat = v_p / np.linalg.norm(v_p)
-    dv = (v_target - float(np.linalg.norm(v_p))) * v_hat
+    dv = (v_target - norm(v_p)) * v_hat
     return [ImpulsiveBurn(t_s + dt, dv, "loi")]
 
 
@@ -273,10 +274,10 @@ def plan_apsis_change(
 def horizontal_burn(r: Vec, v: Vec, t_s: float, other_radius_m: float, label: str) -> ImpulsiveBurn:
     """Burn that leaves a horizontal velocity making ``r`` an apsis of an
     ellipse whose other apsis has radius ``other_radius_m``."""
-    r_here = float(np.linalg.norm(r))
-    h_hat = np.cross(r, v)
+    r_here = norm(r)
+    h_hat = cross(r, v)
     h_hat /= np.linalg.norm(h_hat)
-    t_hat = np.cross(h_hat, r / r_here)
+    t_hat = cross(h_hat, r / r_here)
     v_new = apsis_speed_m_s(r_here, other_radius_m) * t_hat
     return ImpulsiveBurn(t_s, v_new - v, label)
 
@@ -305,7 +306,7 @@ def plan_hohmann(
     v1 = v1 + first.dv_mci_m_s
     r2, v2 = _coast(r1, v1, time_to_true_anomaly_s(r1, v1, math.pi if at == "perilune" else 0.0))
     t2 = first.t_s + time_to_true_anomaly_s(r1, v1, math.pi if at == "perilune" else 0.0)
-    second = horizontal_burn(r2, v2, t2, float(np.linalg.norm(r2)), "hohmann-2")
+    second = horizontal_burn(r2, v2, t2, norm(r2), "hohmann-2")
     return [ImpulsiveBurn(first.t_s, first.dv_mci_m_s, "hohmann-1"), second]
 
 
@@ -315,7 +316,7 @@ def plan_hohmann(
 def _rotate_about(vec: Vec, axis_hat: Vec, angle_rad: float) -> Vec:
     """Rodrigues rotation of ``vec`` about the unit ``axis_hat``."""
     c, s = math.cos(angle_rad), math.sin(angle_rad)
-    result: Vec = vec * c + np.cross(axis_hat, vec) * s + axis_hat * float(axis_hat @ vec) * (1 - c)
+    result: Vec = vec * c + cross(axis_hat, vec) * s + axis_hat * float(axis_hat @ vec) * (1 - c)
     return result
 
 
@@ -330,24 +331,24 @@ def plan_plane_change(
     """
     r0, v0 = _as_vec(r_mci_m), _as_vec(v_mci_m_s)
     n_t = _as_vec(target_normal_mci) / np.linalg.norm(target_normal_mci)
-    h_hat = np.cross(r0, v0)
+    h_hat = cross(r0, v0)
     h_hat /= np.linalg.norm(h_hat)
-    node = np.cross(h_hat, n_t)
-    if float(np.linalg.norm(node)) < 1e-12:
+    node = cross(h_hat, n_t)
+    if norm(node) < 1e-12:
         return []  # already in the target plane
     best: tuple[float, Vec, Vec, float] | None = None
     for sign in (1.0, -1.0):
         dt = time_to_true_anomaly_s(r0, v0, _angle_in_plane(r0, v0, sign * node))
         r1, v1 = _coast(r0, v0, dt)
-        speed = float(np.linalg.norm(v1))
+        speed = norm(v1)
         if best is None or speed < best[3]:
             best = (dt, r1, v1, speed)
     assert best is not None
     dt, r1, v1, _ = best
     r_hat = r1 / np.linalg.norm(r1)
-    h1 = np.cross(r1, v1)
+    h1 = cross(r1, v1)
     h1 /= np.linalg.norm(h1)
-    angle = math.atan2(float(np.cross(h1, n_t) @ r_hat), float(h1 @ n_t))
+    angle = math.atan2(float(cross(h1, n_t) @ r_hat), float(h1 @ n_t))
     v_new = _rotate_about(v1, r_hat, angle)
     return [ImpulsiveBurn(t_s + dt, v_new - v1, "plane-change")]
 
@@ -374,7 +375,7 @@ def plan_descent_orbit_lowering(
     during the hour of the transfer, so the perilune time is iterated.
     """
     r0, v0 = _as_vec(r_mci_m), _as_vec(v_mci_m_s)
-    h_hat = np.cross(r0, v0)
+    h_hat = cross(r0, v0)
     h_hat /= np.linalg.norm(h_hat)
     rp_target = site_reference_radius_m + perilune_height_m
     period = _TWO_PI * math.sqrt(elements_from_rv(r0, v0, MU).a_m ** 3 / MU)

@@ -42,6 +42,7 @@ from services.dynamics.guidance.loi import (
     time_to_true_anomaly_s,
 )
 from services.dynamics.kepler import elements_from_rv, propagate_kepler, stumpff_c2_c3
+from services.dynamics.vec import cross, norm
 
 __all__ = [
     "CAPTURE_LATERAL_M",
@@ -99,9 +100,9 @@ def lambert(
     ``tof_s``; the transfer's angular momentum points along ``normal_hint``
     (short way or long way is chosen to match it)."""
     r1v, r2v = np.asarray(r1_m, dtype=np.float64), np.asarray(r2_m, dtype=np.float64)
-    r1, r2 = float(np.linalg.norm(r1v)), float(np.linalg.norm(r2v))
+    r1, r2 = norm(r1v), norm(r2v)
     cos_dnu = max(-1.0, min(1.0, float(r1v @ r2v) / (r1 * r2)))
-    short_way = float(np.cross(r1v, r2v) @ np.asarray(normal_hint, dtype=np.float64)) >= 0.0
+    short_way = float(cross(r1v, r2v) @ np.asarray(normal_hint, dtype=np.float64)) >= 0.0
     a_coef = (1.0 if short_way else -1.0) * math.sqrt(r1 * r2 * (1.0 + cos_dnu))
     if abs(a_coef) < 1e-9 * (r1 + r2):
         raise LambertError(tof_s, "r1 and r2 are 180 deg apart: the transfer plane is undefined")
@@ -134,7 +135,7 @@ def lambert(
 def _lvlh(r_t: Vec, v_t: Vec) -> tuple[Vec, Vec]:
     """(basis rows x=R, y=T, z=N; angular velocity of the frame in LVLH)."""
     basis = rtn_basis(r_t, v_t)
-    h = float(np.linalg.norm(np.cross(r_t, v_t)))
+    h = norm(cross(r_t, v_t))
     return basis, np.array([0.0, 0.0, h / float(r_t @ r_t)])
 
 
@@ -146,7 +147,7 @@ def lvlh_relative(
     rt, vt = np.asarray(r_t, dtype=np.float64), np.asarray(v_t, dtype=np.float64)
     basis, omega = _lvlh(rt, vt)
     rel_r: Vec = basis @ (np.asarray(r_c, dtype=np.float64) - rt)
-    rel_v: Vec = basis @ (np.asarray(v_c, dtype=np.float64) - vt) - np.cross(omega, rel_r)
+    rel_v: Vec = basis @ (np.asarray(v_c, dtype=np.float64) - vt) - cross(omega, rel_r)
     return rel_r, rel_v
 
 
@@ -157,7 +158,7 @@ def inertial_from_lvlh(
     rt, vt = np.asarray(r_t, dtype=np.float64), np.asarray(v_t, dtype=np.float64)
     basis, omega = _lvlh(rt, vt)
     rr = np.asarray(rel_r, dtype=np.float64)
-    rv = np.asarray(rel_v, dtype=np.float64) + np.cross(omega, rr)
+    rv = np.asarray(rel_v, dtype=np.float64) + cross(omega, rr)
     r_c: Vec = rt + basis.T @ rr
     v_c: Vec = vt + basis.T @ rv
     return r_c, v_c
@@ -219,7 +220,7 @@ def _period(a_m: float) -> float:
 
 def _angle(ref: Vec, vec: Vec, normal: Vec) -> float:
     """Angle from ``ref`` to ``vec`` about ``normal`` in [0, 2 pi)."""
-    return math.atan2(float(np.cross(ref, vec) @ normal), float(ref @ vec)) % _TWO_PI
+    return math.atan2(float(cross(ref, vec) @ normal), float(ref @ vec)) % _TWO_PI
 
 
 def _aim_point(r_o: Vec, v_o: Vec, ahead_m: float, above_m: float) -> tuple[Vec, Vec]:
@@ -227,8 +228,8 @@ def _aim_point(r_o: Vec, v_o: Vec, ahead_m: float, above_m: float) -> tuple[Vec,
     basis = rtn_basis(r_o, v_o)
     r_aim: Vec = r_o + basis.T @ np.array([above_m, ahead_m, 0.0])
     h_hat = basis[2]
-    speed = math.sqrt(MU / float(np.linalg.norm(r_aim)))
-    v_dir = np.cross(h_hat, r_aim)
+    speed = math.sqrt(MU / norm(r_aim))
+    v_dir = cross(h_hat, r_aim)
     v_aim: Vec = speed * v_dir / np.linalg.norm(v_dir)
     return r_aim, v_aim
 
@@ -262,14 +263,14 @@ def plan_phasing(
     ra, va = np.asarray(r_asc_m, dtype=np.float64), np.asarray(v_asc_m_s, dtype=np.float64)
     ro, vo = np.asarray(r_orb_m, dtype=np.float64), np.asarray(v_orb_m_s, dtype=np.float64)
     el_o = elements_from_rv(ro, vo, MU)
-    normal = np.cross(ra, va)
+    normal = cross(ra, va)
     normal /= np.linalg.norm(normal)
     n_o = _TWO_PI / _period(el_o.a_m)
     # M1 at the ascender's apolune.
     dt1 = time_to_true_anomaly_s(ra, va, math.pi)
     r1, v1 = propagate_kepler(ra, va, dt1, MU)
     t1 = t_s + dt1
-    r_apo = float(np.linalg.norm(r1))
+    r_apo = norm(r1)
     ro1, _ = propagate_kepler(ro, vo, dt1, MU)
     r_c = math.hypot(el_o.a_m + above_m, ahead_m)
     n_c = _TWO_PI / _period(r_c)
@@ -281,7 +282,7 @@ def plan_phasing(
     big_c = (_angle(r1, ro1, normal) * -1.0 + math.pi - n_o * t_transfer - phi3) % _TWO_PI
     period_lo = _period(0.5 * (r_apo + min_perilune_radius_m))
     period_hi = _period(0.5 * (r_apo + r_c + 200e3))
-    v_now = float(np.linalg.norm(v1))
+    v_now = norm(v1)
     best: tuple[float, float, int] | None = None
     for k in range(1, 200):
         for j in range(0, 400):
@@ -307,7 +308,7 @@ def plan_phasing(
     v2 = v2 + m2.dv_mci_m_s
     t3 = t2 + 0.5 * _period(elements_from_rv(r2, v2, MU).a_m)
     r3, v3 = propagate_kepler(r2, v2, t3 - t2, MU)
-    m3 = horizontal_burn(r3, v3, t3, float(np.linalg.norm(r3)), "phasing-3")
+    m3 = horizontal_burn(r3, v3, t3, norm(r3), "phasing-3")
     v3 = v3 + m3.dv_mci_m_s
     t4, t_aim = t3 + trim_after, t3 + trim_after + trim_tof
     r4, v4 = propagate_kepler(r3, v3, trim_after, MU)
@@ -336,7 +337,7 @@ def plan_trim(
     ra, va = np.asarray(r_asc_m, dtype=np.float64), np.asarray(v_asc_m_s, dtype=np.float64)
     r_o_aim, v_o_aim = propagate_kepler(r_orb_m, v_orb_m_s, t_aim_s - t_s, MU)
     r_aim, _ = _aim_point(r_o_aim, v_o_aim, ahead_m, above_m)
-    v_new, _ = lambert(ra, r_aim, t_aim_s - t_s, MU, np.cross(ra, va))
+    v_new, _ = lambert(ra, r_aim, t_aim_s - t_s, MU, cross(ra, va))
     return ImpulsiveBurn(t_s, v_new - va, "phasing-4")
 
 
@@ -471,7 +472,7 @@ class ApproachOutput:
 
 def _approach_accel_lvlh(rel_r: Vec, rel_v: Vec, n: float, cfg: ApproachConfig) -> Vec:
     """Velocity-tracking law with the CW accelerations cancelled."""
-    rng = float(np.linalg.norm(rel_r))
+    rng = norm(rel_r)
     closing = min(cfg.max_closing_m_s, max(cfg.min_closing_m_s, cfg.closing_gain_1_s * rng))
     v_ref = np.array([-cfg.lateral_gain_1_s * rel_r[0], closing, -cfg.lateral_gain_1_s * rel_r[2]])
     if rel_r[1] > 0.0:  # past the target along-track: back off towards it
@@ -505,13 +506,13 @@ def approach_step(
             n = _mean_motion(state.r_target_m, state.v_target_m_s)
             a_lvlh = _approach_accel_lvlh(rel_r, rel_v, n, cfg)
             a_max = cfg.max_thrust_n / state.chaser_mass_kg
-            mag = float(np.linalg.norm(a_lvlh))
+            mag = norm(a_lvlh)
             if mag > a_max:
                 a_lvlh *= a_max / mag
             thrust_vec = rtn_basis(state.r_target_m, state.v_target_m_s).T @ (
                 a_lvlh * state.chaser_mass_kg
             )
-        thrust = float(np.linalg.norm(thrust_vec))
+        thrust = norm(thrust_vec)
         dir_mci = thrust_vec / thrust if thrust > 0.0 else np.zeros(3)
         rt, vt, _ = rk4_powered_step(
             state.r_target_m, state.v_target_m_s, 1.0, h, np.zeros(3), cfg.v_e_m_s
