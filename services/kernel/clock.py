@@ -124,6 +124,14 @@ class ClockAuthority:
     def _on_hello(self, env: Envelope, subject: str) -> None:
         if env.src not in self.expect:
             return
+        body = env.body
+        if not isinstance(body.get("boot"), str) or type(body.get("step")) is not int:
+            # A hello without a boot id would read as another process of the
+            # service (a whole-mission rollback): dropped like a malformed message.
+            self.rt.metrics.child("decode_errors", "bad_hello").inc()
+            log.warning("dropped malformed hello",
+                        extra={"peer": env.src, "body": repr(body)[:200]})
+            return
         before = self.present.get(env.src)
         self.present[env.src] = env.body
         if self._recovering:
@@ -341,14 +349,20 @@ class ClockAuthority:
         """Tick ``step``, wait for every ack, take ground's part; False if the
         step was given up for a rollback (not taken: nothing counts it)."""
         rt = self.rt
-        self._acks, self._ack_step = set(), step
-        self._ack_dts, self._ack_pub, self._ack_prompt = [], {}, False
-        self._all_acked = asyncio.get_running_loop().create_future()
         tick: dict[str, Any] = {"step": step, "t_from": t_from, "t_to": t_to,
                                 "expect": self._expect_next}
         if self.epoch:
             tick["epoch"] = self.epoch
+        # The snapshot is stored before this step's wait begins: while the store
+        # is awaited, the watchdog must still see the last step (all acked), not
+        # a step whose tick has not been sent (it would resend the old tick and
+        # report every peer overdue).
         own_snap = await self._snapshot_if_due(tick)
+        if self._rollback_reason:
+            return False  # asked for while storing: the loop rolls back first
+        self._acks, self._ack_step = set(), step
+        self._ack_dts, self._ack_pub, self._ack_prompt = [], {}, False
+        self._all_acked = asyncio.get_running_loop().create_future()
         self._tick_sent_at = time.perf_counter()  # wall time for latency metrics only
         data = await rt.bus.send(self._tick_subject, "tick", tick, t_from, step - 1)
         self._tick_data = data  # for the watchdog to send again

@@ -73,6 +73,8 @@ FAR_S = 3_000.0
 PACED_STEP_S = 0.02
 #: Mission s: float rounding of a mission time compared with warp x wall time.
 PACE_TOLERANCE_S = 1e-6
+#: Wall s: a snapshot store made slow, several ack timeouts long.
+SLOW_STORE_S = 0.3
 #: Wall s: a steps/s window, and how long a step is held to outlast it.
 WINDOW_S = 0.05
 HELD_S = 0.06
@@ -329,6 +331,58 @@ async def test_a_new_process_of_a_service_is_a_restart_only_once_the_mission_has
         assert isinstance(ground.failure, SnapshotError)
         assert str(ground.failure).startswith(
             "a rollback is needed (restart) but nothing is committed")
+
+
+async def test_a_hello_without_a_boot_id_is_dropped_not_taken_for_a_restart(
+        nats_url: str, mission_id: str) -> None:
+    """A hello ground cannot read (no string ``boot``, no integer ``step``) is a
+    malformed message: counted as ``bad_hello`` (docs/contract.md) and dropped.
+    Read as a new process it would cost the whole mission a rollback, here
+    (nothing committed) a stop."""
+    async with ground_and_peers(nats_url, mission_id, start_paused=True) as (ground, peers):
+        clock = ground.clock
+        await until(lambda: clock.status.mode == "paused")
+        clock.request_steps(1)
+        await peers.ack_all(await next_tick(ground, peers))
+        assert await next_of(ground, peers) == "paused"
+        await peers.send(peers.subject("clock.hello", "lander"), "lander", "hello", {})
+        await peers.send(peers.subject("clock.hello", "lander"), "lander", "hello",
+                         {"step": "1", "boot": "lander-2"})
+        labels = {"mission": mission_id, "service": "ground", "reason": "bad_hello"}
+        await until(lambda: ground.registry.get_sample_value(
+            "twin_bus_decode_errors_total", labels) == 2)
+        clock.request_steps(1)
+        await peers.ack_all(await next_tick(ground, peers))
+        assert await next_of(ground, peers) == "paused"
+        assert ground.failure is None and clock.present["lander"].get("boot") != "lander-2"
+
+
+async def test_no_peer_is_overdue_while_ground_stores_the_snapshot_before_a_tick(
+        nats_url: str, mission_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit's tick goes out after ground's own part is stored. The wait for
+    acks begins with the tick: a slow store (a JetStream put under load) must not
+    make the watchdog report peers overdue for a tick not yet sent, nor send an
+    old one again."""
+    store = GroundRuntime.store_snapshot
+
+    async def slow_store(self: GroundRuntime, held: Any) -> Any:
+        await asyncio.sleep(SLOW_STORE_S)
+        return await store(self, held)
+
+    monkeypatch.setattr(GroundRuntime, "store_snapshot", slow_store)
+    async with ground_and_peers(nats_url, mission_id, ack_timeout_s=ACK_TIMEOUT_S / 3,
+                                snapshot_every_steps=1000) as (ground, peers):
+        modes: set[str] = set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HANG_S
+        while peers.ticks.empty():
+            modes.add(ground.clock.status.mode)
+            assert loop.time() < deadline, "no tick came"
+            await asyncio.sleep(POLL_S)
+        tick = peers.ticks.get_nowait()[0]
+        assert tick.body["step"] == 1 and "snap" in tick.body
+        assert "waiting" not in modes and ground.clock.status.waiting_for == []
+        assert peers.ticks.empty()  # the tick once, nothing sent before it
 
 
 async def test_ground_back_on_nats_before_the_first_commit_runs_on(
