@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -40,7 +41,10 @@ from nats.js.errors import NotFoundError
 from services.cli.report import LoggedEvent, event_from_envelope
 from services.kernel.envelope import Envelope, decode
 from services.kernel.errors import EnvelopeError
+from services.kernel.natsauth import Publishers
 from services.kernel.subjects import Subjects
+
+log = logging.getLogger("twin.cli.mission_log")
 
 __all__ = [
     "Downsampler",
@@ -249,6 +253,11 @@ class MissionLog:
         out: list[Envelope] = []
         if (await sub.consumer_info()).num_pending == 0:
             return out
+        # The services' source check, applied to the log too: an event whose
+        # envelope claims a source that may not publish its subject (a vehicle
+        # forging another's event) is not the mission's, so not the report's.
+        publishers = Publishers(self._conn.mission_id)
+        forged = 0
         while True:
             try:
                 msgs: list[Msg] = await sub.fetch(_FETCH_BATCH, timeout=_FETCH_TIMEOUT_S)
@@ -257,8 +266,15 @@ class MissionLog:
                     from exc
             for msg in msgs:
                 with contextlib.suppress(EnvelopeError):
-                    out.append(decode(msg.data, mission=self._conn.mission_id))
+                    env = decode(msg.data, mission=self._conn.mission_id)
+                    if env.src in publishers.of(msg.subject):
+                        out.append(env)
+                    else:
+                        forged += 1
             if msgs and msgs[-1].metadata.num_pending == 0:
+                if forged:
+                    log.warning("mission log: events whose source may not publish their "
+                                "subject left out of the report", extra={"count": forged})
                 return out
 
 
