@@ -705,7 +705,7 @@ def nominal_ignition_state(
             site, frames.moon_pole_mci(t_pass), math.radians(PARKING_INCLINATION_DEG)
         )
         r0, v0 = r_park * s_hat, v_park * cross(normal, s_hat)
-        t_start = t_pass - 2.0 * math.tau * r_park / v_park
+        t_start = t_pass - math.tau * r_park / v_park  # one revolution before the pass
         r1, v1 = propagate_kepler(r0, v0, t_start - t_pass, mu)
         burn = plan_descent_orbit_lowering(
             r1,

@@ -222,3 +222,21 @@ def test_a_thrust_loss_beyond_the_margin_hits_the_ground_hard_never_goes_under_i
     assert lowest_m > -0.01  # stopped at the surface, not flown on beneath it
     assert math.hypot(*state.touchdown_v_m_s) > HARD_CONTACT_M_S
     assert state.mass_kg - weak.dry_mass_kg > 0.0  # hit the ground with propellant left
+
+
+# The descent orbit is the parking orbit lowered over the site: its plane
+# carries the site at the pass (one revolution after descent-orbit lowering),
+# so the braking has no cross-range to fly. A plane built for the pass but
+# lowered two revolutions early (the fault fixed) left the site 6 km aside.
+SITE_OFF_PLANE_MAX_M = 1_000.0
+
+
+def test_the_site_lies_in_the_descent_orbit_s_plane_at_ignition(
+    start: tuple[d.DescentState, d.DescentConfig],
+) -> None:
+    state, _ = start
+    h = np.cross(state.r_mci_m, state.v_mci_m_s)
+    site_f = frames.moon_fixed_from_selenographic(*LROC_SITE)
+    site = frames.mci_from_moon_fixed(site_f, state.t_s)
+    off_plane_m = abs(float(site @ h)) / float(np.linalg.norm(h))
+    assert off_plane_m < SITE_OFF_PLANE_MAX_M
