@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ from services.kernel import clock as clock_module
 from services.kernel import runtime
 from services.kernel.clock import ClockAuthority
 from services.kernel.envelope import Envelope
-from services.kernel.errors import ConfigError
 from services.kernel.natsd import NatsServer
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.snapstore import SnapshotError
@@ -490,26 +488,6 @@ def test_the_clock_servicer_refuses_a_clock_that_does_not_run_ground_s_plan(
     other = ClockAuthority(ground, OtherPlan(), (), 0.0, True, 1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="must be a GroundCore, not OtherPlan"):
         ClockServicer(other)
-
-
-async def test_a_taken_grpc_port_is_refused_naming_the_value_and_the_way_out(
-        nats_url: str, mission_id: str) -> None:
-    """README: a bad setting says which variable, its value, and how to fix it
-    (TWIN_GRPC_PORT=0 takes a free port)."""
-    await create_mission_streams(nats_url, mission_id)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, grpc_port=port,
-                                              grpc_host="127.0.0.1"), CollectorRegistry())
-        try:
-            with pytest.raises(ConfigError) as info:
-                await rt.start()
-        finally:
-            await rt.stop()
-    assert (info.value.variable, info.value.value) == ("TWIN_GRPC_PORT", str(port))
-    assert "TWIN_GRPC_PORT=0" in info.value.fix
 
 
 class HeldHello(ServiceRuntime):

@@ -37,16 +37,12 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client import CollectorRegistry
 
-from services.kernel.bus import Bus
 from services.kernel.config import SERVICE_NAMES, ServiceConfig
 from services.kernel.errors import ConfigError
-from services.kernel.metrics import Metrics
 from services.kernel.natsd import NatsServer
 from services.kernel.pki import Pki
 from services.kernel.security import Security, provision, security_of
-from services.kernel.snapstore import SnapStore
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, control_pb2, control_pb2_grpc
 from services.local.inproc import LocalTwin
 from tests.integration.test_k8s_manifests import (
@@ -71,7 +67,7 @@ from tests.integration.test_k8s_manifests import (
     twin_deployments,
     twin_pod,
 )
-from tests.integration.twin_helpers import plan
+from tests.integration.twin_helpers import create_mission_streams, plan
 
 #: The overlays' namespaces (their namespace.yaml).
 NAMESPACE = {"dev": "twin-dev", "prod": "twin"}
@@ -430,15 +426,7 @@ def test_nats_accepts_its_rendered_config(overlay: str, tmp_path: Path,
 
 async def create_streams(url: str, mission: str, options: dict[str, Any]) -> None:
     """What ground does first: the streams a vehicle waits for."""
-    nc = await nats.connect(url, allow_reconnect=False, **options)
-    try:
-        bus = Bus(mission, "ground", Metrics(mission, "ground", CollectorRegistry()),
-                  lambda where, exc: None)
-        bus.nc, bus.js = nc, nc.jetstream()
-        await bus.ensure_stream()
-        await SnapStore(bus.js, bus.subjects).ensure()
-    finally:
-        await nc.drain()
+    await create_mission_streams(url, mission, allow_reconnect=False, **options)
 
 
 class PodNatsServer(NatsServer):

@@ -721,8 +721,8 @@ async def test_a_mission_log_asked_with_three_replicas_is_not_made_with_one(
 
 async def test_a_taken_grpc_port_is_a_configuration_error_naming_the_variable(
         nats_url: str, mission_id: str) -> None:
-    """README: a bad setting says which variable and how to fix it (exit 2 from
-    run_service), not a traceback from grpcio."""
+    """README: a bad setting says which variable, its value and how to fix it
+    (exit 2 from run_service), not a traceback from grpcio."""
     await create_mission_streams(nats_url, mission_id)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -735,5 +735,6 @@ async def test_a_taken_grpc_port_is_a_configuration_error_naming_the_variable(
                 await rt.start()
         finally:
             await rt.stop()
-    assert info.value.variable == "TWIN_GRPC_PORT"
+    assert (info.value.variable, info.value.value) == ("TWIN_GRPC_PORT", str(port))
     assert "port is taken" in str(info.value)
+    assert "TWIN_GRPC_PORT=0" in info.value.fix  # the way out: a free port

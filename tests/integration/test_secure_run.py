@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -40,18 +39,6 @@ SHORT_PLAN = {
                "command": {"op": "set_mode", "mode": "cruise"},
                "phase": "earth_moon_transfer"}],
 }
-
-
-@pytest.fixture(scope="module")
-def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secure")
-
-
-@pytest.fixture(scope="module")
-def secure_nats(secure_dir: Path) -> Iterator[NatsServer]:
-    made = provision(secure_dir, "boot")
-    with NatsServer(secure_dir / "nats", config=made.server_config) as server:
-        yield server
 
 
 def _wrong_source(registry: object, mission: str, service: str) -> float:

@@ -111,18 +111,6 @@ DROP_LINES = ("dropped malformed message",
               "dropped message whose source may not publish its subject")
 
 
-@pytest.fixture(scope="module")
-def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("secure-fuzz")
-
-
-@pytest.fixture(scope="module")
-def secure_nats(secure_dir: Path) -> Iterator[NatsServer]:
-    made = provision(secure_dir, "boot")
-    with NatsServer(secure_dir / "nats", config=made.server_config) as server:
-        yield server
-
-
 # --- one mission, and its report ---------------------------------------------------
 Meddle = Callable[[LocalTwin, Security, str], Awaitable[None]]
 

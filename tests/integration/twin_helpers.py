@@ -18,10 +18,11 @@ from services.kernel.snapstore import SnapStore
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
 
-async def create_mission_streams(nats_url: str, mission: str) -> None:
+async def create_mission_streams(nats_url: str, mission: str, **options: Any) -> None:
     """What ground (or an operator) does first: a vehicle started without ground
-    waits for the mission log and snapshot streams (runtime.ensure_streams)."""
-    nc = await nats.connect(nats_url)
+    waits for the mission log and snapshot streams (runtime.ensure_streams).
+    ``options``: nats.connect's (a secure server's TLS and creds)."""
+    nc = await nats.connect(nats_url, **options)
     try:
         bus = Bus(mission, "ground", Metrics(mission, "ground", CollectorRegistry()),
                   lambda where, exc: None)
