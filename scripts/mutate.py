@@ -130,9 +130,12 @@ TESTS: dict[str, tuple[str, ...]] = {
                            f"{_IT}test_snapshot.py"),
     "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
         "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
-        "rollback_fast", "service_main", "runtime_protocol", "fault_effects", "k8s_security",
-        "clock_mutants")),
-        "tests/unit/mission/test_relay.py"),
+        "rollback_fast", "service_main", "runtime_protocol", "fault_effects", "clock_mutants")),
+        "tests/unit/mission/test_relay.py",
+        # the plaintext health port (the rest of the file renders manifests)
+        *(f"{_IT}test_k8s_security.py::test_the_health_port_{name}" for name in (
+            "answers_health_in_plaintext_and_nothing_else",
+            "is_off_unless_asked_for_and_has_a_port_of_its_own"))),
     "clock": tuple(f"{_IT}test_{name}.py" for name in (
         "clock", "clock_protocol", "clock_mutants", "control_effects", "failures_loud",
         "rollback", "rollback_fast", "grpc")),
