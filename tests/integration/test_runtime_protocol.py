@@ -719,22 +719,25 @@ async def test_a_mission_log_asked_with_three_replicas_is_not_made_with_one(
         await nc.drain()
 
 
-async def test_a_taken_grpc_port_is_a_configuration_error_naming_the_variable(
-        nats_url: str, mission_id: str) -> None:
+@pytest.mark.parametrize("variable", ["TWIN_GRPC_PORT", "TWIN_HEALTH_PORT"])
+async def test_a_taken_port_is_a_configuration_error_naming_the_variable(
+        nats_url: str, mission_id: str, variable: str) -> None:
     """README: a bad setting says which variable, its value and how to fix it
-    (exit 2 from run_service), not a traceback from grpcio."""
+    (exit 2 from run_service), not a traceback from grpcio: the control port and
+    the plaintext health port alike."""
     await create_mission_streams(nats_url, mission_id)
+    field = variable.removeprefix("TWIN_").lower()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, grpc_port=port,
-                                              grpc_host="127.0.0.1"), CollectorRegistry())
+        rt = ServiceRuntime(Probe(6), _config(nats_url, mission_id, grpc_host="127.0.0.1",
+                                              **{field: port}), CollectorRegistry())
         try:
             with pytest.raises(ConfigError) as info:
                 await rt.start()
         finally:
             await rt.stop()
-    assert (info.value.variable, info.value.value) == ("TWIN_GRPC_PORT", str(port))
+    assert (info.value.variable, info.value.value) == (variable, str(port))
     assert "port is taken" in str(info.value)
-    assert "TWIN_GRPC_PORT=0" in info.value.fix  # the way out: a free port
+    assert f"{variable}=0" in info.value.fix  # the way out: a free port
