@@ -387,13 +387,20 @@ async def test_a_restarted_ground_goes_past_every_epoch_a_service_has_joined(
         await ground.start()
         await _finish(twin)
 
-        await _assert_identical(twin, nats_url, mission_id, reference)
-        assert {name: rt.epoch for name, rt in twin.all.items()} == dict.fromkeys(twin.all, 2)
-        ops = await _ops_records(nats_url, mission_id)
-        _assert_rollback(ops[len(VEHICLES) + 2:], reason="resume", epoch=2, at=(0, 0.0),
-                         commit=commit)
+        await _assert_resumed(twin, nats_url, mission_id, reference, commit)
     finally:
         await twin.stop()
+
+
+async def _assert_resumed(twin: LocalTwin, nats_url: str, mission_id: str,
+                         reference: Flight, commit: dict[str, Any]) -> None:
+    """A restarted ground resumed the run: the mission as the reference flew it,
+    every service in epoch 2, and the resume's rollback recorded from the commit."""
+    await _assert_identical(twin, nats_url, mission_id, reference)
+    assert {name: rt.epoch for name, rt in twin.all.items()} == dict.fromkeys(twin.all, 2)
+    ops = await _ops_records(nats_url, mission_id)
+    _assert_rollback(ops[len(VEHICLES) + 2:], reason="resume", epoch=2, at=(0, 0.0),
+                     commit=commit)
 
 
 async def test_a_service_that_lost_messages_has_the_mission_rolled_back(
@@ -450,16 +457,12 @@ async def test_a_stopped_mission_resumes_from_its_last_commit(
     await again.start()
     try:
         await _until(again, again.ground.clock.finished.is_set)
-        await _assert_identical(again, nats_url, mission_id, reference)
         ground = again.ground
         assert _rollbacks(ground) == {"restart": 0.0, "missing": 0.0, "reconnect": 0.0,
                                       "resume": 1.0}
         # Only the steps after the commit were run again.
         assert _count(ground, "twin_clock_steps_total") == ground.step - commit["step"]
-        assert {name: rt.epoch for name, rt in again.all.items()} == dict.fromkeys(again.all, 2)
-        ops = await _ops_records(nats_url, mission_id)
-        _assert_rollback(ops[len(VEHICLES) + 2:], reason="resume", epoch=2, at=(0, 0.0),
-                         commit=commit)
+        await _assert_resumed(again, nats_url, mission_id, reference, commit)
     finally:
         await again.stop()
 
