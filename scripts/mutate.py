@@ -51,7 +51,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,60 @@ def _patch_decorated_methods() -> None:
     fm.function_trampoline_arrangement = arrange_undecorated_copies
 
 
+#: The mutant a forked run tests, as (module, mutant name): set in that run's
+#: process before its tests start. ``None`` in every other run (stats, clean,
+#: forced-fail), which take mutmut's own trampoline.
+_ACTIVE: list[tuple[str, str] | None] = [None]
+
+
+def _patch_fast_trampoline() -> None:
+    """Give plain functions a leaner trampoline in a mutant's run.
+
+    mutmut's trampoline reads ``os.environ`` on every call of a mutated
+    function, copies the arguments and splits the mutant's name; a descent
+    makes ~100,000 such calls, which made it fly 26 % slower in mutants/ than
+    in the repository. In a mutant's run the mutant is fixed, so it is split
+    once (:data:`_ACTIVE`) and each call costs two tuple reads and a dict
+    lookup. Generators, coroutines and classmethods keep mutmut's trampoline,
+    and so does every call outside a mutant's run (the stats run's recording,
+    the forced-fail check)."""
+    import functools
+    import inspect
+
+    from mutmut.mutation import trampoline as tr
+
+    wrap = tr.wrap_in_trampoline
+
+    def wrap_lean(mutants_dict: dict[str, Callable[..., Any]],
+                  is_classmethod: bool = False) -> Callable[..., Any]:
+        mutmut_decorator = wrap(mutants_dict, is_classmethod)
+
+        def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+            mutmut_trampoline = mutmut_decorator(func)
+            if is_classmethod or not inspect.isfunction(func) or (
+                    inspect.isgeneratorfunction(func) or inspect.iscoroutinefunction(func)
+                    or inspect.isasyncgenfunction(func)):
+                return mutmut_trampoline
+            module = func.__module__
+
+            @functools.wraps(func)
+            def trampoline(*args: Any, **kwargs: Any) -> Any:
+                active = _ACTIVE[0]
+                if active is None:
+                    return mutmut_trampoline(*args, **kwargs)
+                if active[0] == module:
+                    mutant = mutants_dict.get(active[1])
+                    if mutant is not None:
+                        return mutant(*args, **kwargs)
+                return mutants_dict["_mutmut_orig"](*args, **kwargs)
+
+            return trampoline
+
+        return decorate
+
+    tr.wrap_in_trampoline = wrap_lean  # type: ignore[assignment]
+
+
 def _patch_test_order(budget_s: float, capped: list[str]) -> None:
     """Run each mutant's tests fastest first; optionally cap their recorded time."""
     from mutmut.configuration import config
@@ -257,8 +311,8 @@ class _MutantClock:
         self.cpu0 = time.process_time()
         self.wall0 = time.monotonic()  # cost accounting only, never a verdict
 
-    def record(self, exit_code: int) -> None:
-        line = json.dumps({"name": self.name, "exit": exit_code,
+    def record(self, exit_code: int, hang: bool = False) -> None:
+        line = json.dumps({"name": self.name, "exit": exit_code, "hang": hang,
                            "cpu_s": round(time.process_time() - self.cpu0, 3),
                            "wall_s": round(time.monotonic() - self.wall0, 3)})
         # One short O_APPEND write per line: the workers' lines never interleave.
@@ -279,7 +333,8 @@ class _EndAtFirstFailure:
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.failed:
             if self.clock is not None:
-                self.clock.record(1)
+                # pytest-timeout's failure: the hang limit (_HangLimit) stopped it.
+                self.clock.record(1, hang="Timeout >" in str(report.longrepr)[-2_000:])
             os._exit(1)
 
 
@@ -347,6 +402,8 @@ def _patch_end_at_first_failure() -> None:
         if mutant_name is None:  # the clean and forced-fail runs report normally
             return int(run_tests(self, mutant_name=mutant_name, tests=tests))
         clock = _MutantClock(mutant_name)
+        module, _, name = mutant_name.rpartition(".")
+        _ACTIVE[0] = (module, name)
         with change_cwd("mutants"):
             code = int(self.execute_pytest(self._pytest_args_regular_run(tests),
                                            plugins=[_EndAtFirstFailure(clock), _HangLimit(
@@ -357,12 +414,93 @@ def _patch_end_at_first_failure() -> None:
     PytestRunner.run_tests = run_mutant_tests  # type: ignore[method-assign]
 
 
+def _patch_clean_run() -> None:
+    """Skip mutmut's clean run when this run's stats run has just run every
+    selected test on the unmutated code: mutmut stops at once if that run
+    fails, so running the same tests again proves nothing and cost 1.5 min.
+    A run that loads its stats (``--survivors``, ``--resume``) keeps it."""
+    import mutmut.__main__ as mm
+
+    stats_ran_every_test = [False]
+    collect_stats = mm.run_stats_collection
+
+    def run_stats_collection(runner: Any, tests: Any = None) -> None:
+        collect_stats(runner, tests)
+        stats_ran_every_test[0] = not tests  # mutmut's "None or empty: all"
+
+    get_runner = vars(mm)["get_mutant_runner"]
+
+    def get_runner_without_clean_rerun(max_children: int) -> Any:
+        runner = get_runner(max_children)
+        clean = runner.run_clean_tests
+
+        def run_clean_tests(tests: Any) -> int:
+            if stats_ran_every_test[0]:
+                print("    skipped: the stats run has just run them unmutated and they passed")
+                return 0
+            return int(clean(tests))
+
+        runner.run_clean_tests = run_clean_tests
+        return runner
+
+    vars(mm)["run_stats_collection"] = run_stats_collection
+    vars(mm)["get_mutant_runner"] = get_runner_without_clean_rerun
+
+
+def waits_on_servers(tests: Iterable[str]) -> bool:
+    """A mutant judged by an integration test spends its run waiting on a
+    nats-server or a gRPC call (or on a hang limit) far more than computing."""
+    return any(t.startswith(_IT) for t in tests)
+
+
+def interleaved(names: Sequence[str], estimate: Callable[[str], float],
+                waits: Callable[[str], bool]) -> dict[str, float]:
+    """Mutant name -> its place in the run (0 to 1): the mutants that wait and
+    those that compute, each fastest first by ``estimate``, merged in
+    proportion, so that every stretch of the run has both and the workers
+    waiting on servers leave the cores to those that compute."""
+    place: dict[str, float] = {}
+    for group in ([n for n in names if waits(n)], [n for n in names if not waits(n)]):
+        ordered = sorted(group, key=lambda n: (estimate(n), n))
+        place.update({n: (i + 0.5) / len(ordered) for i, n in enumerate(ordered)})
+    return place
+
+
+def _patch_run_order() -> None:
+    """Run the mutants in the :func:`interleaved` order instead of mutmut's
+    (fastest first overall, which put the 2,000 kernel mutants that wait on
+    servers in one stretch and the guidance's that compute in another)."""
+    import mutmut.__main__ as mm
+    from mutmut.state import state
+
+    estimate = vars(mm)["estimated_worst_case_time"]
+    collect = mm.collect_source_file_mutation_data
+    place: dict[str, float] = {}
+
+    def tests_of_mutant(name: str) -> set[str]:
+        mangled = vars(mm)["mangled_name_from_mutant_name"]  # _narrow_by_line's, if set
+        return set(state().tests_by_mangled_function_name.get(mangled(name), set()))
+
+    def collect_and_place(*, mutant_names: Any) -> Any:
+        mutants, by_path = collect(mutant_names=mutant_names)
+        place.update(interleaved([m[1] for m in mutants], estimate,
+                                 lambda n: waits_on_servers(tests_of_mutant(n))))
+        return mutants, by_path
+
+    def place_in_run(name: str) -> float:
+        return place.get(name, math.inf)
+
+    vars(mm)["collect_source_file_mutation_data"] = collect_and_place
+    vars(mm)["estimated_worst_case_time"] = place_in_run
+
+
 def _patch_test_selection(labels: Sequence[str], by_line: bool) -> None:
     """Collect, record and run only the tests of ``labels`` (:data:`TESTS`);
     with ``by_line``, of those only the tests that ran the mutated statement
     (scripts/mutate_lines.py)."""
     import fnmatch
 
+    import mutate_lines
     import mutmut.__main__ as mm
     from mutmut.runners.harness import PytestRunner
     from mutmut.state import state
@@ -380,8 +518,18 @@ def _patch_test_selection(labels: Sequence[str], by_line: bool) -> None:
     collect = mm.collect_or_load_stats
 
     def collect_and_narrow(*args: Any, **kwargs: Any) -> None:
-        collect(*args, **kwargs)
-        sharing = _fixture_sharing(PytestRunner()._pytest_add_cli_args_test_selection)
+        selection = PytestRunner()._pytest_add_cli_args_test_selection
+        # The per-test line coverage runs the originals at the repository's
+        # root: it needs nothing of mutmut's and runs beside its stats run.
+        recording = mutate_lines.Recording(
+            [*selection, "-p", "no:cacheprovider", "-q", "--timeout=60"]) if by_line else None
+        try:
+            collect(*args, **kwargs)
+        except BaseException:
+            if recording is not None:
+                recording.proc.kill()
+            raise
+        sharing = _fixture_sharing(selection)
         # In memory only: the stats file keeps every caller for the next run.
         for function, tests in state().tests_by_mangled_function_name.items():
             tests.update(*(sharing.get(t, ()) for t in list(tests)))
@@ -389,7 +537,8 @@ def _patch_test_selection(labels: Sequence[str], by_line: bool) -> None:
                 fnmatch.fnmatchcase(f"{function}__mutmut_1", g) for g in globs)), None)
             keep = TESTS.get(label or "", ALL_TESTS)
             tests.intersection_update({t for t in tests if t.startswith(keep)})
-        if by_line:
+        if recording is not None:
+            recording.wait()
             _narrow_by_line(labels, sharing)
 
     PytestRunner.__init__ = init_narrowed  # type: ignore[method-assign]
@@ -398,7 +547,8 @@ def _patch_test_selection(labels: Sequence[str], by_line: bool) -> None:
 
 def _narrow_by_line(labels: Sequence[str], sharing: dict[str, set[str]]) -> None:
     """Give each mutant of ``labels`` its own test set: its function's tests that
-    ran the statement it changes (and the tests sharing their fixtures).
+    ran the statement it changes (and the tests sharing their fixtures), from
+    the per-test line coverage just recorded (mutate_lines.Recording).
 
     mutmut looks a mutant's tests up by its function's name; the lookup is
     redirected to a per-mutant entry where there is one, so its "no tests",
@@ -407,13 +557,9 @@ def _narrow_by_line(labels: Sequence[str], sharing: dict[str, set[str]]) -> None
 
     import mutate_lines
     import mutmut.__main__ as mm
-    from mutmut.runners.harness import PytestRunner
     from mutmut.state import state
     from mutmut.utils.format_utils import mangled_name_from_mutant_name as mangled
 
-    selection = PytestRunner()._pytest_add_cli_args_test_selection
-    mutate_lines.record_in_subprocess(
-        [*selection, "-p", "no:cacheprovider", "-q", "--timeout=60"])
     line_tests = mutate_lines.LineTests()
     globs = [g for label in labels for g in SCOPE[label]]
     tests_by = state().tests_by_mangled_function_name
@@ -448,6 +594,16 @@ DEFAULT_BUDGET_S = 3.0
 
 #: Fixture scopes whose value one test computes and later tests only read.
 SHARED_SCOPES = frozenset({"class", "module", "package"})
+#: Where a session fixture is a computed result (the nominal descent, flown
+#: once per session: tests/unit/guidance/conftest.py), not a server.
+SHARED_SESSION_FIXTURES_UNDER = "tests/unit/"
+
+
+def _shares_a_result(fixturedef: Any) -> bool:
+    """A fixture whose one value several tests read (see :func:`_fixture_sharing`)."""
+    return bool(fixturedef.scope in SHARED_SCOPES or (
+        fixturedef.scope == "session"
+        and fixturedef.baseid.startswith(SHARED_SESSION_FIXTURES_UNDER)))
 
 
 def _fixture_sharing(selection: Sequence[str]) -> dict[str, set[str]]:
@@ -459,7 +615,8 @@ def _fixture_sharing(selection: Sequence[str]) -> dict[str, set[str]]:
     first test that asks for it, and the tests that then check the flight
     (duration, miss distance, propellant) are never run against a mutant of it.
     Adding them back is what lets a check on a shared result kill anything.
-    (Session fixtures are left out: here they are servers, not results.)
+    (Session fixtures count only under :data:`SHARED_SESSION_FIXTURES_UNDER`:
+    elsewhere they are servers, not results.)
     """
     from collections import defaultdict
 
@@ -477,7 +634,7 @@ def _fixture_sharing(selection: Sequence[str]) -> dict[str, set[str]]:
                 # A parametrized fixture is one value per parameter.
                 params = getattr(getattr(item, "callspec", None), "params", {})
                 keys = {(name, d[-1].baseid, repr(params.get(name)))
-                        for name, d in defs.items() if d and d[-1].scope in SHARED_SCOPES}
+                        for name, d in defs.items() if d and _shares_a_result(d[-1])}
                 keys_of[item.nodeid] = keys
                 for key in keys:
                     users[key].add(item.nodeid)
@@ -528,8 +685,11 @@ def run(labels: Sequence[str], budget_s: float, workers: int | None, resume: boo
     import mutmut.__main__ as mm
 
     _patch_decorated_methods()
+    _patch_fast_trampoline()
     _patch_end_at_first_failure()
     _patch_stats_setup_time()
+    _patch_clean_run()
+    _patch_run_order()
     capped: list[str] = []
     _patch_test_order(budget_s, capped)
     _patch_test_selection(labels, by_line)
@@ -584,9 +744,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--test-budget-s", type=float, default=DEFAULT_BUDGET_S,
                         help="cap the recorded test time per mutant, fastest tests kept "
                              f"(default {DEFAULT_BUDGET_S:g}; 0: no cap)")
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
-                        help="mutants tested at once (default: twice the CPU count: most "
-                             "mutant runs wait on the bus or a timeout)")
+    parser.add_argument("--workers", type=int, default=3 * (os.cpu_count() or 1),
+                        help="mutants tested at once (default: three times the CPU count: "
+                             "a third of the runs wait on a server or a hang limit, and "
+                             "the run order mixes them with those that compute)")
     parser.add_argument("--resume", action="store_true",
                         help="run only the mutants without a result in mutants/")
     parser.add_argument("--survivors", action="store_true",

@@ -76,13 +76,24 @@ def record(pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> int:
 def record_in_subprocess(pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> None:
     """:func:`record` in a fresh interpreter at the repository's root (the
     original sources, not mutmut's copies; no tracer left in mutmut's process)."""
-    import subprocess
+    Recording(pytest_args, data_file).wait()
 
-    cmd = [sys.executable, str(Path(__file__)), str(data_file), *pytest_args]
-    done = subprocess.run(cmd, cwd=ROOT, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"the per-test coverage run failed (pytest exit {done.returncode}); "
-                         f"run it alone to see why: {' '.join(cmd)}")
+
+class Recording:
+    """:func:`record_in_subprocess` started now and waited for later, so that
+    it runs beside mutmut's own stats run."""
+
+    def __init__(self, pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> None:
+        import subprocess
+
+        self.cmd = [sys.executable, str(Path(__file__)), str(data_file), *pytest_args]
+        self.proc = subprocess.Popen(self.cmd, cwd=ROOT)
+
+    def wait(self) -> None:
+        code = self.proc.wait()
+        if code != 0:
+            raise SystemExit(f"the per-test coverage run failed (pytest exit {code}); "
+                             f"run it alone to see why: {' '.join(self.cmd)}")
 
 
 @cache

@@ -253,25 +253,28 @@ def time_table() -> str:
     wall: Counter[str] = Counter()
     survivors_cpu: Counter[str] = Counter()
     count: Counter[str] = Counter()
+    hangs: Counter[str] = Counter()
     for r in runs:
         label = label_of(r["name"]) or "other"
         count[label] += 1
         cpu[label] += r["cpu_s"]
         wall[label] += r["wall_s"]
+        hangs[label] += bool(r.get("hang"))
         if r["exit"] == 0:
             survivors_cpu[label] += r["cpu_s"]
     out = ["| module | runs timed | CPU min | CPU s per mutant | wall min (summed) "
-           "| survivors' CPU share |", "|---|---|---|---|---|---|"]
+           "| survivors' CPU share | killed by the hang limit |", "|---|---|---|---|---|---|---|"]
     for label in [*SCOPE, "other"]:
         if count[label]:
             share = 100.0 * survivors_cpu[label] / cpu[label] if cpu[label] else 0.0
             out.append(f"| {label} | {count[label]} | {cpu[label] / 60:.1f} | "
                        f"{cpu[label] / count[label]:.2f} | {wall[label] / 60:.1f} | "
-                       f"{share:.0f} % |")
+                       f"{share:.0f} % | {hangs[label]} |")
     total_cpu = sum(cpu.values())
     out.append(f"| **all** | {sum(count.values())} | {total_cpu / 60:.1f} | "
                f"{total_cpu / max(sum(count.values()), 1):.2f} | {sum(wall.values()) / 60:.1f} | "
-               f"{100.0 * sum(survivors_cpu.values()) / max(total_cpu, 1e-9):.0f} % |")
+               f"{100.0 * sum(survivors_cpu.values()) / max(total_cpu, 1e-9):.0f} % | "
+               f"{sum(hangs.values())} |")
     return "\n".join(out)
 
 

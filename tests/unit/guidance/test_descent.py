@@ -14,6 +14,7 @@ from services.dynamics.burns import Engine
 from services.dynamics.constants import MISSION_EPOCH_UTC
 from services.dynamics.guidance import MoonRotation
 from services.dynamics.guidance import descent as d
+from tests.unit.guidance.nominal_descent import Track
 
 # Powered descent start 2024-06-01 22:09 UTC (reference timeline row 13).
 T_PDI_S = (datetime(2024, 6, 1, 22, 9, tzinfo=UTC) - MISSION_EPOCH_UTC).total_seconds()
@@ -44,36 +45,25 @@ LROC_SITE = (-41.6385, -153.9852, -5_256.0)
 LROC_MISS_M = 100.0
 
 
-@pytest.fixture(scope="module")
-def start() -> tuple[d.DescentState, d.DescentConfig]:
-    state = d.nominal_ignition_state(T_PDI_S)
-    return state, d.DescentConfig(rotation=MoonRotation.at(state.t_s), seed=6)
-
-
-@pytest.fixture(scope="module")
-def result(start: tuple[d.DescentState, d.DescentConfig]) -> d.DescentResult:
-    return d.simulate_descent(*start)
-
-
 def test_ignition_is_at_15_km_near_the_planned_time(
-    start: tuple[d.DescentState, d.DescentConfig],
+    nominal_start: tuple[d.DescentState, d.DescentConfig],
 ) -> None:
-    state, cfg = start
+    state, cfg = nominal_start
     assert state.t_s == pytest.approx(T_PDI_S, abs=0.01)
     # Reference (c): powered descent starts at ~15 km (above the site height).
     assert float(np.linalg.norm(state.r_mci_m)) - cfg.site_radius_m == pytest.approx(15e3, abs=1.0)
 
 
-def test_lands_within_1_km_of_the_site(result: d.DescentResult) -> None:
+def test_lands_within_1_km_of_the_site(nominal_result: d.DescentResult) -> None:
     # The lateral hazard move is tens of metres; guidance errors add metres.
-    assert result.miss_distance_m < 1_000.0
-    assert result.miss_distance_m < 60.0
+    assert nominal_result.miss_distance_m < 1_000.0
+    assert nominal_result.miss_distance_m < 60.0
 
 
-def test_lasts_as_long_as_the_published_descents(result: d.DescentResult) -> None:
+def test_lasts_as_long_as_the_published_descents(nominal_result: d.DescentResult) -> None:
     low, high = DESCENT_DURATION_BAND_S
-    assert low <= result.duration_s <= high
-    assert result.duration_s == pytest.approx(856.0, abs=60.0)  # CE-6's 14 min 16 s
+    assert low <= nominal_result.duration_s <= high
+    assert nominal_result.duration_s == pytest.approx(856.0, abs=60.0)  # CE-6's 14 min 16 s
 
 
 @dataclass(frozen=True)
@@ -88,13 +78,8 @@ class Sample:
 
 
 @pytest.fixture(scope="module")
-def profile(start: tuple[d.DescentState, d.DescentConfig]) -> list[Sample]:
-    state, cfg = start
-    samples = [_sample(state, cfg)]
-    while state.phase != "landed":
-        state, _ = d.step(state, 1.0, cfg)
-        samples.append(_sample(state, cfg))
-    return samples
+def profile(nominal_track: Track) -> list[Sample]:
+    return [_sample(state, nominal_track.cfg) for state in nominal_track.states]
 
 
 def _sample(state: d.DescentState, cfg: d.DescentConfig) -> Sample:
@@ -129,34 +114,29 @@ def test_main_braking_ends_at_about_2_5_km_with_the_speed_gone(profile: list[Sam
     assert gate.vertical_m_s < 0.0
 
 
-def test_lands_within_100_m_of_the_lroc_site(result: d.DescentResult) -> None:
-    assert result.final.landed_fixed_m is not None
+def test_lands_within_100_m_of_the_lroc_site(nominal_result: d.DescentResult) -> None:
+    assert nominal_result.final.landed_fixed_m is not None
     site = frames.moon_fixed_from_selenographic(*LROC_SITE)
-    miss_m = float(np.linalg.norm(np.array(result.final.landed_fixed_m) - site))
+    miss_m = float(np.linalg.norm(np.array(nominal_result.final.landed_fixed_m) - site))
     assert miss_m < LROC_MISS_M
 
 
-def test_lands_with_propellant_to_spare(result: d.DescentResult) -> None:
-    assert result.propellant_left_kg > 30.0
+def test_lands_with_propellant_to_spare(nominal_result: d.DescentResult) -> None:
+    assert nominal_result.propellant_left_kg > 30.0
 
 
-def test_touchdown_speeds(result: d.DescentResult) -> None:
+def test_touchdown_speeds(nominal_result: d.DescentResult) -> None:
     # Engine cut at 2 m descending at 1 m/s: sqrt(1 + 2 g 2) = 2.7 m/s vertical.
-    vertical, horizontal = result.touchdown_v_m_s
+    vertical, horizontal = nominal_result.touchdown_v_m_s
     assert vertical < 3.0
     assert vertical == pytest.approx(math.sqrt(1.0 + 2 * 1.63 * 2.0), abs=0.1)
     assert horizontal < 1.0
 
 
-def test_phases_in_order_with_hover_at_100_m(start: tuple[d.DescentState, d.DescentConfig]) -> None:
-    state, cfg = start
-    seen: list[str] = []
-    hover_height = math.nan
-    while state.phase != "landed":
-        state, out = d.step(state, 1.0, cfg)
-        seen += out.events
-        if "hover_start" in out.events:
-            hover_height = out.altitude_m
+def test_phases_in_order_with_hover_at_100_m(nominal_track: Track) -> None:
+    seen = [e for out in nominal_track.outputs for e in out.events]
+    hover_height = next(out.altitude_m for out in nominal_track.outputs
+                        if "hover_start" in out.events)
     assert seen == [
         "ignition", "approach_start", "hover_start", "avoidance_start",
         "vertical_descent_start", "engine_cutoff", "touchdown",
@@ -165,16 +145,20 @@ def test_phases_in_order_with_hover_at_100_m(start: tuple[d.DescentState, d.Desc
 
 
 def test_step_length_does_not_change_the_flight(
-    start: tuple[d.DescentState, d.DescentConfig],
+    nominal_start: tuple[d.DescentState, d.DescentConfig], nominal_result: d.DescentResult,
+    nominal_track: Track,
 ) -> None:
     # The lock-step clock may use any step: 1 s and 3.7 s steps fly the same
     # sub-step grid up to where phase switches fall, so the landings agree to metres.
-    state, cfg = start
-    a = d.simulate_descent(state, cfg, dt_s=1.0)
+    state, cfg = nominal_start
+    a = nominal_result  # 1 s steps
     b = d.simulate_descent(state, cfg, dt_s=3.7)
     land_a, land_b = np.array(a.final.landed_fixed_m), np.array(b.final.landed_fixed_m)
     assert float(np.linalg.norm(land_a - land_b)) < 2.0
     assert a.duration_s == pytest.approx(b.duration_s, abs=2.0)
+    # The same 1 s steps one at a time land on the very same point.
+    assert nominal_track.states[-1].landed_fixed_m == a.final.landed_fixed_m
+    assert len(nominal_track.outputs) == a.steps
 
 
 def test_hazard_spot_is_seeded_safe_and_nearby() -> None:
@@ -208,9 +192,9 @@ HARD_CONTACT_M_S = 10.0
 
 @pytest.mark.parametrize("loss", [0.1, 0.2])
 def test_a_thrust_loss_beyond_the_margin_hits_the_ground_hard_never_goes_under_it(
-    start: tuple[d.DescentState, d.DescentConfig], loss: float,
+    nominal_start: tuple[d.DescentState, d.DescentConfig], loss: float,
 ) -> None:
-    state, cfg = start
+    state, cfg = nominal_start
     full = cfg.engine
     weak = replace(cfg, engine=Engine((1.0 - loss) * full.max_thrust_n, full.v_e_m_s,
                                       full.min_thrust_n))
@@ -232,9 +216,9 @@ SITE_OFF_PLANE_MAX_M = 1_000.0
 
 
 def test_the_site_lies_in_the_descent_orbit_s_plane_at_ignition(
-    start: tuple[d.DescentState, d.DescentConfig],
+    nominal_start: tuple[d.DescentState, d.DescentConfig],
 ) -> None:
-    state, _ = start
+    state, _ = nominal_start
     h = np.cross(state.r_mci_m, state.v_mci_m_s)
     site_f = frames.moon_fixed_from_selenographic(*LROC_SITE)
     site = frames.mci_from_moon_fixed(site_f, state.t_s)

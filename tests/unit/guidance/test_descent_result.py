@@ -29,10 +29,10 @@ ROTATION = MoonRotation.at(T_PDI_S)
 
 
 @pytest.fixture(scope="module")
-def flown() -> tuple[d.DescentState, d.DescentConfig, d.DescentResult]:
-    state = d.nominal_ignition_state(T_PDI_S)
-    cfg = d.DescentConfig(rotation=MoonRotation.at(state.t_s), seed=6)
-    return state, cfg, d.simulate_descent(state, cfg)
+def flown(nominal_start: tuple[d.DescentState, d.DescentConfig], nominal_result: d.DescentResult,
+          ) -> tuple[d.DescentState, d.DescentConfig, d.DescentResult]:
+    """The nominal descent (flown once per session, conftest.py)."""
+    return *nominal_start, nominal_result
 
 
 def test_ignition_state_starts_braking_at_its_own_time() -> None:

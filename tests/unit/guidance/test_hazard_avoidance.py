@@ -1,23 +1,26 @@
 """Hazard avoidance: the descent lands on the spot it chose, and that spot is safe.
 
-For several seeded hazard maps the pure descent guidance is flown from the
-nominal ignition state to touchdown. The spot it chose (its aim after the hover
-scan) is checked against a brute-force search written here, and the touchdown,
-converted to site east/north from its Moon-fixed position with spherical
-geometry written here (never the guidance's own ENU basis), is checked against
+For several seeded hazard maps the pure descent guidance is flown to
+touchdown from the hover of the nominal descent (the seed is first read when
+the hover ends; a test checks that such a branch is the whole flight). The
+spot it chose (its aim after the hover scan) is checked against a brute-force
+search written here, and the touchdown, converted to site east/north from its
+Moon-fixed position with spherical geometry written here (never the
+guidance's own ENU basis), is checked against
 that spot and against every hazard of the map.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
 from services.dynamics.guidance import MoonRotation
 from services.dynamics.guidance import descent as d
 from services.dynamics.timescale import mission_s_from_utc
+from tests.unit.guidance.nominal_descent import Track
 
 #: Powered descent start (reference timeline row 13).
 T_PDI_S = mission_s_from_utc("2024-06-01T22:09:00Z")
@@ -74,9 +77,8 @@ def _nearest_safe_distance_m(hazards: tuple[d.Hazard, ...]) -> float:
     return best
 
 
-def _fly(seed: int) -> Flown:
-    state = d.nominal_ignition_state(T_PDI_S)
-    cfg = d.DescentConfig(rotation=MoonRotation.at(state.t_s), seed=seed)
+def _fly_from(state: d.DescentState, cfg: d.DescentConfig) -> Flown:
+    """Fly ``state`` to touchdown; the spot chosen is the aim when the avoidance starts."""
     assert cfg.footprint_radius_m == FOOTPRINT_M
     chosen: tuple[float, float] | None = None
     while state.phase != "landed" and state.t_s - state.ignition_s < 1_800.0:
@@ -85,12 +87,29 @@ def _fly(seed: int) -> Flown:
             chosen = state.aim_en_m
     assert chosen is not None and state.landed_fixed_m is not None, state.phase
     touchdown = _east_north_m(state.landed_fixed_m, cfg.site_lat_deg, cfg.site_lon_deg)
-    return Flown(d.hazard_map(seed), chosen, touchdown)
+    return Flown(d.hazard_map(cfg.seed), chosen, touchdown)
+
+
+def _branch(track: Track, seed: int) -> Flown:
+    """The nominal descent from its hover on, with the hazard map of ``seed``."""
+    return _fly_from(track.first_in("hover"), replace(track.cfg, seed=seed))
 
 
 @pytest.fixture(scope="module", params=SEEDS)
-def flown(request: pytest.FixtureRequest) -> Flown:
-    return _fly(int(request.param))
+def flown(request: pytest.FixtureRequest, nominal_track: Track) -> Flown:
+    return _branch(nominal_track, int(request.param))
+
+
+def test_a_branch_at_the_hover_flies_as_a_whole_descent_with_that_seed(
+        nominal_track: Track) -> None:
+    # The seed draws the hazard map, which the guidance reads when the hover
+    # ends: up to the hover every seed flies the same, so branching there is
+    # the whole flight. Seed 11 chooses a spot west of the site, the mission's
+    # (6) one east.
+    state = d.nominal_ignition_state(T_PDI_S)
+    whole = _fly_from(state, d.DescentConfig(rotation=MoonRotation.at(state.t_s), seed=11))
+    assert whole == _branch(nominal_track, 11)
+    assert whole.chosen_en_m != _branch(nominal_track, 6).chosen_en_m
 
 
 def test_the_site_itself_is_unsafe_so_the_avoidance_must_move(flown: Flown) -> None:
