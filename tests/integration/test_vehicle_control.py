@@ -86,10 +86,20 @@ class Rig:
         clock.request_steps(n)
         await clock.wait_until(lambda: self.twin.ground.step >= target and clock.paused)
 
-    def requests(self, method: str, code: str) -> float | None:
+    async def requests(self, method: str, code: str, expected: float = 1.0) -> float | None:
+        """The server's count of ``method`` calls ending in ``code``, once it reads
+        ``expected`` or after WAIT_S. The status reaches the client before
+        the server's handler has counted it (grpc resumes the handler from its
+        completion queue): on a loaded machine the read can come first."""
         registry = self.twin.vehicles["lander"].registry
-        return registry.get_sample_value("twin_grpc_requests_total", {
-            "mission": self.mission, "service": "lander", "method": method, "code": code})
+        labels = {"mission": self.mission, "service": "lander", "method": method, "code": code}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_S
+        while (value := registry.get_sample_value("twin_grpc_requests_total", labels)) != expected:
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        return value
 
     async def refused(self, method: str, request: Any) -> tuple[grpc.StatusCode, str]:
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -116,7 +126,7 @@ async def test_status_reports_the_summary_of_the_step_it_answers_at(rig: Rig) ->
     assert status == control_pb2.GetStatusResponse(
         service="lander", mission_id=rig.mission, phase="prelaunch", mission_time_s=T2_S,
         utc=T2_UTC, step=2, state=_state_at(T2_S), faults=[], info={"note": "probe"})
-    assert rig.requests("GetStatus", "OK") == 1.0
+    assert await rig.requests("GetStatus", "OK") == 1.0
 
 
 async def test_status_lists_active_faults_sorted_by_kind(rig: Rig) -> None:
@@ -212,7 +222,7 @@ async def test_invalid_commands_are_refused_with_their_reason(
                                                          reason)
     await rig.steps(1)
     assert rig.core.ran == []  # nothing was queued
-    assert rig.requests("SendCommand", "INVALID_ARGUMENT") == 1.0
+    assert await rig.requests("SendCommand", "INVALID_ARGUMENT") == 1.0
 
 
 async def test_a_command_in_an_autonomous_phase_is_a_failed_precondition(rig: Rig) -> None:
@@ -298,7 +308,7 @@ async def test_watch_sends_max_frames_spaced_by_min_interval_then_ends(rig: Rig)
     assert frames[0] == control_pb2.TelemetryFrame(
         service="lander", step=3, mission_time_s=121.0, utc="2024-05-03T09:29:30.000Z",
         phase="prelaunch", state=_state_at(121.0))
-    assert rig.requests("WatchTelemetry", "OK") == 1.0
+    assert await rig.requests("WatchTelemetry", "OK") == 1.0
     assert rig.twin.vehicles["lander"].telemetry.watchers == []  # the ended stream is gone
 
 
