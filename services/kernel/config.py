@@ -6,6 +6,7 @@ Nothing deeper in the code reads ``os.environ``. A bad value raises
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -73,6 +74,10 @@ class ServiceConfig:
     insecure: bool = False
     pki_dir: Path | None = None
     nats_creds: Path | None = None
+    #: Dispersed vehicle parameters by dotted path (``lander.engine.thrust_scale``:
+    #: services/kernel/parameters.py); each vehicle takes its own, the rest of
+    #: its parameters stay nominal. Empty: the nominal vehicles.
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -135,6 +140,12 @@ class ServiceConfig:
                                   f"list services from {', '.join(VEHICLES)}")
         if not self.insecure and self.pki_dir is None:
             raise ConfigError("TWIN_PKI_DIR", "", PKI_DIR_MISSING, PKI_DIR_FIX)
+        for path in self.parameters:
+            vehicle = path.partition(".")[0]
+            if vehicle not in VEHICLES or "." not in path:
+                raise ConfigError("TWIN_PARAMETERS", path, "not a vehicle parameter path",
+                                  f"write <vehicle>.<name> with a vehicle from "
+                                  f"{', '.join(VEHICLES)} (twin parameters lists them)")
 
     @classmethod
     def from_env(cls, service: str, env: Mapping[str, str]) -> ServiceConfig:
@@ -174,6 +185,7 @@ class ServiceConfig:
             run_id=env.get("TWIN_RUN_ID", "").strip(),
             insecure=_bool(env, "TWIN_INSECURE", False),
             pki_dir=_path(env, "TWIN_PKI_DIR"), nats_creds=_path(env, "TWIN_NATS_CREDS"),
+            parameters=_parameters(env),
         )
 
 
@@ -212,6 +224,22 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ConfigError(name, raw, "not a boolean", "use true or false")
+
+
+def _parameters(env: Mapping[str, str]) -> dict[str, float]:
+    """``TWIN_PARAMETERS``: a JSON object of parameter path -> number."""
+    raw = env.get("TWIN_PARAMETERS", "").strip()
+    if not raw:
+        return {}
+    fix = 'give a JSON object of numbers, e.g. {"lander.engine.thrust_scale": 0.98}'
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError("TWIN_PARAMETERS", raw, "not JSON", fix) from None
+    if not isinstance(value, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+        raise ConfigError("TWIN_PARAMETERS", raw, "not an object of numbers", fix)
+    return {str(k): float(v) for k, v in value.items()}
 
 
 def _warp(raw: str) -> float:

@@ -46,6 +46,7 @@ from services.kernel.linkmetrics import merge_downlink_values
 from services.kernel.logs import setup_logging
 from services.kernel.metrics import Metrics, serve_metrics
 from services.kernel.natsauth import Publishers
+from services.kernel.parameters import ParameterError, split_path
 from services.kernel.security import security_of
 from services.kernel.snapstore import SnapshotError, SnapStore, Stored
 from services.kernel.steprule import take_step
@@ -77,6 +78,7 @@ class ServiceRuntime:
         self.config = config
         self.name = config.service
         self.registry = registry
+        apply_parameters(core, config)
         self.metrics = Metrics(config.mission_id, config.service, registry)
         self.bus = Bus(config.mission_id, config.service, self.metrics, self.fail)
         self.subjects = self.bus.subjects
@@ -459,3 +461,17 @@ async def _main(rt: ServiceRuntime) -> None:
             await rt.stop()
     if rt.failure is not None:
         raise SystemExit(EXIT_SERVICE_FAILED)
+
+
+def apply_parameters(core: VehicleCore, config: ServiceConfig) -> None:
+    """Give ``core`` the values ``TWIN_PARAMETERS`` names for its vehicle (a
+    ConfigError naming the path and the fix if it cannot take one)."""
+    own = {name: value for path, value in config.parameters.items()
+           for vehicle, name in (split_path(path),) if vehicle == core.name}
+    try:
+        core.set_parameters(own)
+    except ParameterError as exc:
+        raise ConfigError("TWIN_PARAMETERS", ",".join(sorted(config.parameters)), str(exc),
+                          "give only the parameters the vehicles declare (twin parameters "
+                          "lists them), each within its range") from None
+

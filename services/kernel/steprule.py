@@ -11,7 +11,8 @@ the unit tests' ``Drive``). For step ``k`` from ``t_from`` to ``t_to``:
    acknowledged, also takes what the vehicles published during step ``k``
    itself (so a vehicle's event is seen by the flight plan in the step it
    happened, and the plan's answer goes out in that step's publication);
-2. **advance**: announce faults injected or ended since the last step, move
+2. **advance**: announce the dispersed parameters (first step only) and the
+   faults injected or ended since the last step, move
    the state to ``t_to``, run the time-tagged commands now due, run the
    on-board downlink;
 3. **publish** what the step wrote, stamped with step ``k`` (the driver's I/O);
@@ -65,6 +66,8 @@ def advance(core: VehicleCore, t_from: float, t_to: float, out: Outbox) -> float
     Nearly every step has no fault and no time-tagged command: the hooks that
     would find nothing to do are not called then (each call is about a per cent
     of the lock-step's instructions)."""
+    if not core.params_announced:
+        core.announce_parameters(t_from, out)
     if core.faults or core.cleared_faults:
         core.note_faults(t_from, out)
     max_dt = core.advance(t_from, t_to, out)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import random
 import zlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from services.dynamics.timescale import mission_s_from_utc
 from services.kernel.envelope import Envelope
@@ -31,6 +31,7 @@ from services.kernel.errors import (
 from services.kernel.faults import FAULT_KINDS_COMMON, INJECT_FAULT_OP, make_fault
 from services.kernel.messages import Transfer, parse
 from services.kernel.outbox import PROMPT_STEP_S, PROMPT_TYPES, Outbox, Outgoing, Summary
+from services.kernel.parameters import PARAMETERS_EVENT, Parameter, check_values
 from services.kernel.radio import run_downlink
 from services.kernel.recorder import Downlink
 from services.kernel.state import restore_state, snapshot_state
@@ -100,6 +101,12 @@ class VehicleCore:
     #: The on-board recorder and radio (services/kernel/recorder.py), from
     #: the first step that runs it.
     downlink: Downlink | None
+    #: The dispersible quantities of this vehicle (services/kernel/parameters.py).
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = ()
+    #: The values this run gave (by name within the vehicle); the rest are nominal.
+    params: dict[str, float]
+    #: False until the first step has announced ``params`` (``parameters_applied``).
+    params_announced: bool
 
     def __init__(self, seed: int) -> None:
         self.rng = random.Random(seed * 1_000_003 + zlib.crc32(self.name.encode()))
@@ -109,6 +116,8 @@ class VehicleCore:
         self.cleared_faults = []
         self.timed = []
         self.downlink = None
+        self.params = {}
+        self.params_announced = True  # nothing to announce
         #: op -> the bound method that carries it out, built once.
         self.command_handlers: dict[str, CommandHandler] = self.command_table()
 
@@ -296,6 +305,25 @@ class VehicleCore:
             raise CommandNotAllowed(f"{what} is not allowed in phase {self.phase!r}; "
                                     f"allowed in: {', '.join(allowed_phases)}")
 
+    # --- dispersible parameters --------------------------------------------
+    def set_parameters(self, values: Mapping[str, float]) -> None:
+        """Take values of some of :attr:`PARAMETERS` (names within the vehicle),
+        before the first step; the rest keep their nominal values. Raises
+        :class:`~services.kernel.parameters.ParameterError` naming what to fix."""
+        self.params = check_values(self.name, self.PARAMETERS, values)
+        self.params_announced = not self.params
+
+    def param(self, name: str) -> float:
+        """The value of parameter ``name`` in this run (its nominal one if not given)."""
+        value = self.params.get(name)
+        return _nominal_values(type(self))[name] if value is None else value
+
+    def announce_parameters(self, t: float, out: Outbox) -> None:
+        """The values this run gave, as the vehicle applies them (first step)."""
+        out.event(self.name, PARAMETERS_EVENT, t,
+                  parameters={f"{self.name}.{k}": v for k, v in sorted(self.params.items())})
+        self.params_announced = True
+
     # --- snapshots ---------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of the whole state (restored by :meth:`restore`)."""
@@ -307,6 +335,17 @@ class VehicleCore:
 
     def restored(self) -> None:
         """Rebuild what is derived from the state, after :meth:`restore`."""
+
+
+_NOMINALS: dict[type[VehicleCore], dict[str, float]] = {}
+
+
+def _nominal_values(cls: type[VehicleCore]) -> dict[str, float]:
+    """Parameter name -> nominal value of a core class (built once per class)."""
+    found = _NOMINALS.get(cls)
+    if found is None:
+        found = _NOMINALS[cls] = {p.name: p.nominal for p in cls.PARAMETERS}
+    return found
 
 
 def _fault_end_s(fault: dict[str, Any]) -> float | None:
