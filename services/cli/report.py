@@ -11,7 +11,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 from services.cli.grpc_client import TwinRpcError
 from services.dynamics.timescale import iso_utc, mission_s_from_utc
 from services.kernel.config import SERVICE_NAMES
-from services.kernel.envelope import Envelope
+from services.kernel.eventrows import LoggedEvent, event_from_envelope, event_rows
 from services.kernel.twin_pb import clock_pb2, control_pb2
 
 __all__ = [
@@ -60,27 +60,6 @@ StatusOrError = control_pb2.GetStatusResponse | TwinRpcError
 
 
 @dataclass(frozen=True)
-class LoggedEvent:
-    """One mission event as published on `twin.<m>.evt.<vehicle>`."""
-
-    name: str
-    vehicle: str
-    t_s: float
-    step: int
-    seq: int
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def order_key(self) -> tuple[float, str, int]:
-        return (self.t_s, self.vehicle, self.seq)
-
-
-def event_from_envelope(env: Envelope) -> LoggedEvent:
-    values = {k: v for k, v in env.body.items() if k != "name"}
-    return LoggedEvent(str(env.body.get("name", "")), env.src, env.t, env.step, env.seq, values)
-
-
-@dataclass(frozen=True)
 class ReferenceEvent:
     """A key event of the real mission (services/ground/plans/reference.json)."""
 
@@ -111,19 +90,6 @@ def load_reference(path: Path = REFERENCE_PATH) -> list[ReferenceEvent]:
 
 
 # --- events -------------------------------------------------------------------
-
-
-def event_rows(events: Iterable[LoggedEvent]) -> list[dict[str, Any]]:
-    """Events sorted by (mission time, vehicle, sequence), as report rows."""
-    rows = []
-    for ev in sorted(events, key=lambda e: e.order_key):
-        row: dict[str, Any] = {"name": ev.name, "vehicle": ev.vehicle, "utc": iso_utc(ev.t_s),
-                               "t_s": ev.t_s, "step": ev.step, "seq": ev.seq}
-        for key in sorted(ev.values):
-            if key not in row:
-                row[key] = ev.values[key]
-        rows.append(row)
-    return rows
 
 
 def first_times(events: Iterable[LoggedEvent]) -> dict[str, float]:

@@ -23,7 +23,7 @@ KEY_EVENTS: tuple[str, ...] = (
 #: transfers, the radio; and ground's held telecommands.
 _KERNEL = frozenset({
     "command_rejected", "mode_changed", "fault_injected", "fault_cleared", "message_rejected",
-    "link_acquired", "link_lost", "command_held", "command_released",
+    "link_acquired", "link_lost", "command_held", "command_released", "parameters_applied",
 })
 _ORBITER = frozenset({
     "probe_separation", "trajectory_correction", "lunar_orbit_insertion", "icubeq_release",
@@ -51,11 +51,13 @@ _REENTRY = frozenset({
     "parachute_attitude", "parachute_deploy", "earth_landing", "recovery",
 })
 _GROUND = frozenset({"plan_item_issued", "mission_end"})
+#: Queqiao-2's own: a dispersed outage (relay.outage.*) begins and ends.
+_RELAY = frozenset({"relay_outage_start", "relay_outage_end"})
 
 #: Package (services/<package>/) -> the events its code publishes.
 PUBLISHED: dict[str, frozenset[str]] = {
     "kernel": _KERNEL, "orbiter": _ORBITER, "lander": _LANDER, "ascender": _ASCENDER,
-    "reentry": _REENTRY, "ground": _GROUND,
+    "reentry": _REENTRY, "ground": _GROUND, "relay": _RELAY,
 }
 
 #: Every event name a service may publish.

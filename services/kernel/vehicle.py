@@ -31,7 +31,7 @@ from services.kernel.errors import (
 from services.kernel.faults import FAULT_KINDS_COMMON, INJECT_FAULT_OP, make_fault
 from services.kernel.messages import Transfer, parse
 from services.kernel.outbox import PROMPT_STEP_S, PROMPT_TYPES, Outbox, Outgoing, Summary
-from services.kernel.parameters import PARAMETERS_EVENT, Parameter, check_values
+from services.kernel.parameters import Parameter, check_values
 from services.kernel.radio import run_downlink
 from services.kernel.recorder import Downlink
 from services.kernel.state import restore_state, snapshot_state
@@ -320,7 +320,7 @@ class VehicleCore:
 
     def announce_parameters(self, t: float, out: Outbox) -> None:
         """The values this run gave, as the vehicle applies them (first step)."""
-        out.event(self.name, PARAMETERS_EVENT, t,
+        out.event(self.name, "parameters_applied", t,  # PARAMETERS_EVENT
                   parameters={f"{self.name}.{k}": v for k, v in sorted(self.params.items())})
         self.params_announced = True
 

@@ -6,6 +6,7 @@ Layers, bottom up (README, Layout):
     services.kernel        what every service shares: the kernel and dynamics
     services.<service>     one vehicle or ground: itself, the kernel, dynamics
     services.local         the whole twin in one process: any service
+    services.campaign      Monte Carlo campaigns: the in-process twin, cases on Dask
     services.cli           the `twin` command: anything
 
 Every import counts, wherever it is written: at the top, inside a function
@@ -55,8 +56,10 @@ def _layer(module: str) -> tuple[int, str]:
         return 2, f"services.{top}"
     if top == "local":
         return 3, "services.local"
+    if top == "campaign":
+        return 4, "services.campaign"
     if top == "cli":
-        return 4, "services.cli"
+        return 5, "services.cli"
     # services/__init__.py holds no code: importing it only finds the
     # installation (the CLI's supervisor does, to run its own copy).
     return -1, "services"
