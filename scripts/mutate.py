@@ -122,6 +122,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     # The step rule and the kernel by the tests that drive them: the loop and
     # the unit missions, the clock and its services over a real nats-server.
     "steprule": ("tests/unit/test_steprule.py", "tests/unit/test_simloop.py",
+                 "tests/unit/test_parameters.py",
                  "tests/unit/test_vehicle_commands.py", "tests/unit/test_subjects_inbox.py",
                  "tests/unit/mission/", f"{_IT}test_clock.py", f"{_IT}test_fault_effects.py"),
     "simloop (step rule)": ("tests/unit/test_simloop.py", "tests/unit/test_vehicle_commands.py",
@@ -334,7 +335,7 @@ class _EndAtFirstFailure:
         if report.failed:
             if self.clock is not None:
                 # pytest-timeout's failure: the hang limit (_HangLimit) stopped it.
-                self.clock.record(1, hang="Timeout >" in str(report.longrepr)[-2_000:])
+                self.clock.record(1, hang="from pytest-timeout" in str(report.longrepr)[-4_000:])
             os._exit(1)
 
 

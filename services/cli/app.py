@@ -6,6 +6,8 @@
     twin k8s-secrets  the Secrets the Kubernetes manifests mount
     twin status  every service's phase, time, mass, altitude and faults
     twin clock   time | pause | resume | warp X | step N | until <utc|plan item|event>
+    twin campaign  run | resume | rerun | report: Monte Carlo campaigns on Dask
+    twin parameters  the dispersible vehicle parameters
 
 Bad arguments exit with code 2 and a message saying what to fix; a service
 that cannot be reached exits 1 and is named.
@@ -28,6 +30,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from services.cli.campaign_cli import campaign_app, parameters_command, read_parameters_file
 from services.cli.clock_wait import (
     Target,
     WaitProgress,
@@ -68,6 +71,8 @@ app = typer.Typer(
 )
 clock_app = typer.Typer(help="Drive the mission clock (served by ground).", no_args_is_help=True)
 app.add_typer(clock_app, name="clock")
+app.add_typer(campaign_app, name="campaign")
+app.command("parameters")(parameters_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -184,6 +189,14 @@ InsecureOpt = Annotated[bool, typer.Option(
     help="Plaintext NATS and gRPC with no identities or permissions, for debugging only "
     "(logged loudly). Default: a private CA, mTLS and per-service NATS identities, "
     "created in --state-dir on first use.")]
+def _read_parameters(path: Path | None) -> dict[str, float]:
+    return read_parameters_file(path) if path is not None else {}
+
+
+ParametersOpt = Annotated[Path | None, typer.Option(
+    "--parameters", exists=True, dir_okay=False, readable=True, resolve_path=True,
+    help="Dispersed vehicle parameters: a JSON object of path -> value "
+    '({"lander.engine.thrust_scale": 0.98}; twin parameters lists them).')]
 MaxRestartsOpt = Annotated[int, typer.Option(
     "--max-restarts", min=0,
     help="Restarts of one child (a service or nats-server) killed or exiting unexpectedly, "
@@ -214,6 +227,7 @@ def up(
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
     resume: ResumeOpt = False,
     insecure: InsecureOpt = False,
+    parameters: ParametersOpt = None,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
@@ -221,6 +235,7 @@ def up(
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
         mission_view=True, max_restarts=max_restarts, resume=resume, insecure=insecure,
+        parameters=_read_parameters(parameters),
     ))
 
 
@@ -242,6 +257,7 @@ def run(
     max_restarts: MaxRestartsOpt = RestartPolicy.max_restarts,
     resume: ResumeOpt = False,
     insecure: InsecureOpt = False,
+    parameters: ParametersOpt = None,
 ) -> None:
     """Run the whole mission as fast as possible, then exit (0 when it finished)."""
     _launch(LaunchOptions(
@@ -249,7 +265,7 @@ def run(
         warp="max", seed=seed, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level,
         report_path=report, mission_view=True, max_restarts=max_restarts, resume=resume,
-        insecure=insecure,
+        insecure=insecure, parameters=_read_parameters(parameters),
     ))
 
 

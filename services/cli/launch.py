@@ -15,8 +15,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +86,8 @@ class LaunchOptions:
     #: Plaintext bus and control, no identities (--insecure / TWIN_INSECURE):
     #: for debugging only, loudly said.
     insecure: bool = False
+    #: Dispersed vehicle parameters (--parameters FILE; a campaign case's).
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
 
 class ResumeError(RuntimeError):
@@ -100,10 +102,12 @@ class Previous:
     log_start_seq: int
     seed: int | None
     flight_plan: Path | None
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "log_start_seq": self.log_start_seq, "seed": self.seed,
-                "flight_plan": str(self.flight_plan) if self.flight_plan else None}
+                "flight_plan": str(self.flight_plan) if self.flight_plan else None,
+                "parameters": dict(self.parameters)}
 
 
 def previous_run(opts: LaunchOptions) -> Previous:
@@ -119,9 +123,12 @@ def previous_run(opts: LaunchOptions) -> Previous:
         raise ResumeError(f"{path} records mission {record.get('mission_id')!r}, not "
                           f"{opts.mission_id!r}: give --mission {record.get('mission_id')}")
     prev = Previous(str(raw["run_id"]), int(raw["log_start_seq"]), raw.get("seed"),
-                    Path(raw["flight_plan"]) if raw.get("flight_plan") else None)
+                    Path(raw["flight_plan"]) if raw.get("flight_plan") else None,
+                    dict(raw.get("parameters") or {}))
     for name, given, recorded in (("--seed", opts.seed, prev.seed),
-                                  ("--plan", opts.flight_plan, prev.flight_plan)):
+                                  ("--plan", opts.flight_plan, prev.flight_plan),
+                                  ("--parameters", opts.parameters or None,
+                                   prev.parameters or None)):
         if given is not None and given != recorded:
             raise ResumeError(f"{name} {given} differs from the run being resumed "
                               f"({recorded}): leave it out to resume that run")
@@ -230,6 +237,7 @@ def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None,
         start_paused=opts.start_paused,
         log_level=opts.log_level,
         restart=RestartPolicy(max_restarts=opts.max_restarts),
+        parameters=opts.parameters,
     )
     return replace(config, run_id=prev.run_id) if prev is not None else config
 
@@ -287,7 +295,8 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
         try:
             prev = previous_run(opts) if opts.resume else None
             if prev is not None:
-                opts = replace(opts, seed=prev.seed, flight_plan=prev.flight_plan)
+                opts = replace(opts, seed=prev.seed, flight_plan=prev.flight_plan,
+                               parameters=prev.parameters)
                 console.print(f"resuming run {prev.run_id} of mission {opts.mission_id} "
                               "from its last committed snapshot")
             return await _launch(opts, console, stopper, started, prev)
@@ -337,7 +346,7 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         record.extra["insecure"] = security.insecure  # twin status and clock read it
         record.extra["resume"] = Previous(
             sup.config.run_id, watch[0].start_seq if watch is not None else 0, opts.seed,
-            opts.flight_plan).to_json()
+            opts.flight_plan, opts.parameters).to_json()
         _announce_restarts(sup, record, console)
         stopper.on_repeat.append(sup.hurry)
         stack.push_async_callback(_stop_services, sup, opts.state_dir)

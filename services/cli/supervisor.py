@@ -125,6 +125,8 @@ class RunConfig:
     #: Required: the children's certificates and NATS users, or plaintext
     #: asked for in so many words (Security.plaintext()).
     security: Security | None = None
+    #: Dispersed vehicle parameters (TWIN_PARAMETERS; services/kernel/parameters.py).
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.security is None:
@@ -149,6 +151,9 @@ class RunConfig:
             "TWIN_RUN_ID": self.run_id,
             # the parent's TWIN_INSECURE, TWIN_PKI_DIR must not leak through
             "TWIN_INSECURE": "", "TWIN_PKI_DIR": "", "TWIN_NATS_CREDS": "",
+            # nor the parent's TWIN_PARAMETERS: only those this run was given
+            "TWIN_PARAMETERS": orjson.dumps(dict(self.parameters)).decode()
+            if self.parameters else "",
         }
         assert self.security is not None
         env |= self.security.env()
