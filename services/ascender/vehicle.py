@@ -14,7 +14,7 @@ wreck turns with the Moon; no radio, so no link of its own, see
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +50,7 @@ from services.kernel.onboard import (
     step_limit,
     utc_arg,
 )
+from services.kernel.parameters import Parameter
 from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore, execute_at_s
 
 CONTAINER_ID = "CE6-SC"
@@ -63,10 +64,32 @@ RENDEZVOUS_STEP_S = 60.0
 # Phases in which the ascender holds still (or flies nothing): idle step limit.
 _IDLE_PHASES = ("stowed", "on_pad", "impacted")
 
+# Dispersion ranges (chosen; the ascender's acceptance figures are unpublished):
+# a healthy 3 kN bipropellant engine delivers its rated thrust to a few per
+# cent and its Isp to ~1 %; the bounds reach a drifted pressure regulator
+# (+-20 % thrust) and a mixture ratio well off design (+-5 % Isp). Outright
+# failure is the thrust_loss fault's domain. The 330 kg dry mass is an
+# assumption (guidance/ascent.py): +-30 kg (~9 %).
+_THRUST_SCALE_RANGE = (0.8, 1.2)
+_ISP_SCALE_RANGE = (0.95, 1.05)
+_DRY_MASS_OFFSET_KG = 30.0
+#: The ascender's dispersible quantities (services/kernel/parameters.py).
+ASCENDER_PARAMETERS = (
+    Parameter("engine.thrust_scale", 1.0, "1", *_THRUST_SCALE_RANGE,
+              "ascent engine thrust factor: the ascent (guided to its orbit) burns "
+              "longer or shorter"),
+    Parameter("engine.isp_scale", 1.0, "1", *_ISP_SCALE_RANGE,
+              "ascent engine exhaust velocity factor: the ascent and every phasing and "
+              "deorbit burn spend propellant with v_e * scale"),
+    Parameter("dry_mass_offset_kg", 0.0, "kg", -_DRY_MASS_OFFSET_KG, _DRY_MASS_OFFSET_KG,
+              "added to the ascender's dry mass (and so its mass) at the hand-over on the pad"),
+)
+
 
 class AscenderCore(VehicleCore):
     name = "ascender"
     fault_kinds = frozenset({"thrust_loss"})
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = ASCENDER_PARAMETERS
 
     mass_kg: float
     dry_mass_kg: float
@@ -135,6 +158,9 @@ class AscenderCore(VehicleCore):
         self.pad_fixed_m = [float(c) for c in fixed]
         self.mass_kg = h.mass_kg
         self.dry_mass_kg = h.dry_mass_kg or ag.ASCENDER_DRY_MASS_KG
+        if "dry_mass_offset_kg" in self.params:  # the body weighs more; the propellant is as loaded
+            self.mass_kg += self.param("dry_mass_offset_kg")
+            self.dry_mass_kg += self.param("dry_mass_offset_kg")
         # The OR stack as the LA stack knew it at separation: the orbiter coasts
         # from then until it closes in on the ascender, so the prediction holds.
         if (x.orbiter_r_m is not None and x.orbiter_v_m_s is not None
@@ -151,7 +177,8 @@ class AscenderCore(VehicleCore):
         self.coast.to(self.t_s)
         if docked_now:
             self.phase = "docked"
-            out.event(self.name, "ascender_docked", self.t_s, **self._here())
+            out.event(self.name, "ascender_docked", self.t_s, **self._here(),
+                      propellant_kg=round(self.mass_kg - self.dry_mass_kg, 4))
 
     # --- commands ----------------------------------------------------------------
     def command_table(self) -> dict[str, CommandHandler]:
@@ -186,7 +213,7 @@ class AscenderCore(VehicleCore):
         assert self.ascent is not None and self.pad_fixed_m is not None
         assert self.target_normal is not None
         lat, lon, h = frames.selenographic_from_moon_fixed(self.pad_fixed_m)
-        engine = ag.ASCENDER_ENGINE
+        engine = self._engine()
         loss = self.faults.get("thrust_loss")
         if loss is not None:
             thrust = engine.max_thrust_n * (1.0 - min(0.5, max(0.0, float(
@@ -196,6 +223,16 @@ class AscenderCore(VehicleCore):
                                target_normal_mci=as_vec(self.target_normal), site_lat_deg=lat,
                                site_lon_deg=lon, site_height_m=h, engine=engine,
                                dry_mass_kg=self.dry_mass_kg)
+
+    def _engine(self) -> Engine:
+        """The ascent engine as it performs in this run (non-throttled: its lowest
+        lit thrust is its thrust). The guidance flies to its orbit in closed loop
+        with it; the phasing planner's delta-v is met whatever the engine."""
+        if "engine.thrust_scale" not in self.params and "engine.isp_scale" not in self.params:
+            return ag.ASCENDER_ENGINE
+        e = ag.ASCENDER_ENGINE
+        thrust = e.max_thrust_n * self.param("engine.thrust_scale")
+        return Engine(thrust, e.v_e_m_s * self.param("engine.isp_scale"), thrust)
 
     def _liftoff(self, command: dict[str, Any], t_cmd: float, out: Outbox) -> None:
         assert self.pad_fixed_m is not None
@@ -304,7 +341,7 @@ class AscenderCore(VehicleCore):
         c = self.coast
         if burn.label == "phasing-4" and self.orbiter is not None and self.t_aim_s is not None:
             burn = ph.replan_trim(c.r_mci_m, c.v_mci_m_s, c.t_s, self.orbiter, self.t_aim_s)
-        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, ag.ASCENDER_V_E_M_S)
+        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, self._engine().v_e_m_s)
         values = {"burn": burn.label, "dv_m_s": round(burn.dv_m_s, 4),
                   "propellant_kg": round(used, 4)}
         out.event(self.name, "burn_start", burn.t_s, **values)

@@ -27,7 +27,7 @@ campaign_app = typer.Typer(
     help="Monte Carlo campaigns: dispersed missions on Dask (docs/campaign.md).",
     no_args_is_help=True)
 
-WorkersOpt = Annotated[int, typer.Option(
+WorkersOpt = Annotated[int | None, typer.Option(
     "--workers", min=1, help="Dask worker processes of the local cluster (one case each at "
     "a time; default: the CPU count). Ignored with --scheduler.")]
 SchedulerOpt = Annotated[str | None, typer.Option(
@@ -50,7 +50,7 @@ def run(
                                          help="The campaign file (YAML or JSON).")],
     cases: Annotated[int | None, typer.Option(
         "--cases", min=1, help="How many cases (default: the file's).")] = None,
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
     out: Annotated[Path | None, typer.Option(
         "--out", file_okay=False,
@@ -72,7 +72,7 @@ def run(
 @campaign_app.command("resume")
 def resume(
     directory: Annotated[Path, typer.Argument(file_okay=False, help="A campaign directory.")],
-    workers: WorkersOpt = 0,
+    workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None,
 ) -> None:
     """Fly only the cases of DIR that are missing or did not end ok."""

@@ -142,6 +142,14 @@ class EntryState:
     phase: EntryPhase = EntryPhase.EXO
     guidance: Guidance = Guidance()
     chute_open_t_s: float = math.inf
+    #: The true atmosphere's density over the US76 model's (a campaign's
+    #: dispersion). The flown dynamics and the sensed loads use it; the
+    #: guidance's predictor keeps the model, since the vehicle cannot know it.
+    density_scale: float = 1.0
+    #: Added to the (Earth-relative) flight-path angle at the end of the
+    #: substep that crosses the entry interface (at most a second past it in
+    #: the reentry core's steps), speed kept: the error of the state there.
+    ei_fpa_error_rad: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +285,18 @@ def _rk4(s: tuple[float, ...], h: float, dpm: float, ld: float, bank: float) -> 
 
 
 def _drag_per_mass(state: EntryState, t_s: float) -> tuple[float, float]:
-    """(Cd A / m, L/D) for the phase; the canopy grows linearly while inflating."""
+    """(Cd A / m, L/D) for the phase; the canopy grows linearly while inflating.
+
+    Drag (and lift, L/D times it) goes as rho Cd A / m, so the true
+    atmosphere's ``density_scale`` rides on Cd A / m here (skipped when
+    nominal); the predictor computes its own, from the model atmosphere."""
+    dpm, ld = _drag_per_mass_model(state, t_s)
+    if state.density_scale != 1.0:
+        dpm *= state.density_scale
+    return dpm, ld
+
+
+def _drag_per_mass_model(state: EntryState, t_s: float) -> tuple[float, float]:
     cap = state.capsule
     body = cap.drag_coefficient * cap.reference_area_m2 / state.mass_kg
     if state.phase is EntryPhase.PARACHUTE:
@@ -517,11 +536,27 @@ def _advance(state: EntryState, t_end_s: float, events: list[str]) -> EntryState
     if event is None:
         return new
     events.append(event)
+    if event == "entry_interface" and state.ei_fpa_error_rad != 0.0:
+        new = _with_fpa_error(new)
     if phase is EntryPhase.PARACHUTE:
         return replace(new, phase=phase, chute_open_t_s=new.t_s)
     if phase in (EntryPhase.FIRST_ENTRY, EntryPhase.SECOND_ENTRY):
         return replace(new, phase=phase, guidance=replace(new.guidance, next_update_s=new.t_s))
     return replace(new, phase=phase)
+
+
+def _with_fpa_error(state: EntryState) -> EntryState:
+    """The velocity turned in its vertical plane (through the geocentric radial)
+    by ``ei_fpa_error_rad``, its length kept: gamma -> gamma + error."""
+    up = _unit(state.r_ecef_m)
+    v = state.v_ecef_m_s
+    speed = math.sqrt(_dot(v, v))
+    vr = _dot(up, v)
+    horiz = _unit((v[0] - vr * up[0], v[1] - vr * up[1], v[2] - vr * up[2]))
+    gamma = math.asin(vr / speed) + state.ei_fpa_error_rad
+    c, s = speed * math.cos(gamma), speed * math.sin(gamma)
+    v_new = (c * horiz[0] + s * up[0], c * horiz[1] + s * up[1], c * horiz[2] + s * up[2])
+    return replace(state, v_ecef_m_s=v_new)
 
 
 def _track_apex(g: Guidance, s: tuple[float, ...]) -> Guidance:
@@ -541,7 +576,9 @@ def _sensed(state: EntryState) -> tuple[float, float]:
     x, y, z = state.r_ecef_m
     vx, vy, vz = state.v_ecef_m_s
     rho = density_fast_kg_m3(_altitude_m(x, y, z))
-    dpm, ld = _drag_per_mass(state, state.t_s)
+    dpm, ld = _drag_per_mass_model(state, state.t_s)
+    if state.density_scale != 1.0:
+        rho *= state.density_scale
     a = _aero_accel(x, y, z, vx, vy, vz, rho, dpm, ld, 0.0)
     v = math.sqrt(vx * vx + vy * vy + vz * vz)
     q = SUTTON_GRAVES_K_EARTH * math.sqrt(rho / state.capsule.nose_radius_m) * v**3

@@ -16,12 +16,15 @@ queue and the messages.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
 from services.dynamics import change6
 from services.dynamics.burns import (
+    Engine,
+    Steering,
     finite_burn,
     inertial_from_rtn,
     steer_inertial,
@@ -52,8 +55,9 @@ from services.kernel.messages import (
     vec3,
 )
 from services.kernel.onboard import utc_arg
+from services.kernel.parameters import Parameter
 from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore
-from services.orbiter import closing, design, legs, onboard
+from services.orbiter import closing, design, dispersions, legs, onboard
 from services.orbiter.flight import Flight, Vec, apsides_km, period_h, unit, vec
 from services.orbiter.schedule import (
     Carried,
@@ -115,6 +119,8 @@ MAX_COMMANDED_BURN_S = 3_600.0
 class OrbiterCore(VehicleCore):
     name = "orbiter"
     fault_kinds = frozenset({"thrust_loss"})
+    #: Engine, burn execution, mass and injection errors (services/orbiter/dispersions.py).
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = dispersions.PARAMETERS
 
     flight: Flight | None
     tank: PropellantTank
@@ -160,9 +166,64 @@ class OrbiterCore(VehicleCore):
         self.thrust_n = 0.0
         self.counts = Counts()
 
+    # --- dispersible parameters ---------------------------------------------------------
+    def set_parameters(self, values: Mapping[str, float]) -> None:
+        """As the base, and the propellant loaded follows ``propellant_offset_kg``
+        (the tank is state from launch on, so it is filled here, before the first step)."""
+        super().set_parameters(values)
+        load = design.ORBITER_PROPELLANT_KG
+        if "propellant_offset_kg" in self.params:
+            load += self.param("propellant_offset_kg")
+        self.tank = PropellantTank("orbiter", load, load, design.PROPELLANT_RESERVE_KG)
+
+    def _dry_mass_kg(self) -> float:
+        if "dry_mass_offset_kg" in self.params:
+            return design.ORBITER_DRY_MASS_KG + self.param("dry_mass_offset_kg")
+        return design.ORBITER_DRY_MASS_KG
+
+    def _engine(self) -> Engine:
+        """The main engine as it performs in this run (the planners keep the design's)."""
+        if "engine.thrust_scale" not in self.params and "engine.isp_scale" not in self.params:
+            return design.MAIN_ENGINE
+        e = design.MAIN_ENGINE
+        return Engine(e.max_thrust_n * self.param("engine.thrust_scale"),
+                      e.v_e_m_s * self.param("engine.isp_scale"), e.min_thrust_n)
+
+    def _executed(self, dv: Vec) -> Vec:
+        """A commanded impulsive delta-v as the vehicle executes it: (1 + e) times
+        its length, turned by the thrust misalignment (each only when dispersed,
+        so a nominal run is bit-identical)."""
+        if "burn.magnitude_error" in self.params:
+            dv = dv * (1.0 + self.param("burn.magnitude_error"))
+        if "burn.pointing_error_x_deg" in self.params or "burn.pointing_error_y_deg" in self.params:
+            f = self._fly()
+            dv = dispersions.misaligned(dv, f.r_m, f.v_m_s, self.param("burn.pointing_error_x_deg"),
+                                       self.param("burn.pointing_error_y_deg"))
+        return dv
+
+    def _steering(self, steering: Steering) -> Steering:
+        """A finite burn's steering law with the thrust misalignment, if dispersed."""
+        if "burn.pointing_error_x_deg" not in self.params and \
+                "burn.pointing_error_y_deg" not in self.params:
+            return steering
+        x_deg = self.param("burn.pointing_error_x_deg")
+        y_deg = self.param("burn.pointing_error_y_deg")
+
+        def misaligned(t: float, r: Vec, v: Vec, m: float) -> Vec:
+            return dispersions.misaligned(steering(t, r, v, m), r, v, x_deg, y_deg)
+        return misaligned
+
+    def _injected(self, r_m: Vec, v_m_s: Vec) -> tuple[Vec, Vec]:
+        """The separation state the launcher delivers: the solver's plus the
+        injection error, if dispersed (radial / along-track / cross-track)."""
+        if not any(name in self.params for name in dispersions.INJECTION_PARAMETERS):
+            return r_m, v_m_s
+        errors = [self.param(name) for name in dispersions.INJECTION_PARAMETERS]
+        return dispersions.injected_state(r_m, v_m_s, vec(errors[:3]), vec(errors[3:]))
+
     # --- bookkeeping --------------------------------------------------------------------
     def mass_kg(self) -> float:
-        m = design.ORBITER_DRY_MASS_KG + self.tank.mass_kg + self.ascender_kg
+        m = self._dry_mass_kg() + self.tank.mass_kg + self.ascender_kg
         if self.carrying.la_stack:
             m += design.LA_STACK_MASS_KG
         if self.carrying.icubeq:
@@ -304,7 +365,8 @@ class OrbiterCore(VehicleCore):
         """The free coast from now to a perilune at the plan's LOI."""
         self.loi_epoch_s = utc_arg(command, "loi_utc")
         sol = legs.tli_solution(change6.lunar_arrival_target(t, self.loi_epoch_s))
-        self.flight = Flight("earth", vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s), t)
+        r_sep, v_sep = self._injected(vec(sol.r_sep_eci_m), vec(sol.v_sep_eci_m_s))
+        self.flight = Flight("earth", r_sep, v_sep, t)
         self.switch = Recentring(self.loi_epoch_s - MOON_SOI_SWITCH_S, "moon")
         self.phase = "earth_moon_transfer"
         self._event(out, "probe_separation", t, perilune_alt_m=sol.perilune_alt_m,
@@ -495,10 +557,11 @@ class OrbiterCore(VehicleCore):
     def _impulse(self, dv: Vec, label: str, t: float, out: Outbox) -> float:
         """Apply an impulsive burn (thrust faults honoured); returns the delta-v delivered."""
         f = self._fly()
-        dv = vec(dv) * self._thrust_scale()
+        engine = self._engine()
+        dv = self._executed(vec(dv)) * self._thrust_scale()
         mag = float(np.linalg.norm(dv))
         m0 = self.mass_kg()
-        used = m0 * (1.0 - math.exp(-mag / design.MAIN_ENGINE.v_e_m_s))
+        used = m0 * (1.0 - math.exp(-mag / engine.v_e_m_s))
         out.event(self.name, "burn_start", t, burn=label, dv_m_s=mag, propellant_kg=used)
         try:
             self.tank = self.tank.draw(used)
@@ -511,7 +574,7 @@ class OrbiterCore(VehicleCore):
                 return 0.0
         f.v_m_s = f.v_m_s + dv
         self.counts.burns += 1
-        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * self._thrust_scale()
+        self.thrust_n = engine.max_thrust_n * self._thrust_scale()
         out.event(self.name, "burn_end", t, burn=label, dv_m_s=mag, propellant_kg=used)
         return mag
 
@@ -524,6 +587,8 @@ class OrbiterCore(VehicleCore):
             dv = burn.dv
         got = self._impulse(dv, burn.label, t, out)
         extra: dict[str, Any] = dict(burn.values)
+        if burn.event in ("tei_burn_1", "tei_burn_2"):
+            extra["propellant_kg"] = self.tank.mass_kg  # left for the return (campaigns)
         if burn.event == "tei_burn_2":
             self.phase = "moon_earth_transfer"
             self.switch = Recentring(t + MOON_SOI_SWITCH_S, "earth")
@@ -553,8 +618,11 @@ class OrbiterCore(VehicleCore):
             if self._terminal_active():
                 self._terminal(t, t_to, out)
                 break
+            burning = self.finite is not None and t >= self.finite.t_start_s - _EPS_S
+            if burning:
+                self._ignite(t, out)  # before the next event is read: it may move the cut-off
             t_next = min(t_to, self._next_event_after(t))
-            if self.finite is not None and t >= self.finite.t_start_s - _EPS_S:
+            if burning and self.finite is not None:
                 t_next = min(t_next, self.finite.t_end_s)
                 self._burn_finite(t, t_next, out)
             else:
@@ -659,11 +727,31 @@ class OrbiterCore(VehicleCore):
         out.transfer("ascender", t, Docked(t_s=t, frame="MCI", r_m=vec3(f.r_m),
                                            v_m_s=vec3(f.v_m_s), mass_kg=self.mass_kg()))
 
+    def _ignite(self, t: float, out: Outbox) -> None:
+        """Start the finite burn (once). When the engine or the burn execution is
+        dispersed, its end moves to the accelerometer cut-off: the instant the
+        engine as it performs has delivered (1 + e) times the planned delta-v
+        (dispersions.cutoff_duration_s; the plan's duration assumed the design
+        engine). A thrust_loss fault is a failure the cut-off does not foresee:
+        it still under-burns, as in a nominal run."""
+        burn = self.finite
+        assert burn is not None
+        if burn.started:
+            return
+        burn.started, burn.m0_kg = True, self.mass_kg()
+        out.event(self.name, "burn_start", t, burn=burn.label,
+                  dv_m_s=burn.planned_dv_m_s, propellant_kg=0.0)
+        if any(name in self.params for name in dispersions.ENGINE_PARAMETERS):
+            dv = burn.planned_dv_m_s * (1.0 + self.param("burn.magnitude_error"))
+            burn.t_end_s = t + dispersions.cutoff_duration_s(
+                burn.m0_kg, dv, self._engine(), burn.throttle,
+                self.tank.available_kg(use_reserve=True))
+
     def _burn_finite(self, t_from: float, t_to: float, out: Outbox) -> None:
         """Fly the finite burn from t_from to t_to (1 s guidance cycle): LOI
         retrograde at full thrust, an operator's burn as commanded."""
         burn = self.finite
-        assert burn is not None
+        assert burn is not None and burn.started
         f = self._fly()
         steer = burn.steer
         steering = steer_velocity(-1.0)
@@ -671,17 +759,14 @@ class OrbiterCore(VehicleCore):
             steering = (steer_rtn(steer.direction) if steer.frame == "RTN"
                         else steer_inertial(steer.direction))
         throttle = burn.throttle * self._thrust_scale()
-        if not burn.started:
-            burn.started, burn.m0_kg = True, self.mass_kg()
-            out.event(self.name, "burn_start", t_from, burn=burn.label,
-                      dv_m_s=burn.planned_dv_m_s, propellant_kg=0.0)
+        engine = self._engine()
         m = self.mass_kg()
-        res = finite_burn(f.r_m, f.v_m_s, m, t_from, t_to - t_from, design.MAIN_ENGINE,
-                          steering, dry_mass_kg=self._dry_for_burn_kg(),
+        res = finite_burn(f.r_m, f.v_m_s, m, t_from, t_to - t_from, engine,
+                          self._steering(steering), dry_mass_kg=self._dry_for_burn_kg(),
                           throttle=max(1e-6, throttle), substep_s=design.BURN_SUBSTEP_S)
         self.tank = self.tank.draw(m - res.mass_kg, use_reserve=True)
         f.r_m, f.v_m_s, f.t_s = res.r_mci_m, res.v_mci_m_s, t_to
-        self.thrust_n = design.MAIN_ENGINE.max_thrust_n * throttle
+        self.thrust_n = engine.max_thrust_n * throttle
         if t_to >= burn.t_end_s - _EPS_S:
             if steer is None:
                 self._end_loi(t_to, out)
@@ -692,7 +777,7 @@ class OrbiterCore(VehicleCore):
         burn = self.finite
         assert burn is not None
         used = burn.m0_kg - self.mass_kg()
-        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
+        dv = self._engine().v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
         self.finite = None
         self.counts.burns += 1
         assert burn.steer is not None
@@ -706,7 +791,7 @@ class OrbiterCore(VehicleCore):
         assert burn is not None
         f = self._fly()
         used = burn.m0_kg - self.mass_kg()
-        dv = design.MAIN_ENGINE.v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
+        dv = self._engine().v_e_m_s * math.log(burn.m0_kg / self.mass_kg())
         self.finite = None
         self.counts.burns += 1
         out.event(self.name, "burn_end", t, burn="LOI", dv_m_s=dv, propellant_kg=used)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from services.dynamics import change6, entry
 from services.dynamics.entry import (
@@ -34,6 +34,7 @@ from services.dynamics.entry import (
 from services.dynamics.links import eci_from_ecef_state_fast
 from services.kernel.envelope import Envelope
 from services.kernel.messages import Handover, HandoverAck, Transfer
+from services.kernel.parameters import Parameter
 from services.kernel.radio import downlink_of, publish_frames
 from services.kernel.recorder import downlink_values
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
@@ -66,14 +67,41 @@ STOWED_STEP_S = 3_600.0  # a stowed returner never constrains the clock
 
 _EVENT_PHASE = {"entry_interface": "entry", "earth_landing": "landed"}
 
+# Dispersion ranges (chosen). Density at 40-90 km departs from the US76
+# standard by some tens of per cent with season, latitude and solar activity;
+# +-40 % covers it. The flight-path angle at the interface is set by the last
+# correction and by navigation, to a few hundredths of a degree on a healthy
+# return; +-1 deg reaches the edges of a lunar-return corridor (Apollo's was
+# about 2 deg wide). The returner's mass (330 kg, change6.RETURNER) is known
+# to a few kg once weighed; +-20 kg (~6 %) covers the unpublished figure.
+_DENSITY_SCALE_RANGE = (0.6, 1.4)
+_FPA_ERROR_DEG = 1.0
+_MASS_OFFSET_KG = 20.0
+#: The returner's dispersible quantities (services/kernel/parameters.py).
+REENTRY_PARAMETERS = (
+    Parameter("atmosphere.density_scale", 1.0, "1", *_DENSITY_SCALE_RANGE,
+              "the atmosphere's density over US76 in the flown dynamics and the sensed "
+              "loads (drag, lift, heat flux); the guidance's predictor keeps US76"),
+    Parameter("entry.fpa_error_deg", 0.0, "deg", -_FPA_ERROR_DEG, _FPA_ERROR_DEG,
+              "added to the Earth-relative flight-path angle at the entry interface "
+              "(the velocity turned in its vertical plane, speed kept); < 0 is steeper"),
+    Parameter("mass_offset_kg", 0.0, "kg", -_MASS_OFFSET_KG, _MASS_OFFSET_KG,
+              "added to the returner's mass at the hand-over"),
+)
+
 
 class ReentryCore(VehicleCore):
     name = "reentry"
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = REENTRY_PARAMETERS
 
     state: EntryState | None
     sample_mass_g: float
     landed_t_s: float | None
     recovery_t_s: float | None
+    #: The largest sensed deceleration (g) and stagnation heat flux (W/m^2) at
+    #: the end of any step so far: the entry's peaks, for ``earth_landing``.
+    peak_decel_g: float
+    peak_heat_flux_w_m2: float
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
@@ -82,6 +110,8 @@ class ReentryCore(VehicleCore):
         self.sample_mass_g = 0.0
         self.landed_t_s = None
         self.recovery_t_s = None
+        self.peak_decel_g = 0.0
+        self.peak_heat_flux_w_m2 = 0.0
         # Derived from the state (restored() rebuilds it), a cache, and a flag
         # that lives within one step.
         self.last: EntryOutputs | None = None
@@ -98,8 +128,12 @@ class ReentryCore(VehicleCore):
         """The returner with the sample container in it (its mass in the hand-over)."""
         if h.frame != "ECI":
             raise ValueError(f"returner hand-over must be in ECI, got {h.frame!r}")
-        cap = dataclasses.replace(change6.RETURNER, mass_kg=h.mass_kg)
-        self.state = entry.entry_state_from_eci(h.r_m, h.v_m_s, h.t_s, cap, change6.SIZIWANG)
+        mass_kg = h.mass_kg
+        if "mass_offset_kg" in self.params:
+            mass_kg += self.param("mass_offset_kg")
+        cap = dataclasses.replace(change6.RETURNER, mass_kg=mass_kg)
+        self.state = self._dispersed(
+            entry.entry_state_from_eci(h.r_m, h.v_m_s, h.t_s, cap, change6.SIZIWANG))
         self.last = entry.outputs(self.state)
         self.phase = "coast"
         out.event(self.name, "handover_accepted", msg.t, what="returner",
@@ -107,6 +141,16 @@ class ReentryCore(VehicleCore):
         out.transfer(msg.src, msg.t, HandoverAck(handover_id=h.handover_id, accepted=True))
         if h.sample_mass_g > 0.0:
             self._set_sample(h.sample_mass_g, msg.t, out)
+
+    def _dispersed(self, state: EntryState) -> EntryState:
+        """The entry state with this run's atmosphere and interface error, if dispersed."""
+        if "atmosphere.density_scale" in self.params:
+            state = dataclasses.replace(state,
+                                        density_scale=self.param("atmosphere.density_scale"))
+        if "entry.fpa_error_deg" in self.params:
+            state = dataclasses.replace(
+                state, ei_fpa_error_rad=math.radians(self.param("entry.fpa_error_deg")))
+        return state
 
     def _set_sample(self, mass_g: float, t_s: float, out: Outbox) -> None:
         """The container is in the returner: set, never add (a repeated hand-over
@@ -123,6 +167,8 @@ class ReentryCore(VehicleCore):
             return STOWED_STEP_S
         if self.state.phase is not EntryPhase.LANDED:
             self.state, self.last = entry.step(self.state, max(0.0, t_to - self.state.t_s))
+            self.peak_decel_g = max(self.peak_decel_g, self.last.sensed_decel_g)
+            self.peak_heat_flux_w_m2 = max(self.peak_heat_flux_w_m2, self.last.heat_flux_w_m2)
             for name in self.last.events:
                 self._on_entry_event(name, t_to, out)
         return self._after_entry_step(t_to, out)
@@ -136,7 +182,8 @@ class ReentryCore(VehicleCore):
             self.recovery_t_s = t_s + RECOVERY_DELAY_S
             miss = self.last.range_to_target_m
             extra = {"sample_mass_g": self.sample_mass_g, "miss_m": round(miss, 1),
-                     "in_zone": miss <= ZONE_RADIUS_M}
+                     "in_zone": miss <= ZONE_RADIUS_M, "peak_decel_g": self.peak_decel_g,
+                     "peak_heat_flux_w_m2": self.peak_heat_flux_w_m2}
         out.event(self.name, name, t_s, **self._where(), **extra)
 
     def _after_entry_step(self, t_to: float, out: Outbox) -> float:
