@@ -8,7 +8,9 @@ board, started by the time tag set by ``plan_descent``; 1 s clock steps,
 ``guidance.descent.step``) -> ``surface`` (Moon-fixed; payloads, sampling,
 power and heat in :mod:`services.lander.surface`). Sealing the sample hands
 the container, then the ascender's body, to the ascender; the lander stays
-as the launch pad. Messages and events follow docs/mission.md.
+as the launch pad. Messages and events follow docs/mission.md. What a Monte
+Carlo case may disperse (engine, loaded mass, navigation and terrain errors),
+and where each acts: :mod:`services.lander.dispersions`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from services.kernel.onboard import (
 )
 from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore, execute_at_s
 from services.lander import descent_plan as dp
+from services.lander import dispersions
 from services.lander.surface import PASSIVE_PAYLOADS, PAYLOAD_POWER_W, Surface
 
 OPERATIONS = ("drill", "scoop", "seal_sample")
@@ -75,6 +78,7 @@ def command_arg(command: dict[str, Any]) -> str:
 class LanderCore(VehicleCore):
     name = "lander"
     fault_kinds = frozenset({"engine_thrust_loss", "hazard_sensor_bias"})
+    PARAMETERS = dispersions.PARAMETERS
 
     seed: int
     coast: Coast | None
@@ -131,6 +135,8 @@ class LanderCore(VehicleCore):
         self.coast = Coast(r, v, t)
         self.coast.to(self.t_s)
         self.mass_kg = h.mass_kg
+        if "mass_offset_kg" in self.params:  # propellant loaded off the nominal
+            self.mass_kg += self.param("mass_offset_kg")
         self.dry_mass_kg = h.dry_mass_kg or dg.LANDER_DRY_MASS_KG
         x = h.extra
         if x.orbiter_r_m is not None and x.orbiter_v_m_s is not None and x.orbiter_t_s is not None:
@@ -317,7 +323,7 @@ class LanderCore(VehicleCore):
 
     def _burn(self, burn: PlannedBurn, out: Outbox) -> None:
         assert self.coast is not None
-        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, dg.LANDER_V_E_M_S)
+        used = propellant_for_dv_kg(self.mass_kg, burn.dv_m_s, self._engine().v_e_m_s)
         out.event(self.name, "burn_start", burn.t_s, burn=burn.label,
                   dv_m_s=round(burn.dv_m_s, 4), propellant_kg=round(used, 4))
         self.coast.v_mci_m_s = self.coast.v_mci_m_s + np.asarray(burn.dv_mci_m_s)
@@ -329,16 +335,36 @@ class LanderCore(VehicleCore):
             out.event(self.name, "descent_orbit_lowering", burn.t_s,
                       dv_m_s=round(burn.dv_m_s, 4), **here)
 
+    def _engine(self) -> Engine:
+        """The lander's engine as built: its figures times this run's scale factors."""
+        if "engine.thrust_scale" not in self.params and "engine.isp_scale" not in self.params:
+            return dg.LANDER_ENGINE
+        return dispersions.scaled_engine(dg.LANDER_ENGINE, self.param("engine.thrust_scale"),
+                                         self.param("engine.isp_scale"))
+
     def _config(self) -> dg.DescentConfig:
         assert self._rotation is not None
         loss = self.faults.get("engine_thrust_loss")
-        engine = dg.LANDER_ENGINE
+        engine = self._engine()
         if loss is not None:
             keep = 1.0 - min(0.9, max(0.0, float(loss.get("magnitude") or 0.2)))
             engine = Engine(engine.max_thrust_n * keep, engine.v_e_m_s,
                             min(engine.min_thrust_n, engine.max_thrust_n * keep))
-        return dg.DescentConfig(rotation=self._rotation, engine=engine,
-                                dry_mass_kg=self.dry_mass_kg, seed=self.seed)
+        cfg = dg.DescentConfig(rotation=self._rotation, engine=engine,
+                               dry_mass_kg=self.dry_mass_kg, seed=self.seed)
+        return self._dispersed(cfg) if self.params else cfg
+
+    def _dispersed(self, cfg: dg.DescentConfig) -> dg.DescentConfig:
+        """The run's navigation bias and terrain error on the descent (see
+        services/lander/dispersions.py): the guidance flies its estimate to the
+        site, and meets the ground where it really is."""
+        if "navigation.bias_east_m" in self.params or "navigation.bias_north_m" in self.params:
+            lat_deg, lon_deg = dispersions.believed_site_deg(
+                self.param("navigation.bias_east_m"), self.param("navigation.bias_north_m"))
+            cfg = replace(cfg, site_lat_deg=lat_deg, site_lon_deg=lon_deg)
+        if "terrain.height_error_m" in self.params:
+            cfg = replace(cfg, terrain_error_m=self.param("terrain.height_error_m"))
+        return cfg
 
     def _ignite(self, out: Outbox) -> None:
         assert self.coast is not None and self.t_pdi_s is not None
@@ -374,8 +400,11 @@ class LanderCore(VehicleCore):
         self.surface = Surface(site_fixed_m=fixed)
         self.phase, self.descent, self.thrust_n = "surface", None, 0.0
         lat, lon, alt = frames.selenographic_from_moon_fixed(fixed)
+        site_height_m = LANDING_SITE_HEIGHT_M
+        if "terrain.height_error_m" in self.params:  # the site is on the real ground
+            site_height_m += self.param("terrain.height_error_m")
         site = frames.moon_fixed_from_selenographic(LANDING_SITE_LAT_DEG, LANDING_SITE_LON_DEG,
-                                                    LANDING_SITE_HEIGHT_M)
+                                                    site_height_m)
         miss = float(np.linalg.norm(np.asarray(fixed) - site))
         out.event(self.name, "lunar_touchdown", state.phase_start_s, lat_deg=round(lat, 6),
                   lon_deg=round(lon, 6), alt_m=round(alt, 3),

@@ -23,6 +23,17 @@ Relaying (docs/mission.md "Communications"):
 * ``{"type": "relay_cmd", "to": vehicle, "command": {...}}``: a telecommand,
   forwarded on ``cmd.<to>`` (one step later than a direct command: the
   store-and-forward of the lock-step bus).
+
+Outage (dispersible: ``relay.outage.start_s``, ``relay.outage.duration_s``; none
+in the nominal mission): a safe mode or a loss of pointing during which
+Queqiao-2 forwards nothing, over [start, start + duration) in mission
+seconds. Frames are stored as in a ground gap, commands are held, and both
+go on, in the order they came, at the end; ``relay_outage_start`` and
+``relay_outage_end`` announce it. The relay's own telemetry still goes down
+direct (a safe mode keeps the bus's TT&C; the relay payload is what stops).
+The clock stops on both edges, so the outage starts and ends on a step
+boundary: a message the relay takes at the start of a step (sent at its
+``t_from``) is held if ``t_from`` lies in the outage.
 """
 
 from __future__ import annotations
@@ -30,13 +41,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from services.dynamics import comms, links
 from services.dynamics.constants import AU_M, R_MOON_M
 from services.dynamics.power import Battery, battery_step
 from services.kernel.envelope import Envelope
 from services.kernel.messages import Forwarded, RelayCmd, RelayFrame, Transfer, encode
+from services.kernel.parameters import Parameter
 from services.kernel.recorder import FRAME_BITS, downlink_values
 from services.kernel.vehicle import Outbox, Summary, VehicleCore
 
@@ -47,6 +59,15 @@ BATTERY_WH = 135.0 * 28.0  # 135 Ah (NSSDC) at an assumed 28 V bus
 LOAD_W = 700.0  # chosen (see module docstring)
 MASS_KG = 1_200.0  # reference (b): ~1,200 kg at launch
 RELAY_STEP_S = 3_600.0  # Queqiao-2 never needs the clock to stop for it
+#: Latest outage start: the nominal mission ends 52.9 days after launch; 60 days
+#: leaves room for a plan that runs later.
+OUTAGE_START_MAX_S = 60 * 86_400.0
+#: Longest outage: two days. Chosen: a safe mode is recovered over a few
+#: ground passes, typically within a day; a second day covers a slow one.
+OUTAGE_DURATION_MAX_S = 2 * 86_400.0
+#: A step boundary put on an outage edge may miss it by rounding (t_from + (edge
+#: - t_from)); within this it is on the edge (the kernel's time-tag tolerance).
+EDGE_TOL_S = 1e-6
 
 
 def sun_eci_m(t_s: float) -> tuple[float, float, float]:
@@ -81,6 +102,12 @@ class RelayCounts:
 
 class RelayCore(VehicleCore):
     name = "relay"
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = (
+        Parameter("outage.start_s", 0.0, "s", 0.0, OUTAGE_START_MAX_S,
+                  "mission time at which Queqiao-2 stops forwarding (safe mode, pointing)"),
+        Parameter("outage.duration_s", 0.0, "s", 0.0, OUTAGE_DURATION_MAX_S,
+                  "how long it forwards nothing; frames and commands wait for the end"),
+    )
 
     battery: Battery
     power_w: float
@@ -88,6 +115,10 @@ class RelayCore(VehicleCore):
     ground: links.Link  # Queqiao-2 to a station, at self.t_s
     store: deque[dict[str, Any]]
     counts: RelayCounts
+    #: True from the outage's start to its end (forwarding nothing).
+    outage_active: bool
+    #: Commands taken during the outage, in order: {"to": vehicle, "command": {...}}.
+    held_commands: list[dict[str, Any]]
 
     def __init__(self, seed: int) -> None:
         super().__init__(seed)
@@ -98,6 +129,8 @@ class RelayCore(VehicleCore):
         self.ground = links.NO_LINK
         self.store = deque()
         self.counts = RelayCounts()
+        self.outage_active = False
+        self.held_commands = []
         # (t, r, v) of the last state asked for: advance and summary share it
         self._state_cache: tuple[float, Vec3, Vec3] | None = None
 
@@ -106,12 +139,14 @@ class RelayCore(VehicleCore):
         match message:
             case RelayFrame():
                 self._accept(dict(message.frame), msg.t, out)
+            case RelayCmd() if self.outage_active:
+                self.held_commands.append({"to": message.to, "command": dict(message.command)})
             case RelayCmd():
                 out.send("cmd", message.to, msg.t, dict(message.command))
                 self.counts.commands += 1
 
     def _accept(self, frame: dict[str, Any], t_s: float, out: Outbox) -> None:
-        if self.ground.up and not self.store:
+        if self.ground.up and not self.store and not self.outage_active:
             self._forward({**frame, "relayed_at_s": t_s}, t_s, out)
             return
         self.store.append(frame)
@@ -129,12 +164,39 @@ class RelayCore(VehicleCore):
         self.power_w = array_power_w(r, t_to)
         step = battery_step(self.battery, self.power_w, LOAD_W, max(0.0, t_to - t_from))
         self.battery, self.unmet_wh = step.battery, self.unmet_wh + step.unmet_load_wh
-        return RELAY_STEP_S
+        if "outage.duration_s" not in self.params:
+            return RELAY_STEP_S
+        return self._outage_step(t_to, out)
+
+    # --- the outage ------------------------------------------------------------------
+    def _outage_s(self) -> tuple[float, float]:
+        start = self.param("outage.start_s")
+        return start, start + self.param("outage.duration_s")
+
+    def _outage_step(self, t_to: float, out: Outbox) -> float:
+        """Start or end the outage at ``t_to``; the largest next step, which stops
+        the clock on the outage's next edge."""
+        start, end = self._outage_s()
+        inside = start - EDGE_TOL_S <= t_to < end - EDGE_TOL_S
+        if inside and not self.outage_active:
+            self.outage_active = True
+            out.event(self.name, "relay_outage_start", t_to, start_s=start, end_s=end,
+                      stored_frames=len(self.store))
+        elif self.outage_active and not inside:
+            self.outage_active = False
+            out.event(self.name, "relay_outage_end", t_to, start_s=start, end_s=end,
+                      held_commands=len(self.held_commands), stored_frames=len(self.store))
+            for held in self.held_commands:
+                out.send("cmd", str(held["to"]), t_to, dict(held["command"]))
+                self.counts.commands += 1
+            self.held_commands = []
+        edges = [t - t_to for t in (start, end) if t > t_to + EDGE_TOL_S]
+        return min([RELAY_STEP_S, *edges])
 
     def after_step(self, t_from: float, t_to: float, out: Outbox) -> None:
         super().after_step(t_from, t_to, out)  # Queqiao-2's own frames, direct
         self.ground = links.relay_ground_link(t_to, self.ground.station)
-        if not self.ground.up or not self.store:
+        if not self.ground.up or not self.store or self.outage_active:
             return
         budget = max(1, int(self.ground.rate_bps * max(0.0, t_to - t_from) / FRAME_BITS))
         while self.store and budget > 0:

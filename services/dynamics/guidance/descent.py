@@ -28,7 +28,10 @@ feed-forward.
 Integration: RK4 in MCI, Moon point-mass gravity, sub-steps of
 ``substep_s``; the thrust vector is held fixed in MCI over a sub-step (one
 guidance cycle). Third bodies and J2 change a 15-min descent by metres and
-are left out. Terrain is taken flat at the site's reference height.
+are left out. Terrain is taken flat at the site's reference height; the
+real ground may lie ``terrain_error_m`` above that map height, which only the
+ground contact sees (the guidance flies the map, and cuts the engine 2 m above
+it).
 """
 
 from __future__ import annotations
@@ -138,6 +141,12 @@ class DescentConfig:
     cutoff_height_m: float = 2.0  # reference (c): engine cut "just above the surface"
     footprint_radius_m: float = 4.0
     substep_s: float = 0.2
+    #: How much higher the real ground at the site is than ``site_height_m``,
+    #: the map height the guidance flies to (negative: lower). Only the ground
+    #: contact uses it: the engine is still cut ``cutoff_height_m`` above the
+    #: map, so the drop that follows is that much shorter (or longer), and a
+    #: ground above the cut-off height is met with the engine lit.
+    terrain_error_m: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.braking_accel_fraction <= 1.0:
@@ -153,10 +162,19 @@ class DescentConfig:
             raise ValueError(
                 f"substep_s must be in (0, 0.5] s for RK4 accuracy, got {self.substep_s}"
             )
+        if not math.isfinite(self.terrain_error_m):
+            raise ValueError(
+                f"terrain_error_m must be a finite number of metres, got {self.terrain_error_m}"
+            )
 
     @property
     def site_radius_m(self) -> float:
         return R_MOON_M + self.site_height_m
+
+    @property
+    def ground_radius_m(self) -> float:
+        """Radius of the real ground at the site (the map's plus the terrain error)."""
+        return self.site_radius_m + self.terrain_error_m
 
     @property
     def site_fixed_m(self) -> Vec:
@@ -498,10 +516,12 @@ def _limit_thrust(accel_enu: Vec, mass_kg: float, engine: Engine, lit: bool) -> 
     return engine.clamp_thrust_n(mag * mass_kg), accel_enu / mag
 
 
-def _free_fall_to_ground(state: DescentState, loc: _Local, h: float) -> float | None:
-    """Time within ``h`` at which a coasting vehicle reaches the ground, if any."""
+def _free_fall_to_ground(
+    state: DescentState, loc: _Local, cfg: DescentConfig, h: float
+) -> float | None:
+    """Time within ``h`` at which a coasting vehicle reaches the real ground, if any."""
     g = GM_MOON_M3_S2 / float(loc.r_f @ loc.r_f)
-    z, vz = loc.height_m, float(loc.u_enu[2])
+    z, vz = loc.height_m - cfg.terrain_error_m, float(loc.u_enu[2])
     disc = vz * vz + 2.0 * g * z
     t_hit = (vz + math.sqrt(max(disc, 0.0))) / g
     return t_hit if t_hit <= h else None
@@ -510,11 +530,11 @@ def _free_fall_to_ground(state: DescentState, loc: _Local, h: float) -> float | 
 def _land(
     state: DescentState, loc: _Local, cfg: DescentConfig, dt: float, events: list[str]
 ) -> DescentState:
-    """Integrate the last fall exactly (constant g over 2 m) and stop on the ground."""
+    """Integrate the last fall exactly (constant g over the drop) and stop on the ground."""
     g = GM_MOON_M3_S2 / float(loc.r_f @ loc.r_f)
     vz = float(loc.u_enu[2]) - g * dt
     p_f = loc.r_f + loc.v_f * dt
-    p_f *= cfg.site_radius_m / norm(p_f)
+    p_f *= cfg.ground_radius_m / norm(p_f)
     v_touch = (abs(vz), float(math.hypot(loc.u_enu[0], loc.u_enu[1])))
     landed = replace(
         state,
@@ -537,8 +557,8 @@ def _hit_ground(
     found by interpolating the height over the sub-step, with the speed it had,
     rather than flying on under the surface and reporting a soft landing later.
     """
-    h0 = norm(state.r_mci_m) - cfg.site_radius_m
-    h1 = norm(r_end) - cfg.site_radius_m
+    h0 = norm(state.r_mci_m) - cfg.ground_radius_m
+    h1 = norm(r_end) - cfg.ground_radius_m
     dt = h * h0 / (h0 - h1)
     r, v, m = rk4_powered_step(
         state.r_mci_m, state.v_mci_m_s, state.mass_kg, dt, thrust_mci_n, cfg.engine.v_e_m_s
@@ -547,7 +567,7 @@ def _hit_ground(
     up = r_f / norm(r_f)
     v_up = float(v_f @ up)
     v_h = norm(v_f - v_up * up)
-    p_f = up * cfg.site_radius_m
+    p_f = up * cfg.ground_radius_m
     landed = replace(
         state, t_s=state.t_s + dt, mass_kg=m, touchdown_v_m_s=(abs(v_up), v_h),
         landed_fixed_m=(float(p_f[0]), float(p_f[1]), float(p_f[2])),
@@ -569,7 +589,7 @@ def _substep(
     a_max = cfg.engine.max_thrust_n / state.mass_kg
     state = _transition(state, loc, cfg, a_max, events)
     if state.phase == "free_fall":
-        t_hit = _free_fall_to_ground(state, loc, h)
+        t_hit = _free_fall_to_ground(state, loc, cfg, h)
         if t_hit is not None:
             return _land(state, loc, cfg, t_hit, events), 0.0, np.zeros(3)
     tgo, accel = _thrust_accel_enu(state, loc, cfg, site_f, a_max)
@@ -584,7 +604,7 @@ def _substep(
     r, v, m = rk4_powered_step(
         state.r_mci_m, state.v_mci_m_s, state.mass_kg, h, thrust_n * dir_mci, cfg.engine.v_e_m_s
     )
-    if lit and norm(r) < cfg.site_radius_m <= loc.height_m + cfg.site_radius_m:
+    if lit and norm(r) < cfg.ground_radius_m <= loc.height_m + cfg.site_radius_m:
         return _hit_ground(state, cfg, h, r, thrust_n * dir_mci, events), thrust_n, dir_mci
     new_tgo = tgo - h if state.phase in ("braking", "approach") else tgo
     return (
