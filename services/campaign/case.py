@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 
 from services.campaign.registry import core_class, plan_of
-from services.kernel.eventrows import event_from_envelope, event_rows
 from services.ground.vehicle import GroundCore
 from services.kernel.config import VEHICLES
+from services.kernel.eventrows import event_from_envelope, event_rows
 from services.kernel.parameters import PARAMETERS_EVENT, split_path
 from services.local.simloop import SimLoop
 
