@@ -132,7 +132,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "runtime (step rule)": (*(f"{_IT}test_{name}.py" for name in (
         "clock", "vehicle_control", "failures_loud", "grpc", "snapshot", "rollback",
         "rollback_fast", "service_main", "runtime_protocol", "fault_effects", "clock_mutants")),
-        "tests/unit/mission/test_relay.py",
+        "tests/unit/mission/test_relay.py", "tests/unit/test_parameters.py",
         # the plaintext health port (the rest of the file renders manifests)
         *(f"{_IT}test_k8s_security.py::test_the_health_port_{name}" for name in (
             "answers_health_in_plaintext_and_nothing_else",

@@ -259,9 +259,13 @@ def resume_campaign(out: Path, *, workers: int = 2, scheduler: str | None = None
     cdir = CampaignDir(out)
     manifest = cdir.read_manifest()
     file = Path(manifest["campaign_file"])
-    if not file.exists():
-        raise CampaignError(f"the campaign file {file} is gone: put it back (its SHA-256 was "
-                            f"{manifest['campaign_sha256']}) to resume")
+    if not file.exists():  # moved, or another machine (a pod): the copy kept here
+        copies = sorted(cdir.root.glob("campaign.*"))
+        if not copies:
+            raise CampaignError(f"the campaign file {file} is gone and {cdir.root} has no copy "
+                                f"of it: put it back (SHA-256 {manifest['campaign_sha256']})")
+        console.print(f"{file} is not here: resuming from the copy {copies[0]}")
+        file = copies[0]
     camp = load_campaign(file)
     if camp.sha256 != manifest["campaign_sha256"]:
         raise CampaignError(f"{file} changed since the campaign started (SHA-256 "

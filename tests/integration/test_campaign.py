@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -130,7 +131,9 @@ def test_a_worker_killed_mid_campaign_is_replaced_and_the_result_is_the_same(
 
 def test_resume_flies_only_the_missing_cases_to_the_same_parquet(
         reference: tuple[Path, bytes], tmp_path: Path) -> None:
-    file, first = reference
+    original, first = reference
+    file = tmp_path / "campaign.yaml"
+    file.write_bytes(original.read_bytes())
     out = tmp_path / "o"
     proc = _start("campaign", "run", str(file), "--workers", "2", "--out", str(out))
     try:
@@ -140,8 +143,10 @@ def test_resume_flies_only_the_missing_cases_to_the_same_parquet(
         proc.communicate()
     done_before = len(list((out / "cases").glob("*.json")))
     assert 3 <= done_before < 20 and not (out / "cases.parquet").exists()
+    file.unlink()  # resumed elsewhere (another pod): the copy in the campaign dir serves
     resumed = _twin("campaign", "resume", str(out), "--workers", "2")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "is not here: resuming from the copy" in resumed.stdout
     assert f"{done_before} of 20 cases done, {20 - done_before} to fly" in resumed.stdout
     assert (out / "cases.parquet").read_bytes() == first
 
@@ -177,6 +182,63 @@ def test_a_case_past_its_budget_is_a_timeout_and_the_campaign_goes_on(tmp_path: 
     assert [r["status"] for r in rows] == ["timeout"] * 3
     assert all(r["reason"].startswith("past its budget of 1e-06 wall s") for r in rows)
     assert not any(r["success"] for r in rows)
+
+
+def test_a_case_that_raises_is_failed_with_its_reason_and_the_campaign_goes_on(
+        tmp_path: Path) -> None:
+    # An unbounded normal of 5 % on a thrust factor the lander allows only to
+    # +-5 %: some cases draw a value the vehicle refuses, when it is built.
+    file = _write(tmp_path, {**SHORT, "cases": 6, "dispersions": {
+        "lander.engine.thrust_scale": {"dist": "normal", "sigma": 5, "unit": "%"}}})
+    done = _twin("campaign", "run", str(file), "--workers", "2", "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = pq.read_table(tmp_path / "o" / "cases.parquet").to_pylist()
+    failed = [r for r in rows if r["status"] == "failed"]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert failed and ok, [(r["status"], r["drawn.lander.engine.thrust_scale"]) for r in rows]
+    for r in failed:
+        assert not 0.95 <= r["drawn.lander.engine.thrust_scale"] <= 1.05
+        assert "lander.engine.thrust_scale" in r["reason"]
+        assert "outside what the vehicle can have" in r["reason"]
+        assert math.isnan(r["p.lander.engine.thrust_scale"])  # nothing reached the vehicle
+    for r in ok:
+        assert 0.95 <= r["p.lander.engine.thrust_scale"] <= 1.05
+
+
+def test_a_campaign_runs_on_an_existing_dask_scheduler(reference: tuple[Path, bytes],
+                                                       tmp_path: Path) -> None:
+    file, first = reference
+    dask = str(Path(sys.executable).parent / "dask")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = [subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--nworkers", "1",
+                                 "--no-dashboard"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+               for _ in range(2)]
+    try:
+        done = _twin("campaign", "run", str(file), "--scheduler", address,
+                     "--out", str(tmp_path / "o"))
+        family = {w.pid for w in workers} | {c.pid for w in workers for c in _children(w.pid)}
+    finally:
+        for proc in (*workers, scheduler):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "o" / "cases.parquet").read_bytes() == first
+    pids = {r["cost"]["pid"] for r in CampaignDir(tmp_path / "o").rows().values()}
+    assert pids and pids <= family  # flown by the scheduler's workers, not a local cluster
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 # --- dispersions reach the vehicles and act --------------------------------------
