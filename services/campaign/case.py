@@ -21,11 +21,13 @@ import time
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from services.campaign.registry import core_class, plan_of
+from services.dynamics.timescale import iso_utc
 from services.ground.vehicle import GroundCore
 from services.kernel.config import VEHICLES
 from services.kernel.eventrows import event_from_envelope, event_rows
@@ -95,6 +97,7 @@ def fly_case(spec: CaseSpec) -> dict[str, Any]:
     """Fly ``spec`` in-process; its row (never raises: a failure is a row too)."""
     started = time.monotonic()  # the budget's watchdog only
     row: dict[str, Any] = {"case": spec.case, "twin_seed": spec.twin_seed}
+    loop: SimLoop | None = None
     try:
         loop = _loop(spec)
 
@@ -113,14 +116,30 @@ def fly_case(spec: CaseSpec) -> dict[str, Any]:
     except CaseTimeout as exc:
         row |= {"status": "timeout", "reason": str(exc)}
     except Exception as exc:  # a case that raises is a failed case; the campaign goes on
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        row |= {"status": "failed",
-                "reason": f"{type(exc).__name__}: {exc} ({where.filename.rpartition('/')[2]}:"
-                          f"{where.lineno})"}
+        row |= {"status": "failed", "reason": failure_reason(exc, loop)}
     row["success"] = bool(row["status"] == "ok" and row.get("landing_in_zone")
                           and (row.get("sample_mass_g") or 0.0) > 0.0)
     row["parameters"] = dict(spec.parameters)
     return row
+
+
+def failure_reason(exc: BaseException, loop: SimLoop | None) -> str:
+    """What raised, where in the code (the deepest frame, and the participant's
+    own frame nearest it) and when in the mission."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    parts = [f"{type(exc).__name__}: {exc}"]
+    if frames:
+        deepest = frames[-1]
+        where = f"{Path(deepest.filename).name}:{deepest.lineno}"
+        owners = (*VEHICLES, "ground")
+        own = next((f for f in reversed(frames) if Path(f.filename).parent.name in owners), None)
+        if own is not None and own is not deepest:
+            where += (f"; in {Path(own.filename).parent.name}/{Path(own.filename).name}:"
+                      f"{own.lineno} {own.name}")
+        parts.append(f"({where})")
+    if loop is not None and loop.step:
+        parts.append(f"in step {loop.step} from {iso_utc(loop.t_s)}")
+    return " ".join(parts)
 
 
 def _loop(spec: CaseSpec) -> SimLoop:

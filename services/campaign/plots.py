@@ -34,13 +34,16 @@ _KM = 1000.0
 TOUCHDOWN_SIZE_IN = (8.0, 8.0)
 LANDING_SIZE_IN = (9.0, 8.5)
 MARGINS_SIZE_IN = (15.0, 11.0)
-#: The touchdown map's half-width: at least 1.5 km (the 1 km circle with room
-#: around it), at most 20 km (a case that landed farther is counted, not
-#: drawn, so one outlier cannot shrink everyone else to a dot).
-TOUCHDOWN_MIN_HALF_M = 1_500.0
+#: The touchdown map's half-width: at least 150 m (a hazard-avoiding lander
+#: spreads over tens of metres: the map fits the points, not a fixed scale),
+#: at most 20 km (a case that landed farther is counted, not drawn, so one
+#: outlier cannot shrink everyone else to a dot).
+TOUCHDOWN_MIN_HALF_M = 150.0
 TOUCHDOWN_MAX_HALF_M = 20_000.0
-#: The circle drawn on the lunar map: 1 km about the LROC site.
+#: The circle drawn on the lunar map about the LROC site: 1 km, or 100 m on a
+#: map too small to hold it.
 TOUCHDOWN_RING_M = 1_000.0
+TOUCHDOWN_SMALL_RING_M = 100.0
 #: The Earth map reaches at most this far from the aim point (a skip-out that
 #: lands a thousand kilometres away is counted, not drawn).
 LANDING_MAX_HALF_DEG = 3.0
@@ -110,7 +113,7 @@ def _lat_lon_text() -> str:
 
 def plot_touchdown(east_m: Vec, north_m: Vec, ellipse: Ellipse | None, path: Path) -> None:
     """Touchdown points in east/north metres about the LROC site, the site, a
-    1 km circle and the ellipse."""
+    1 km (or, on a small map, 100 m) circle and the ellipse."""
     fig, (ax,) = _new_figure(TOUCHDOWN_SIZE_IN)
     e, n = _finite_pairs(east_m, north_m)
     outline = ellipse_outline(ellipse) if ellipse is not None else None
@@ -122,8 +125,9 @@ def plot_touchdown(east_m: Vec, north_m: Vec, ellipse: Ellipse | None, path: Pat
     ax.scatter(e[inside], n[inside], s=9, color=_POINT_COLOUR, alpha=0.6, linewidths=0,
                label=f"touchdowns ({int(inside.sum())})")
     ring = np.linspace(0.0, 2.0 * np.pi, 361)
-    ax.plot(TOUCHDOWN_RING_M * np.sin(ring), TOUCHDOWN_RING_M * np.cos(ring), color="grey",
-            ls="--", lw=1.0, label="1 km from the site")
+    radius = TOUCHDOWN_RING_M if half > TOUCHDOWN_RING_M else TOUCHDOWN_SMALL_RING_M
+    ax.plot(radius * np.sin(ring), radius * np.cos(ring), color="grey", ls="--", lw=1.0,
+            label=f"{radius:g} m from the site")
     if ellipse is not None and outline is not None:
         ax.plot(*outline, color=_ELLIPSE_COLOUR, lw=1.6,
                 label=f"{ellipse.k:g}-sigma ellipse ({100 * ellipse.containment:.1f} %)")

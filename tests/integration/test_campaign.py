@@ -236,9 +236,10 @@ def test_a_campaign_runs_on_an_existing_dask_scheduler(reference: tuple[Path, by
 
 def _children(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        found: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+    return found
 
 
 # --- dispersions reach the vehicles and act --------------------------------------
