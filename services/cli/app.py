@@ -8,6 +8,7 @@
     twin clock   time | pause | resume | warp X | step N | until <utc|plan item|event>
     twin campaign  run | resume | rerun | report: Monte Carlo campaigns on Dask
     twin parameters  the dispersible vehicle parameters
+    twin diff A B  where two missions (reports or mission ids) differ
 
 Bad arguments exit with code 2 and a message saying what to fix; a service
 that cannot be reached exits 1 and is named.
@@ -38,6 +39,7 @@ from services.cli.clock_wait import (
     until_suffix,
     wait_for,
 )
+from services.cli.diff_cli import diff_command
 from services.cli.grpc_client import (
     ClockClient,
     Endpoint,
@@ -73,6 +75,7 @@ clock_app = typer.Typer(help="Drive the mission clock (served by ground).", no_a
 app.add_typer(clock_app, name="clock")
 app.add_typer(campaign_app, name="campaign")
 app.command("parameters")(parameters_command)
+app.command("diff")(diff_command)
 
 console = Console()
 err_console = Console(stderr=True)

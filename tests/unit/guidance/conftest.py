@@ -35,7 +35,7 @@ def nominal_start() -> tuple[d.DescentState, d.DescentConfig]:
 
 @pytest.fixture(scope="session")
 def nominal_result(nominal_start: tuple[d.DescentState, d.DescentConfig]) -> d.DescentResult:
-    return d.simulate_descent(*nominal_start, dt_s=STEP_S)
+    return d.simulate_descent(*nominal_start)  # its default step: STEP_S, the clock's
 
 
 @pytest.fixture(scope="session")
