@@ -189,6 +189,10 @@ async def test_pause_step_warp_and_run_until(nats_url: str, mission_id: str) -> 
 async def test_malformed_messages_are_counted_and_dropped(nats_url: str, mission_id: str) -> None:
     nc = await nats.connect(nats_url)
     async with LocalTwin(nats_url, mission_id, plan(hours=4.0), start_paused=True) as twin:
+        # Every service has said hello (after subscribing, on the same connection):
+        # its subscriptions are on the server, so none of the junk below is missed.
+        clock = twin.ground.clock
+        await clock.wait_until(lambda: clock.status.mode == "paused")
         for subject in ("clock.tick", "cmd.orbiter", "xfer.lander", "clock.ack.relay"):
             await nc.publish(f"twin.{mission_id}.{subject}", b"{not json")
         await nc.publish(f"twin.{mission_id}.cmd.orbiter",

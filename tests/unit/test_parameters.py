@@ -125,10 +125,12 @@ def test_a_bad_twin_parameters_is_a_configuration_error(raw: str, problem: str) 
 
 def test_a_parameter_the_vehicle_does_not_have_is_a_configuration_error() -> None:
     cfg = ServiceConfig("lander", insecure=True,
-                        parameters={"lander.engine.thrust_scal": 0.9})
+                        parameters={"lander.engine.thrust_scal": 0.9,
+                                    "lander.engine.thrust_scale": 0.99})
     with pytest.raises(ConfigError, match=r"unknown parameter lander\.engine\.thrust_scal") as info:
         apply_parameters(Probe(6), cfg)
     assert info.value.variable == "TWIN_PARAMETERS"
+    assert info.value.value == "lander.engine.thrust_scal,lander.engine.thrust_scale"
     assert "twin parameters lists them" in info.value.fix
 
 
