@@ -131,9 +131,12 @@ def test_a_worker_killed_mid_campaign_is_replaced_and_the_result_is_the_same(
 
 def test_resume_flies_only_the_missing_cases_to_the_same_parquet(
         reference: tuple[Path, bytes], tmp_path: Path) -> None:
-    original, first = reference
+    # 60 cases, so that killing the CLI after its third leaves many to fly (of
+    # 20, a burst of results once finished them all first). A case's draws do
+    # not depend on how many cases there are: the first 20 are the reference's.
+    _, first = reference
     file = tmp_path / "campaign.yaml"
-    file.write_bytes(original.read_bytes())
+    file.write_text(yaml.safe_dump(SHORT | {"cases": 60}))
     out = tmp_path / "o"
     proc = _start("campaign", "run", str(file), "--workers", "2", "--out", str(out))
     try:
@@ -142,13 +145,20 @@ def test_resume_flies_only_the_missing_cases_to_the_same_parquet(
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its cluster, every worker
         proc.communicate()
     done_before = len(list((out / "cases").glob("*.json")))
-    assert 3 <= done_before < 20 and not (out / "cases.parquet").exists()
+    assert 3 <= done_before < 60 and not (out / "cases.parquet").exists()
     file.unlink()  # resumed elsewhere (another pod): the copy in the campaign dir serves
     resumed = _twin("campaign", "resume", str(out), "--workers", "2")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "is not here: resuming from the copy" in resumed.stdout
-    assert f"{done_before} of 20 cases done, {20 - done_before} to fly" in resumed.stdout
-    assert (out / "cases.parquet").read_bytes() == first
+    assert f"{done_before} of 60 cases done, {60 - done_before} to fly" in resumed.stdout
+    rows = pq.read_table(out / "cases.parquet").to_pylist()
+    assert [r["case"] for r in rows] == list(range(60))
+    assert {r["status"] for r in rows} == {"ok"}
+    ref_path = tmp_path / "reference.parquet"
+    ref_path.write_bytes(first)
+    keys = ("case", "status", "digest", *(f"p.{p}" for p in SHORT["dispersions"]))
+    assert [{k: r[k] for k in keys} for r in rows[:20]] == \
+        [{k: r[k] for k in keys} for r in pq.read_table(ref_path).to_pylist()]
 
 
 def test_resume_refuses_a_changed_campaign_file(reference: tuple[Path, bytes],
