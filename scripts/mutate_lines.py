@@ -73,15 +73,10 @@ def record(pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> int:
     return code
 
 
-def record_in_subprocess(pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> None:
-    """:func:`record` in a fresh interpreter at the repository's root (the
-    original sources, not mutmut's copies; no tracer left in mutmut's process)."""
-    Recording(pytest_args, data_file).wait()
-
-
 class Recording:
-    """:func:`record_in_subprocess` started now and waited for later, so that
-    it runs beside mutmut's own stats run."""
+    """:func:`record` in a fresh interpreter at the repository's root (the
+    original sources, not mutmut's copies; no tracer left in mutmut's process),
+    started now and waited for later, so that it runs beside mutmut's stats run."""
 
     def __init__(self, pytest_args: Sequence[str], data_file: Path = DATA_FILE) -> None:
         import subprocess

@@ -37,10 +37,6 @@ from services.local.simloop import SimLoop
 __all__ = ["OUTCOME_COLUMNS", "CaseSpec", "CaseTimeout", "applied_parameters", "events_digest",
            "fly_case", "not_applied", "outcomes", "report_digest"]
 
-#: How a case ended: flown to the plan's end, raised (or a dispersion did not
-#: reach its vehicle), or ran past its wall-time budget. A case that ended ok
-#: *succeeds* when the returner landed inside the landing zone with the sample.
-STATUSES = ("ok", "failed", "timeout")
 
 #: Outcome columns of a case's row (float; NaN when the event never came),
 #: from the event and the field named: (column, event, field).
@@ -94,7 +90,12 @@ class CaseSpec:
 
 
 def fly_case(spec: CaseSpec) -> dict[str, Any]:
-    """Fly ``spec`` in-process; its row (never raises: a failure is a row too)."""
+    """Fly ``spec`` in-process; its row (never raises: a failure is a row too).
+
+    Its status: ``ok`` (flown to the plan's end), ``failed`` (raised, or a
+    dispersion did not reach its vehicle) or ``timeout`` (past its wall-time
+    budget). An ok case *succeeds* when the returner landed inside the landing
+    zone with the sample."""
     started = time.monotonic()  # the budget's watchdog only
     row: dict[str, Any] = {"case": spec.case, "twin_seed": spec.twin_seed}
     loop: SimLoop | None = None

@@ -16,7 +16,7 @@ from services.kernel.config import VEHICLES
 from services.kernel.parameters import Parameter
 from services.kernel.vehicle import VehicleCore
 
-__all__ = ["PLANS_DIR", "core_class", "parameter_table", "plan_of"]
+__all__ = ["PLANS_DIR", "core_class", "parameter_table", "plan_of", "plan_path"]
 
 #: The packaged flight plans (``plan: nominal`` in a campaign file).
 PLANS_DIR = NOMINAL_PLAN.parent
@@ -41,7 +41,11 @@ def parameter_table() -> dict[str, Parameter]:
     return dict(sorted(table.items()))
 
 
+def plan_path(plan: str) -> Path:
+    """The file of a campaign's plan: a packaged plan's name, or a path."""
+    return PLANS_DIR / f"{plan}.json" if "/" not in plan else Path(plan)
+
+
 def plan_of(plan: str) -> FlightPlan:
-    """A campaign's plan: a packaged plan's name, or a path."""
-    path = PLANS_DIR / f"{plan}.json" if "/" not in plan else Path(plan)
-    return load_plan(path)
+    """A campaign's plan, loaded."""
+    return load_plan(plan_path(plan))

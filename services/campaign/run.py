@@ -48,6 +48,7 @@ from rich.progress import (
 )
 
 from services.campaign.case import OUTCOME_COLUMNS, CaseSpec, fly_case, report_digest
+from services.campaign.registry import plan_path
 from services.campaign.spec import Campaign, CampaignError, load_campaign
 
 __all__ = ["CampaignDir", "nats_check_case", "resume_campaign", "run_campaign",
@@ -156,9 +157,7 @@ def nats_check_case(spec_json: Mapping[str, Any], state_dir: str) -> dict[str, A
     report = state / "report.json"
     params = state / "parameters.json"
     params.write_bytes(orjson.dumps(dict(spec.parameters)))
-    from services.campaign.registry import PLANS_DIR
-
-    plan = PLANS_DIR / f"{spec.plan}.json" if "/" not in spec.plan else Path(spec.plan)
+    plan = plan_path(spec.plan)
     cmd = [sys.executable, "-m", "services.cli.app", "run",
            "--report", str(report), "--seed", str(spec.twin_seed), "--plan", str(plan),
            "--parameters", str(params), "--state-dir", str(state / "state"),

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from numpy.typing import NDArray
 
 from services.campaign import plots
+from services.campaign.spec import CampaignError
 from services.campaign.stats import (
     ELLIPSE_K,
     PERCENTILE_METHOD,
@@ -77,8 +78,9 @@ STATUS_ORDER = ("ok", "failed", "timeout")
 PARAMETER_PREFIX = "p."
 
 
-class CampaignReportError(ValueError):
-    """A campaign directory the report cannot read; the message says what to fix."""
+class CampaignReportError(CampaignError):
+    """A campaign directory the report cannot read; the message says what to fix
+    (a CampaignError, so `twin campaign report` prints it and exits 2)."""
 
 
 @dataclass(frozen=True)

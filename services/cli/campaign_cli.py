@@ -12,8 +12,9 @@ docs/campaign.md describes the campaign file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import orjson
 import typer
@@ -39,9 +40,17 @@ def _default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+def _exit_with(command: Callable[[], int]) -> NoReturn:
+    """Run a campaign command; exit with its code, or 2 and the reason when the
+    campaign file or directory cannot be used."""
+    from services.campaign.spec import CampaignError
+
+    try:
+        code = command()
+    except CampaignError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
 
 
 @campaign_app.command("run")
@@ -58,15 +67,11 @@ def run(
 ) -> None:
     """Fly a campaign's cases on Dask; one Parquet row per case in --out."""
     from services.campaign.run import run_campaign
-    from services.campaign.spec import CampaignError, load_campaign
+    from services.campaign.spec import load_campaign
 
-    try:
-        target = out or Path("campaigns") / load_campaign(file).name
-        code = run_campaign(file, target, cases=cases, workers=workers or _default_workers(),
-                            scheduler=scheduler, console=console)
-    except CampaignError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(code)
+    _exit_with(lambda: run_campaign(
+        file, out or Path("campaigns") / load_campaign(file).name, cases=cases,
+        workers=workers or _default_workers(), scheduler=scheduler, console=console))
 
 
 @campaign_app.command("resume")
@@ -77,14 +82,9 @@ def resume(
 ) -> None:
     """Fly only the cases of DIR that are missing or did not end ok."""
     from services.campaign.run import resume_campaign
-    from services.campaign.spec import CampaignError
 
-    try:
-        code = resume_campaign(directory, workers=workers or _default_workers(),
-                               scheduler=scheduler, console=console)
-    except CampaignError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(code)
+    _exit_with(lambda: resume_campaign(directory, workers=workers or _default_workers(),
+                                       scheduler=scheduler, console=console))
 
 
 @campaign_app.command("rerun")
@@ -94,13 +94,8 @@ def rerun(
 ) -> None:
     """Fly one case again, exactly, as a full mission over NATS with a report."""
     from services.campaign.run import rerun_case
-    from services.campaign.spec import CampaignError
 
-    try:
-        code = rerun_case(directory, case, console=console)
-    except CampaignError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(code)
+    _exit_with(lambda: rerun_case(directory, case, console=console))
 
 
 @campaign_app.command("report")
@@ -112,17 +107,17 @@ def report(
     from services.campaign.spec import CampaignError
     from services.campaign.summary import write_report
 
-    cdir = CampaignDir(directory)
-    try:
+    def write() -> int:
+        cdir = CampaignDir(directory)
         cdir.read_manifest()
         if not cdir.parquet.exists():
             raise CampaignError(f"{cdir.parquet} is missing: the campaign never finished a "
                                 f"run; twin campaign resume {directory}")
-        paths = write_report(directory)
-    except CampaignError as exc:
-        raise _fail(exc) from None
-    for path in paths:
-        console.print(str(path))
+        for path in write_report(directory):
+            console.print(str(path))
+        return 0
+
+    _exit_with(write)
 
 
 def parameters_command() -> None:

@@ -15,7 +15,13 @@ import pytest
 from services.kernel.config import ServiceConfig
 from services.kernel.errors import ConfigError
 from services.kernel.outbox import Outbox
-from services.kernel.parameters import Parameter, ParameterError, check_values, split_path
+from services.kernel.parameters import (
+    PARAMETERS_EVENT,
+    Parameter,
+    ParameterError,
+    check_values,
+    split_path,
+)
 from services.kernel.runtime import apply_parameters
 from services.kernel.steprule import take_step
 from services.kernel.vehicle import VehicleCore
@@ -65,6 +71,7 @@ def test_the_first_step_announces_what_was_applied_and_no_later_step_does() -> N
     core.set_parameters({"terrain.height_error_m": -3.5, "engine.thrust_scale": 1.02})
     out = Outbox()
     take_step(core, [], 0.0, 1.0, out)
+    assert PARAMETERS_EVENT == "parameters_applied"  # the name campaigns read the values by
     assert _events(out) == [{"name": "parameters_applied", "parameters": {
         "lander.engine.thrust_scale": 1.02, "lander.terrain.height_error_m": -3.5}}]
     take_step(core, [], 1.0, 2.0, out)
