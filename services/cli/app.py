@@ -7,6 +7,7 @@
     twin status  every service's phase, time, mass, altitude and faults
     twin clock   time | pause | resume | warp X | step N | until <utc|plan item|event>
     twin campaign  run | resume | rerun | report: Monte Carlo campaigns on Dask
+    twin fork    branch a running mission into a what-if fork, flown beside it
     twin parameters  the dispersible vehicle parameters
     twin diff A B  where two missions (reports or mission ids) differ
 
@@ -40,6 +41,7 @@ from services.cli.clock_wait import (
     wait_for,
 )
 from services.cli.diff_cli import diff_command
+from services.cli.fork_cli import fork_command
 from services.cli.grpc_client import (
     ClockClient,
     Endpoint,
@@ -76,6 +78,7 @@ app.add_typer(clock_app, name="clock")
 app.add_typer(campaign_app, name="campaign")
 app.command("parameters")(parameters_command)
 app.command("diff")(diff_command)
+app.command("fork")(fork_command)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -231,6 +234,9 @@ def up(
     resume: ResumeOpt = False,
     insecure: InsecureOpt = False,
     parameters: ParametersOpt = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", dir_okay=False, help="Write the mission report (JSON) here at the "
+        "finish.")] = None,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
@@ -238,7 +244,7 @@ def up(
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
         mission_view=True, max_restarts=max_restarts, resume=resume, insecure=insecure,
-        parameters=_read_parameters(parameters),
+        parameters=_read_parameters(parameters), report_path=report,
     ))
 
 

@@ -267,6 +267,13 @@ class ClockClient:
             raise _translate(endpoint, exc) from exc
         return reply
 
+    async def fork(self, request: clock_pb2.ForkRequest,
+                   timeout_s: float | None = None) -> clock_pb2.ForkReply:
+        """Ask ground for a what-if fork of its mission (services/ground/fork.py)."""
+        reply: clock_pb2.ForkReply = await self._channels._call(
+            self._service, self._stub.Fork, request, timeout_s)
+        return reply
+
     async def list_targets(
         self, timeout_s: float | None = None
     ) -> clock_pb2.ListTargetsResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -56,6 +57,8 @@ __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "LaunchOptions", "launc
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130  # what shells report for a Ctrl-C'd command
+#: Wall seconds between looks at whether the forks on this run's NATS finished.
+_FORK_POLL_S = 0.5
 
 T = TypeVar("T")
 
@@ -88,6 +91,13 @@ class LaunchOptions:
     insecure: bool = False
     #: Dispersed vehicle parameters (--parameters FILE; a campaign case's).
     parameters: Mapping[str, float] = field(default_factory=dict)
+    #: A what-if fork of this mission (`twin fork`): its services start from the
+    #: branch commit in the parent's record (services/ground/fork.py), with the
+    #: identities minted by the parent's key store (``security_dir``).
+    fork_of: str | None = None
+    security_dir: Path | None = None
+    #: The fork's record, as the parent's ground answered (for the report).
+    fork_spec: Mapping[str, Any] | None = None
 
 
 class ResumeError(RuntimeError):
@@ -238,6 +248,7 @@ def _run_config(opts: LaunchOptions, nats_url: str, prev: Previous | None,
         log_level=opts.log_level,
         restart=RestartPolicy(max_restarts=opts.max_restarts),
         parameters=opts.parameters,
+        extra_env={"TWIN_FORK_OF": opts.fork_of} if opts.fork_of else {},
     )
     return replace(config, run_id=prev.run_id) if prev is not None else config
 
@@ -249,7 +260,7 @@ def _security(opts: LaunchOptions, console: Console) -> tuple[Security, Path | N
     if opts.insecure:
         say(console, f"WARNING: {INSECURE_WARNING}", style="bold red")
         return Security.plaintext(), None
-    made = provision(opts.state_dir, opts.mission_id)
+    made = provision(opts.security_dir or opts.state_dir, opts.mission_id, parent=opts.fork_of)
     return made.security(), made.server_config
 
 
@@ -338,6 +349,8 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
     async with contextlib.AsyncExitStack() as stack:
         security, nats_config = _security(opts, console)
         nats = await _start_nats(stack, opts, console, nats_config)
+        if nats is not None:  # after the services stop, before NATS does
+            stack.push_async_callback(_wait_for_forks, opts.state_dir, stopper, console)
         nats_url = nats.url if nats is not None else str(opts.nats_url)
         watch = await _attach_bus(stack, opts, nats_url,
                                   prev.log_start_seq if prev is not None else None, security)
@@ -386,6 +399,42 @@ async def _linger(stopper: _Stopper, sup: Supervisor, console: Console) -> None:
         await _until_stopped(asyncio.Event().wait(), stopper, sup)
 
 
+def running_forks(state_dir: Path) -> list[str]:
+    """Forks of this run flying on its NATS (`twin fork` writes their run.json
+    under <state dir>/forks/<id>/ and marks it stopped at the end)."""
+    out = []
+    for record_path in sorted(state_dir.glob(f"forks/*/{RUN_RECORD}")):
+        with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, ValueError):
+            record = orjson.loads(record_path.read_bytes())
+            if not record.get("stopped") and _alive(int(record["cli_pid"])):
+                out.append(str(record["mission_id"]))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _wait_for_forks(state_dir: Path, stopper: _Stopper, console: Console) -> None:
+    """The forks fly on this run's NATS: it stays up until they finish, or a
+    signal says stop now (the forks then lose their bus, and say so)."""
+    forks = running_forks(state_dir)
+    if not forks:
+        return
+    say(console, f"NATS stays up for the forks still flying ({', '.join(forks)}); "
+                 "Ctrl-C stops it now", style="yellow")
+    stopper.event.clear()
+    while running_forks(state_dir) and not stopper.event.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopper.event.wait(), _FORK_POLL_S)
+
+
 async def _stop_services(sup: Supervisor, state_dir: Path) -> None:
     codes = await sup.stop()
     _mark_stopped(state_dir, codes)
@@ -429,12 +478,19 @@ async def _mission_summary(watch: tuple[MissionLog, TelemetryRecorder], final: S
     if feed is not None:  # events of the last steps, heard after the clock finished
         feed.write_new(console)
     plan = opts.flight_plan.stem if opts.flight_plan is not None else "nominal"
+    if opts.fork_spec is not None:
+        plan = str(opts.fork_spec["plan"].get("name", plan))
     report = build_report(
         mission_id=opts.mission_id,
         seed=opts.seed if opts.seed is not None else ServiceConfig.seed,
         plan=plan, events=events, statuses=final.statuses, clock=final.clock, wall_s=wall_s,
         reference=load_reference(),
     )
+    if opts.fork_spec is not None:
+        spec = opts.fork_spec
+        report["fork"] = {"parent": spec["parent"], "parent_run": spec["parent_run"],
+                          "branch": spec["branch"], "commit_step": spec["commit"]["step"],
+                          "change": spec["change"], "seed": spec["seed"]}
     show(console, comparison_table(report["comparison"]))
     say(console, f"{len(events)} mission events, {len(recorder.records)} telemetry frames kept "
                  f"of {recorder.frames_seen}")

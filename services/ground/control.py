@@ -7,26 +7,43 @@ Pause answers "paused", Resume "running", RunUntil "running" with its target.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+import orjson
 
 from services.dynamics.timescale import iso_utc, mission_s_from_utc
-from services.ground import targets
+from services.ground import fork, targets
 from services.ground.vehicle import GroundCore
 from services.kernel.clock import ClockAuthority
 from services.kernel.control import instrumented
 from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
 
+#: The gRPC status of each kind of refused fork.
+_FORK_CODES = {"invalid": grpc.StatusCode.INVALID_ARGUMENT,
+               "precondition": grpc.StatusCode.FAILED_PRECONDITION,
+               "exists": grpc.StatusCode.ALREADY_EXISTS}
+
+#: What the Fork call runs: ground's ``make_fork`` (services/ground/service.py).
+MakeFork = Callable[[str, str, str, fork.Change], Awaitable[dict[str, Any]]]
+
 
 class ClockServicer(clock_pb2_grpc.MissionClockServicer):
-    def __init__(self, clock: ClockAuthority) -> None:
+    def __init__(self, clock: ClockAuthority, make_fork: MakeFork | None = None) -> None:
         if not isinstance(clock.plan, GroundCore):
             raise TypeError("the clock servicer answers from ground's state: the clock's "
                             f"plan must be a GroundCore, not {type(clock.plan).__name__}")
         self.clock = clock
         self.ground: GroundCore = clock.plan
         self.rt = clock.rt
+        self._make_fork = make_fork
+
+    async def make_fork(self, kind: str, value: str, child: str,
+                        change: fork.Change) -> dict[str, Any]:
+        if self._make_fork is None:
+            raise fork.ForkRefused("precondition", "this ground cannot fork its mission")
+        return await self._make_fork(kind, value, child, change)
 
     def state(self) -> clock_pb2.ClockState:
         c, st = self.clock, self.clock.status
@@ -113,6 +130,25 @@ class ClockServicer(clock_pb2_grpc.MissionClockServicer):
         return clock_pb2.ListTargetsResponse(targets=[
             clock_pb2.RunTarget(name=t.name, kind=t.kind, due=t.due, seen_utc=t.seen_utc)
             for t in found])
+
+    @instrumented
+    async def Fork(self, request: clock_pb2.ForkRequest,
+                   context: grpc.aio.ServicerContext) -> clock_pb2.ForkReply:
+        which = request.WhichOneof("at") or "now"
+        value = "" if which == "now" else str(getattr(request, which))
+        try:
+            change = fork.as_change(list(request.items_json), dict(request.delays_s),
+                                    request.plan_json, request.reseed)
+            spec = await self.make_fork(which, value, request.mission, change)
+        except fork.ForkRefused as exc:
+            await context.abort(_FORK_CODES[exc.code], exc.reason)
+            raise
+        branch, commit = spec["branch"], spec["commit"]
+        return clock_pb2.ForkReply(
+            mission=spec["child"], parent=spec["parent"], branch_step=max(branch["step"], 0),
+            branch_mission_time_s=branch["t_s"], branch_utc=branch["utc"],
+            commit_step=commit["step"], commit_mission_time_s=commit["t_s"],
+            seed=spec["seed"], spec_json=orjson.dumps(spec).decode())
 
     # --- RunUntil's parts --------------------------------------------------------
     async def _run_until_event(self, event: str, context: grpc.aio.ServicerContext) -> None:

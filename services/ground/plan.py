@@ -13,8 +13,12 @@ Format (JSON)::
      ]}
 
 ``after`` names a mission event published by any vehicle, or the id of an
-earlier plan item (seen when it is issued). An item with ``after`` waits on it
-whatever the clock says; ``not_before`` keeps it from running early.
+earlier plan item (seen when it is issued). ``at_s`` (mission seconds since
+launch) may stand for ``at`` where an instant must be exact to the bit: a
+fork's change goes at its branch point, the end of a step of its parent
+(services/ground/fork.py), which a millisecond UTC string would miss. An
+item with ``after`` waits on it whatever the clock says; ``not_before`` keeps
+it from running early.
 
 An item may inject a fault instead of sending a command, the test conductor's
 hand rather than a telecommand (so no link, no phase rule delays it)::
@@ -68,11 +72,16 @@ class FlightPlan:
 
 def load_plan(path: Path | None) -> FlightPlan:
     path = path or NOMINAL_PLAN
+    return parse_plan(load_raw(path), str(path))
+
+
+def load_raw(path: Path | None) -> Any:
+    """The plan file's JSON, unparsed (``None``: the nominal plan)."""
+    path = path or NOMINAL_PLAN
     try:
-        raw = orjson.loads(path.read_bytes())
+        return orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise FlightPlanError(str(path), f"cannot read: {exc}") from exc
-    return parse_plan(raw, str(path))
 
 
 def parse_plan(raw: Any, where: str = "<plan>") -> FlightPlan:
@@ -154,17 +163,27 @@ def _item(x: Any, where: str) -> PlanItem:
         raise FlightPlanError(where, f"unknown target {x['target']!r}")
     if not isinstance(x["command"], dict) or not isinstance(x["command"].get("op"), str):
         raise FlightPlanError(where, "command must be an object with an 'op'")
-    if ("at" in x) == ("after" in x):
-        raise FlightPlanError(where, "give exactly one of 'at' (UTC) or 'after' (event)")
+    if sum(k in x for k in ("at", "at_s", "after")) != 1:
+        raise FlightPlanError(where, "give exactly one of 'at' (UTC), 'at_s' (mission "
+                              "seconds) or 'after' (event)")
+    at_s = _utc(x["at"], where) if "at" in x else _mission_s(x["at_s"], where) \
+        if "at_s" in x else None
     offset = float(x.get("offset_s", 0.0))
     if not math.isfinite(offset) or offset < 0:
         raise FlightPlanError(where, "offset_s must be >= 0")
     return PlanItem(
         id=str(x["id"]), target=x["target"], command=dict(x["command"]),
-        at_s=_utc(x["at"], where) if "at" in x else None,
+        at_s=at_s,
         after=str(x["after"]) if "after" in x else None, offset_s=offset,
         not_before_s=_utc(x["not_before"], where) if "not_before" in x else -math.inf,
         phase=x.get("phase"))
+
+
+def _mission_s(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value) or value < 0:
+        raise FlightPlanError(where, f"at_s {value!r} is not mission seconds >= 0")
+    return float(value)
 
 
 def _utc(value: Any, where: str) -> float:

@@ -166,7 +166,7 @@ class Bus:
         is refused (ground still hears it, and counts it if malformed)."""
         assert self.js is not None
         cfg = StreamConfig(name=self.subjects.stream_name,
-                           subjects=[self.subjects.all_of("evt"), self.subjects.all_of("ops")],
+                           subjects=[self.subjects.all_of(k) for k in ("evt", "ops", "fork")],
                            retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                            max_age=30 * 86400.0, num_replicas=replicas,
                            duplicate_window=DEDUP_WINDOW_S,

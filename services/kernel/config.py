@@ -65,6 +65,10 @@ class ServiceConfig:
     # rollback re-runs at most ~2 s of mission.
     snapshot_every_steps: int = 1000
     snapshot_every_s: float = 2.0
+    #: Commits (and each service's snapshots) kept in the stream: two serve a
+    #: rollback, the rest are the history a what-if fork branches from
+    #: (services/kernel/snapstore.py, DEFAULT_KEEP).
+    snapshot_keep: int = 64
     #: Names this run of the mission: a restarted ground resumes from a commit
     #: of the same run only (the CLI gives each ``twin run`` its own; "" = any).
     run_id: str = ""
@@ -78,6 +82,9 @@ class ServiceConfig:
     #: services/kernel/parameters.py); each vehicle takes its own, the rest of
     #: its parameters stay nominal. Empty: the nominal vehicles.
     parameters: Mapping[str, float] = field(default_factory=dict)
+    #: This mission is a what-if fork of that one (services/ground/fork.py):
+    #: its ground starts from the branch commit the parent's fork record names.
+    fork_of: str = ""
 
     def __post_init__(self) -> None:
         if self.service not in SERVICE_NAMES:
@@ -131,6 +138,10 @@ class ServiceConfig:
         if not (math.isfinite(self.snapshot_every_s) and self.snapshot_every_s > 0):
             raise ConfigError("TWIN_SNAPSHOT_EVERY_S", str(self.snapshot_every_s), "must be > 0",
                               "give wall seconds between commits, e.g. 2")
+        if self.snapshot_keep < 3:
+            raise ConfigError("TWIN_SNAPSHOT_KEEP", str(self.snapshot_keep), "must be >= 3",
+                              "give the commits to keep, at least 3 (a rollback needs two); "
+                              "more let a fork branch further back")
         if self.js_replicas not in (1, 3, 5):
             raise ConfigError("TWIN_JS_REPLICAS", str(self.js_replicas), "unsupported",
                               "use 1, or 3/5 on a NATS cluster of at least that many servers")
@@ -140,6 +151,11 @@ class ServiceConfig:
                                   f"list services from {', '.join(VEHICLES)}")
         if not self.insecure and self.pki_dir is None:
             raise ConfigError("TWIN_PKI_DIR", "", PKI_DIR_MISSING, PKI_DIR_FIX)
+        if self.fork_of and (not MISSION_ID_RE.fullmatch(self.fork_of)
+                             or self.fork_of == self.mission_id):
+            raise ConfigError("TWIN_FORK_OF", self.fork_of, "not a parent mission id",
+                              "give the id of the mission this one forks from (not its own), "
+                              "or leave it unset")
         for path in self.parameters:
             vehicle = path.partition(".")[0]
             if vehicle not in VEHICLES or "." not in path:
@@ -182,10 +198,12 @@ class ServiceConfig:
             tm_delay_s=_float(env, "TWIN_TM_DELAY_S", 0.05),
             snapshot_every_steps=_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
             snapshot_every_s=_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
+            snapshot_keep=_int(env, "TWIN_SNAPSHOT_KEEP", 64),
             run_id=env.get("TWIN_RUN_ID", "").strip(),
             insecure=_bool(env, "TWIN_INSECURE", False),
             pki_dir=_path(env, "TWIN_PKI_DIR"), nats_creds=_path(env, "TWIN_NATS_CREDS"),
             parameters=_parameters(env),
+            fork_of=env.get("TWIN_FORK_OF", "").strip(),
         )
 
 

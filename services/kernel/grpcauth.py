@@ -53,6 +53,7 @@ METHOD_ROLES: Mapping[str, str] = MappingProxyType({
     _MC + "SetWarp": OPERATOR,
     _MC + "Step": OPERATOR,
     _MC + "RunUntil": OPERATOR,
+    _MC + "Fork": OPERATOR,
     "/grpc.health.v1.Health/Check": VIEWER,
     "/grpc.health.v1.Health/Watch": VIEWER,
     "/grpc.health.v1.Health/List": VIEWER,

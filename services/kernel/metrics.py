@@ -186,6 +186,10 @@ class Metrics:
         self.rollbacks = c("twin_rollbacks", "Rollbacks to a committed snapshot (ground)",
                            "reason")
         self.restores = c("twin_restores", "Committed snapshots restored")
+        # What-if forks (services/ground/fork.py): made of this mission, and the
+        # parent of this one (1 on a fork's ground, labelled with its parent).
+        self.forks = c("twin_forks", "What-if forks recorded of this mission (ground)")
+        self.fork_of = g("twin_fork_info", "1 on a fork's ground; its parent mission", "parent")
         self.missing = c("twin_bus_messages_missing", "Expected messages that never arrived")
         self.dropped = c("twin_bus_messages_dropped",
                          "Stale or duplicate messages dropped after a rollback", "reason")

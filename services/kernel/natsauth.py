@@ -87,8 +87,9 @@ COMMAND_TARGETS: Mapping[str, tuple[str, ...]] = {
 #: a stream needs no API grant: it is a publish to the stream's subject.
 JS_GRANTS: Mapping[str, Mapping[str, frozenset[str]]] = {
     # ground creates both streams (bus.ensure_stream, SnapStore.ensure), reads
-    # the last commit and its own snapshot back (SnapStore.last_commit, get)
-    "ground": {"log": frozenset({"info", "create"}),
+    # the last commit and its own snapshot back (SnapStore.last_commit, get),
+    # the commits a fork branches from (commits) and its fork records (log get)
+    "ground": {"log": frozenset({"info", "create", "get"}),
                "snap": frozenset({"info", "create", "get"})},
     **{v: {"log": frozenset({"info"}), "snap": frozenset({"info", "get"})} for v in VEHICLES},
     "operator": {"log": frozenset({"info", "create", "delete", "get", "read", "consumers"}),
@@ -184,7 +185,8 @@ def inbox_prefix(mission: str, identity: str) -> str:
 def _service_publish(s: Subjects, name: str) -> list[str]:
     own = [s.telemetry(name), s.event(name), s.ops(name), s.snapshot(name)]
     if name == "ground":
-        clock = [s.tick, s.roll, s.restore, s.commit]
+        # fork.*: the records of what-if forks made from this mission
+        clock = [s.tick, s.roll, s.restore, s.commit, s.all_of("fork")]
     else:
         clock = [s.ack(name), s.hello(name)]
         own.append(s.downlink(name))
@@ -201,18 +203,34 @@ def _service_subscribe(s: Subjects, name: str) -> list[str]:
     return [s.tick, s.roll, s.restore, *inbound]
 
 
-def _js_api(s: Subjects, identity: str) -> list[str]:
+#: What a fork's ground may do on its parent's streams, and nothing more: read
+#: its fork record and the events before the branch (log), and the committed
+#: snapshots it branches from (snap). It writes nothing of the parent's.
+PARENT_GRANTS: Mapping[str, frozenset[str]] = {"log": frozenset({"info", "get", "read"}),
+                                               "snap": frozenset({"info", "get"})}
+
+
+def _js_api(s: Subjects, grants_of: Mapping[str, frozenset[str]]) -> list[str]:
     streams = {"log": s.stream_name, "snap": s.snapshot_stream}
     out: list[str] = []
-    for which, grants in JS_GRANTS[identity].items():
+    for which, grants in grants_of.items():
         for grant in sorted(grants):
             out += [t.format(s=streams[which]) for t in _JS_API[grant]]
     return out
 
 
-def permissions(mission: str, identity: str) -> Permissions:
-    """The permissions of ``identity`` in ``mission``: nothing outside it."""
+def permissions(mission: str, identity: str, parent: str | None = None) -> Permissions:
+    """The permissions of ``identity`` in ``mission``: nothing outside it, but for
+    a fork's ground (``parent`` given) read access to its parent's streams."""
     s = check_mission(mission)
+    parent_api: list[str] = []
+    if parent is not None and identity == "ground":
+        if parent == mission:
+            raise BadMission(mission, "a mission cannot be its own parent")
+        # It seeds its own streams with the parent's: every service's snapshot
+        # of the branch commit, and the events before it (fork.adopt).
+        parent_api = [*_js_api(check_mission(parent), PARENT_GRANTS), s.all_of("snap"),
+                      s.all_of("evt")]
     inbox = f"{inbox_prefix(mission, identity)}.>"
     if identity in SERVICES:
         pub, sub = _service_publish(s, identity), _service_subscribe(s, identity)
@@ -222,7 +240,8 @@ def permissions(mission: str, identity: str) -> Permissions:
         pub, sub = [], [s.all_of(k) for k in ("tm", "dl", "evt", "ops")]
     else:
         raise UnknownIdentity(identity)
-    return Permissions(mission, identity, tuple([*pub, *_js_api(s, identity)]),
+    return Permissions(mission, identity,
+                       tuple([*pub, *_js_api(s, JS_GRANTS[identity]), *parent_api]),
                        tuple([*sub, inbox]))
 
 
@@ -477,17 +496,19 @@ class NatsAuth:
                            "issuer_account": self.account_public_key},
                           expires_s=expires_s)
 
-    def creds(self, mission: str, identity: str, *, expires_s: float | None = None) -> str:
-        """A fresh user of ``identity`` in ``mission``, as ``.creds`` text."""
+    def creds(self, mission: str, identity: str, *, expires_s: float | None = None,
+              parent: str | None = None) -> str:
+        """A fresh user of ``identity`` in ``mission`` (a fork of ``parent``), as
+        ``.creds`` text."""
         user = NKey.generate("user")
-        token = self.user_jwt(user.public_key, permissions(mission, identity),
+        token = self.user_jwt(user.public_key, permissions(mission, identity, parent),
                               expires_s=expires_s)
         return format_creds(token, user.seed)
 
     def write_creds(self, path: Path, mission: str, identity: str,
-                    *, expires_s: float | None = None) -> Path:
+                    *, expires_s: float | None = None, parent: str | None = None) -> Path:
         """Write :meth:`creds` to ``path`` (0600), replacing what was there."""
-        text = self.creds(mission, identity, expires_s=expires_s)
+        text = self.creds(mission, identity, expires_s=expires_s, parent=parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -52,7 +52,7 @@ from services.kernel.snapstore import SnapshotError, SnapStore, Stored
 from services.kernel.steprule import take_step
 from services.kernel.telemetry import TelemetryStream
 from services.kernel.twin_pb import control_pb2, control_pb2_grpc
-from services.kernel.vehicle import Outbox, VehicleCore
+from services.kernel.vehicle import Outbox, VehicleCore, service_rng
 
 log = logging.getLogger("twin.runtime")
 
@@ -160,7 +160,7 @@ class ServiceRuntime:
         if self.name == "ground":
             await self.bus.ensure_stream(self.config.js_replicas)
             if self.snapstore is not None:
-                await self.snapstore.ensure(self.config.js_replicas)
+                await self.snapstore.ensure(self.config.js_replicas, self.config.snapshot_keep)
             return
         names = (self.subjects.stream_name,
                  *((self.subjects.snapshot_stream,) if snapshots else ()))
@@ -375,7 +375,10 @@ class ServiceRuntime:
                 "t_s": self.t_s, "seq": self.bus.seq.last, "tm_seq": self.bus.tm_seq.last,
                 "core": self.core.snapshot(), "held": [list(e) for e in held or ()]}
 
-    def restore(self, snap: dict[str, Any]) -> None:
+    def restore(self, snap: dict[str, Any], reseed: int | None = None) -> None:
+        """Take ``snap`` as this service's state; ``reseed``: a fork's commit that
+        asks for new random numbers from its branch on (services/ground/fork.py)
+        gives each service a fresh stream of its seed."""
         if snap["service"] != self.name or snap["mission"] != self.config.mission_id:
             raise ValueError(f"snapshot of {snap['service']}/{snap['mission']} does not fit "
                              f"{self.name}/{self.config.mission_id}")
@@ -383,6 +386,8 @@ class ServiceRuntime:
         self.bus.seq.last = int(snap["seq"])
         self.bus.tm_seq.last = int(snap.get("tm_seq", 0))  # absent before tm had its own
         self.core.restore(snap["core"])
+        if reseed is not None:
+            self.core.rng = service_rng(int(reseed), self.name)
         self.outbox.drain()
         self.inbox.reset([Envelope(*raw) for raw in snap.get("held", ())], self.step)
         self._last_ack = None
@@ -409,7 +414,7 @@ class ServiceRuntime:
         if self.snapstore is None:
             raise SnapshotError("a rollback was asked but snapshots are off here")
         where = Stored.from_json(commit["parts"][self.name])
-        self.restore(await self.snapstore.get(self.name, where))
+        self.restore(await self.snapstore.get(self.name, where), commit.get("reseed"))
         self.epoch = epoch
         self.metrics.child("restores").inc()
         log.warning("restored a committed snapshot", extra={

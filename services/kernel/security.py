@@ -216,10 +216,12 @@ class Provisioned:
 
 def provision(state_dir: Path, mission: str, *, services: Sequence[str] = SERVICES,
               extra_names: Sequence[str] = (),
-              namespace: str = DEFAULT_NAMESPACE) -> Provisioned:
+              namespace: str = DEFAULT_NAMESPACE, parent: str | None = None) -> Provisioned:
     """Create (or reuse) the CA, every certificate, the NATS keys, each
     identity's creds for ``mission`` and the embedded server's config.
-    ``namespace``: the Kubernetes namespace the server names carry."""
+    ``namespace``: the Kubernetes namespace the server names carry; ``parent``:
+    the mission ``mission`` is a what-if fork of (its ground may read the
+    parent's streams, services/kernel/natsauth.py PARENT_GRANTS)."""
     layout = StateLayout(state_dir)
     pki = Pki(layout.pki_dir, namespace=namespace, extra_names=extra_names)
     for service in services:
@@ -231,7 +233,7 @@ def provision(state_dir: Path, mission: str, *, services: Sequence[str] = SERVIC
         pki.nats_client(identity)
     auth = NatsAuth(KeyStore(layout.keys_dir))
     for identity in IDENTITIES:
-        auth.write_creds(layout.creds(mission, identity), mission, identity)
+        auth.write_creds(layout.creds(mission, identity), mission, identity, parent=parent)
     config = auth.write_server_config(layout.server_config,
                                       extra=nats_server_tls(pki.nats_server()))
     return Provisioned(layout, config)

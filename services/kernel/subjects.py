@@ -22,6 +22,7 @@ EVENT = "evt"
 COMMAND = "cmd"
 TRANSFER = "xfer"
 DOWNLINK = "dl"
+FORK = "fork"
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Subjects:
         """What the platform did to the mission (rollbacks, restores): kept in the
         mission log beside the events, never part of the mission's report."""
         return self._s(OPS, service)
+
+    def fork(self, child: str) -> str:
+        """Ground's record of a what-if fork made from this mission, in the mission
+        log (services/ground/fork.py): the child's ground reads it to start."""
+        return self._s(FORK, child)
 
     def telemetry(self, service: str) -> str:
         return self._s(TELEMETRY, service)

@@ -54,6 +54,11 @@ COMMAND_SOURCES = frozenset({"ground", "cli", "relay"})
 _TAG_KEYS = ("execute_at_s", "execute_at_utc")
 
 
+def service_rng(seed: int, name: str) -> random.Random:
+    """The stream of random numbers of service ``name`` in a mission of ``seed``."""
+    return random.Random(seed * 1_000_003 + zlib.crc32(name.encode()))
+
+
 def execute_at_s(command: dict[str, Any]) -> float | None:
     """The time tag of a command (``execute_at_s`` or ``execute_at_utc``), if any."""
     raw = command.get("execute_at_s")
@@ -109,7 +114,7 @@ class VehicleCore:
     params_announced: bool
 
     def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed * 1_000_003 + zlib.crc32(self.name.encode()))
+        self.rng = service_rng(seed, self.name)
         self.t_s = 0.0
         self.phase = "prelaunch"
         self.faults = {}

@@ -106,6 +106,11 @@ class TinyClock(clock_pb2_grpc.MissionClockServicer):
                           context: grpc.aio.ServicerContext) -> clock_pb2.ListTargetsResponse:
         return clock_pb2.ListTargetsResponse()
 
+    async def Fork(self, request: clock_pb2.ForkRequest,
+                   context: grpc.aio.ServicerContext) -> clock_pb2.ForkReply:
+        self.mode = "forked"
+        return clock_pb2.ForkReply()
+
     def _changed(self, mode: str) -> clock_pb2.ClockState:
         self.mode = mode
         return clock_pb2.ClockState(mode=mode)

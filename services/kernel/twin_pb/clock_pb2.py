@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13twin/v1/clock.proto\x12\x07twin.v1\"\x10\n\x0eGetTimeRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\";\n\x0eSetWarpRequest\x12\x0c\n\x04warp\x18\x01 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08\"\x1c\n\x0bStepRequest\x12\r\n\x05steps\x18\x01 \x01(\r\"c\n\x0fRunUntilRequest\x12\x18\n\x0emission_time_s\x18\x01 \x01(\x01H\x00\x12\r\n\x03utc\x18\x02 \x01(\tH\x00\x12\x0f\n\x05\x65vent\x18\x03 \x01(\tH\x00\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x42\x08\n\x06target\"\x8d\x02\n\nClockState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x16\n\x0emission_time_s\x18\x02 \x01(\x01\x12\x0b\n\x03utc\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x0c\n\x04warp\x18\x05 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x06 \x01(\x08\x12\x13\n\x0bwaiting_for\x18\x07 \x03(\t\x12\x18\n\x10steps_per_second\x18\x08 \x01(\x01\x12\r\n\x05phase\x18\t \x01(\t\x12 \n\x18run_until_mission_time_s\x18\n \x01(\x01\x12\x17\n\x0frun_until_event\x18\x0b \x01(\t\x12\x1a\n\x12\x65nd_mission_time_s\x18\x0c \x01(\x01\"\x14\n\x12ListTargetsRequest\"F\n\tRunTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03\x64ue\x18\x03 \x01(\t\x12\x10\n\x08seen_utc\x18\x04 \x01(\t\":\n\x13ListTargetsResponse\x12#\n\x07targets\x18\x01 \x03(\x0b\x32\x12.twin.v1.RunTarget2\xa4\x03\n\x0cMissionClock\x12\x37\n\x07GetTime\x12\x17.twin.v1.GetTimeRequest\x1a\x13.twin.v1.ClockState\x12\x33\n\x05Pause\x12\x15.twin.v1.PauseRequest\x1a\x13.twin.v1.ClockState\x12\x35\n\x06Resume\x12\x16.twin.v1.ResumeRequest\x1a\x13.twin.v1.ClockState\x12\x37\n\x07SetWarp\x12\x17.twin.v1.SetWarpRequest\x1a\x13.twin.v1.ClockState\x12\x31\n\x04Step\x12\x14.twin.v1.StepRequest\x1a\x13.twin.v1.ClockState\x12\x39\n\x08RunUntil\x12\x18.twin.v1.RunUntilRequest\x1a\x13.twin.v1.ClockState\x12H\n\x0bListTargets\x12\x1b.twin.v1.ListTargetsRequest\x1a\x1c.twin.v1.ListTargetsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13twin/v1/clock.proto\x12\x07twin.v1\"\x10\n\x0eGetTimeRequest\"\x0e\n\x0cPauseRequest\"\x0f\n\rResumeRequest\";\n\x0eSetWarpRequest\x12\x0c\n\x04warp\x18\x01 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08\"\x1c\n\x0bStepRequest\x12\r\n\x05steps\x18\x01 \x01(\r\"c\n\x0fRunUntilRequest\x12\x18\n\x0emission_time_s\x18\x01 \x01(\x01H\x00\x12\r\n\x03utc\x18\x02 \x01(\tH\x00\x12\x0f\n\x05\x65vent\x18\x03 \x01(\tH\x00\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x42\x08\n\x06target\"\x8d\x02\n\nClockState\x12\x0c\n\x04step\x18\x01 \x01(\x04\x12\x16\n\x0emission_time_s\x18\x02 \x01(\x01\x12\x0b\n\x03utc\x18\x03 \x01(\t\x12\x0c\n\x04mode\x18\x04 \x01(\t\x12\x0c\n\x04warp\x18\x05 \x01(\x01\x12\x1b\n\x13\x61s_fast_as_possible\x18\x06 \x01(\x08\x12\x13\n\x0bwaiting_for\x18\x07 \x03(\t\x12\x18\n\x10steps_per_second\x18\x08 \x01(\x01\x12\r\n\x05phase\x18\t \x01(\t\x12 \n\x18run_until_mission_time_s\x18\n \x01(\x01\x12\x17\n\x0frun_until_event\x18\x0b \x01(\t\x12\x1a\n\x12\x65nd_mission_time_s\x18\x0c \x01(\x01\"\x14\n\x12ListTargetsRequest\"F\n\tRunTarget\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03\x64ue\x18\x03 \x01(\t\x12\x10\n\x08seen_utc\x18\x04 \x01(\t\":\n\x13ListTargetsResponse\x12#\n\x07targets\x18\x01 \x03(\x0b\x32\x12.twin.v1.RunTarget\"\xff\x01\n\x0b\x46orkRequest\x12\x0f\n\x07mission\x18\x01 \x01(\t\x12\r\n\x03now\x18\x02 \x01(\x08H\x00\x12\x0e\n\x04step\x18\x03 \x01(\x04H\x00\x12\r\n\x03utc\x18\x04 \x01(\tH\x00\x12\x0f\n\x05\x65vent\x18\x05 \x01(\tH\x00\x12\x12\n\nitems_json\x18\x06 \x03(\t\x12\x33\n\x08\x64\x65lays_s\x18\x07 \x03(\x0b\x32!.twin.v1.ForkRequest.DelaysSEntry\x12\x11\n\tplan_json\x18\x08 \x01(\t\x12\x0e\n\x06reseed\x18\t \x01(\x08\x1a.\n\x0c\x44\x65laysSEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x04\n\x02\x61t\"\xc9\x01\n\tForkReply\x12\x0f\n\x07mission\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x13\n\x0b\x62ranch_step\x18\x03 \x01(\x04\x12\x1d\n\x15\x62ranch_mission_time_s\x18\x04 \x01(\x01\x12\x12\n\nbranch_utc\x18\x05 \x01(\t\x12\x13\n\x0b\x63ommit_step\x18\x06 \x01(\x04\x12\x1d\n\x15\x63ommit_mission_time_s\x18\x07 \x01(\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x04\x12\x11\n\tspec_json\x18\t \x01(\t2\xd6\x03\n\x0cMissionClock\x12\x37\n\x07GetTime\x12\x17.twin.v1.GetTimeRequest\x1a\x13.twin.v1.ClockState\x12\x33\n\x05Pause\x12\x15.twin.v1.PauseRequest\x1a\x13.twin.v1.ClockState\x12\x35\n\x06Resume\x12\x16.twin.v1.ResumeRequest\x1a\x13.twin.v1.ClockState\x12\x37\n\x07SetWarp\x12\x17.twin.v1.SetWarpRequest\x1a\x13.twin.v1.ClockState\x12\x31\n\x04Step\x12\x14.twin.v1.StepRequest\x1a\x13.twin.v1.ClockState\x12\x39\n\x08RunUntil\x12\x18.twin.v1.RunUntilRequest\x1a\x13.twin.v1.ClockState\x12H\n\x0bListTargets\x12\x1b.twin.v1.ListTargetsRequest\x1a\x1c.twin.v1.ListTargetsResponse\x12\x30\n\x04\x46ork\x12\x14.twin.v1.ForkRequest\x1a\x12.twin.v1.ForkReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.v1.clock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FORKREQUEST_DELAYSSENTRY']._loaded_options = None
+  _globals['_FORKREQUEST_DELAYSSENTRY']._serialized_options = b'8\001'
   _globals['_GETTIMEREQUEST']._serialized_start=32
   _globals['_GETTIMEREQUEST']._serialized_end=48
   _globals['_PAUSEREQUEST']._serialized_start=50
@@ -51,6 +53,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNTARGET']._serialized_end=639
   _globals['_LISTTARGETSRESPONSE']._serialized_start=641
   _globals['_LISTTARGETSRESPONSE']._serialized_end=699
-  _globals['_MISSIONCLOCK']._serialized_start=702
-  _globals['_MISSIONCLOCK']._serialized_end=1122
+  _globals['_FORKREQUEST']._serialized_start=702
+  _globals['_FORKREQUEST']._serialized_end=957
+  _globals['_FORKREQUEST_DELAYSSENTRY']._serialized_start=905
+  _globals['_FORKREQUEST_DELAYSSENTRY']._serialized_end=951
+  _globals['_FORKREPLY']._serialized_start=960
+  _globals['_FORKREPLY']._serialized_end=1161
+  _globals['_MISSIONCLOCK']._serialized_start=1164
+  _globals['_MISSIONCLOCK']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

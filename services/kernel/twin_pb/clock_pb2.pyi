@@ -270,3 +270,126 @@ class ListTargetsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListTargetsResponse: _TypeAlias = ListTargetsResponse  # noqa: Y015
+
+@_typing.final
+class ForkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DelaysSEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MISSION_FIELD_NUMBER: _builtins.int
+    NOW_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    UTC_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
+    ITEMS_JSON_FIELD_NUMBER: _builtins.int
+    DELAYS_S_FIELD_NUMBER: _builtins.int
+    PLAN_JSON_FIELD_NUMBER: _builtins.int
+    RESEED_FIELD_NUMBER: _builtins.int
+    mission: _builtins.str
+    """The fork's mission id."""
+    now: _builtins.bool
+    step: _builtins.int
+    utc: _builtins.str
+    event: _builtins.str
+    plan_json: _builtins.str
+    """A whole flight plan (JSON) for the fork, in place of this mission's."""
+    reseed: _builtins.bool
+    """Draw new random numbers from the branch point on (a derived seed)."""
+    @_builtins.property
+    def items_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plan items the fork issues at the branch point, each a flight-plan item
+        as JSON without id or time: {"target": ..., "command": {...}} or
+        {"target": ..., "fault": {...}} (docs/fork.md).
+        """
+
+    @_builtins.property
+    def delays_s(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Plan item id -> seconds later in the fork than in this mission's plan."""
+
+    def __init__(
+        self,
+        *,
+        mission: _builtins.str = ...,
+        now: _builtins.bool = ...,
+        step: _builtins.int = ...,
+        utc: _builtins.str = ...,
+        event: _builtins.str = ...,
+        items_json: _abc.Iterable[_builtins.str] | None = ...,
+        delays_s: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        plan_json: _builtins.str = ...,
+        reseed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event", b"event", "now", b"now", "step", b"step", "utc", b"utc"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "delays_s", b"delays_s", "event", b"event", "items_json", b"items_json", "mission", b"mission", "now", b"now", "plan_json", b"plan_json", "reseed", b"reseed", "step", b"step", "utc", b"utc"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_at: _TypeAlias = _typing.Literal["now", "step", "utc", "event"]  # noqa: Y015
+    _WhichOneofArgType_at: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_at) -> _WhichOneofReturnType_at | None: ...
+
+Global___ForkRequest: _TypeAlias = ForkRequest  # noqa: Y015
+
+@_typing.final
+class ForkReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MISSION_FIELD_NUMBER: _builtins.int
+    PARENT_FIELD_NUMBER: _builtins.int
+    BRANCH_STEP_FIELD_NUMBER: _builtins.int
+    BRANCH_MISSION_TIME_S_FIELD_NUMBER: _builtins.int
+    BRANCH_UTC_FIELD_NUMBER: _builtins.int
+    COMMIT_STEP_FIELD_NUMBER: _builtins.int
+    COMMIT_MISSION_TIME_S_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    SPEC_JSON_FIELD_NUMBER: _builtins.int
+    mission: _builtins.str
+    parent: _builtins.str
+    branch_step: _builtins.int
+    """The branch point: the parent's last step that ended at or before it."""
+    branch_mission_time_s: _builtins.float
+    branch_utc: _builtins.str
+    commit_step: _builtins.int
+    """The committed snapshot the fork starts from."""
+    commit_mission_time_s: _builtins.float
+    seed: _builtins.int
+    spec_json: _builtins.str
+    """The whole record (JSON): parent, branch, commit, change, plan."""
+    def __init__(
+        self,
+        *,
+        mission: _builtins.str = ...,
+        parent: _builtins.str = ...,
+        branch_step: _builtins.int = ...,
+        branch_mission_time_s: _builtins.float = ...,
+        branch_utc: _builtins.str = ...,
+        commit_step: _builtins.int = ...,
+        commit_mission_time_s: _builtins.float = ...,
+        seed: _builtins.int = ...,
+        spec_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_mission_time_s", b"branch_mission_time_s", "branch_step", b"branch_step", "branch_utc", b"branch_utc", "commit_mission_time_s", b"commit_mission_time_s", "commit_step", b"commit_step", "mission", b"mission", "parent", b"parent", "seed", b"seed", "spec_json", b"spec_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForkReply: _TypeAlias = ForkReply  # noqa: Y015

@@ -71,6 +71,11 @@ class MissionClockStub:
                 request_serializer=twin_dot_v1_dot_clock__pb2.ListTargetsRequest.SerializeToString,
                 response_deserializer=twin_dot_v1_dot_clock__pb2.ListTargetsResponse.FromString,
                 _registered_method=True)
+        self.Fork = channel.unary_unary(
+                '/twin.v1.MissionClock/Fork',
+                request_serializer=twin_dot_v1_dot_clock__pb2.ForkRequest.SerializeToString,
+                response_deserializer=twin_dot_v1_dot_clock__pb2.ForkReply.FromString,
+                _registered_method=True)
 
 
 class MissionClockServicer:
@@ -136,6 +141,20 @@ class MissionClockServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Fork(self, request, context):
+        """Branch a what-if fork of this mission at the last committed snapshot at or
+        before an instant, under a new mission id, with a change. The reply is the
+        fork's record, also kept in this mission's log (twin.<m>.fork.<child>),
+        from which the fork's own services (TWIN_FORK_OF) start. This mission
+        flies on unchanged. INVALID_ARGUMENT for a bad id, instant or change (one
+        that would alter what was issued before the branch point);
+        FAILED_PRECONDITION when nothing committed lies at or before the instant;
+        ALREADY_EXISTS when this mission already has a fork of that id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MissionClockServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +192,11 @@ def add_MissionClockServicer_to_server(servicer, server):
                     servicer.ListTargets,
                     request_deserializer=twin_dot_v1_dot_clock__pb2.ListTargetsRequest.FromString,
                     response_serializer=twin_dot_v1_dot_clock__pb2.ListTargetsResponse.SerializeToString,
+            ),
+            'Fork': grpc.unary_unary_rpc_method_handler(
+                    servicer.Fork,
+                    request_deserializer=twin_dot_v1_dot_clock__pb2.ForkRequest.FromString,
+                    response_serializer=twin_dot_v1_dot_clock__pb2.ForkReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +390,33 @@ class MissionClock:
             '/twin.v1.MissionClock/ListTargets',
             twin_dot_v1_dot_clock__pb2.ListTargetsRequest.SerializeToString,
             twin_dot_v1_dot_clock__pb2.ListTargetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Fork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.v1.MissionClock/Fork',
+            twin_dot_v1_dot_clock__pb2.ForkRequest.SerializeToString,
+            twin_dot_v1_dot_clock__pb2.ForkReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,16 @@ class MissionClockStub:
     order) and mission events (key events in mission order, then the others),
     each with when it was seen, if it was.
     """
+    Fork: _grpc.UnaryUnaryMultiCallable[_clock_pb2.ForkRequest, _clock_pb2.ForkReply]
+    """Branch a what-if fork of this mission at the last committed snapshot at or
+    before an instant, under a new mission id, with a change. The reply is the
+    fork's record, also kept in this mission's log (twin.<m>.fork.<child>),
+    from which the fork's own services (TWIN_FORK_OF) start. This mission
+    flies on unchanged. INVALID_ARGUMENT for a bad id, instant or change (one
+    that would alter what was issued before the branch point);
+    FAILED_PRECONDITION when nothing committed lies at or before the instant;
+    ALREADY_EXISTS when this mission already has a fork of that id.
+    """
 
 @_typing.type_check_only
 class MissionClockAsyncStub(MissionClockStub):
@@ -94,6 +104,16 @@ class MissionClockAsyncStub(MissionClockStub):
     """The names RunUntil accepts as an event: flight-plan item ids (in plan
     order) and mission events (key events in mission order, then the others),
     each with when it was seen, if it was.
+    """
+    Fork: _aio.UnaryUnaryMultiCallable[_clock_pb2.ForkRequest, _clock_pb2.ForkReply]  # type: ignore[assignment]
+    """Branch a what-if fork of this mission at the last committed snapshot at or
+    before an instant, under a new mission id, with a change. The reply is the
+    fork's record, also kept in this mission's log (twin.<m>.fork.<child>),
+    from which the fork's own services (TWIN_FORK_OF) start. This mission
+    flies on unchanged. INVALID_ARGUMENT for a bad id, instant or change (one
+    that would alter what was issued before the branch point);
+    FAILED_PRECONDITION when nothing committed lies at or before the instant;
+    ALREADY_EXISTS when this mission already has a fork of that id.
     """
 
 class MissionClockServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +187,22 @@ class MissionClockServicer(metaclass=_abc_1.ABCMeta):
         """The names RunUntil accepts as an event: flight-plan item ids (in plan
         order) and mission events (key events in mission order, then the others),
         each with when it was seen, if it was.
+        """
+
+    @_abc_1.abstractmethod
+    def Fork(
+        self,
+        request: _clock_pb2.ForkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_clock_pb2.ForkReply, _abc.Awaitable[_clock_pb2.ForkReply]]:
+        """Branch a what-if fork of this mission at the last committed snapshot at or
+        before an instant, under a new mission id, with a change. The reply is the
+        fork's record, also kept in this mission's log (twin.<m>.fork.<child>),
+        from which the fork's own services (TWIN_FORK_OF) start. This mission
+        flies on unchanged. INVALID_ARGUMENT for a bad id, instant or change (one
+        that would alter what was issued before the branch point);
+        FAILED_PRECONDITION when nothing committed lies at or before the instant;
+        ALREADY_EXISTS when this mission already has a fork of that id.
         """
 
 def add_MissionClockServicer_to_server(servicer: MissionClockServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
