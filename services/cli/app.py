@@ -51,7 +51,7 @@ from services.cli.grpc_client import (
     WaitTimedOut,
     local_endpoints,
 )
-from services.cli.launch import EXIT_FAILED, EXIT_OK, LaunchOptions, launch
+from services.cli.launch import EXIT_FAILED, EXIT_OK, LaunchOptions, launch, pid_alive
 from services.cli.output import Column, Grid, say, show
 from services.cli.progress import (
     StatusOrError,
@@ -388,19 +388,9 @@ def _ports_from_run_record(state_dir: Path) -> dict[str, int]:
 def _ports_of_live_run(state_dir: Path) -> dict[str, int] | None:
     """The ports of a `twin up` still running from `state_dir`, if there is one."""
     record = _read_run_record(state_dir)
-    if record is None or record.get("stopped") or not _pid_alive(int(record["cli_pid"])):
+    if record is None or record.get("stopped") or not pid_alive(int(record["cli_pid"])):
         return None
     return {name: int(s["grpc_port"]) for name, s in record["services"].items()}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _recorded_restarts(state_dir: Path | None) -> dict[str, int]:
@@ -421,6 +411,8 @@ def _credentials(state_dir: Path | None) -> grpc.ChannelCredentials | None:
     asked = os.environ.get("TWIN_INSECURE", "").strip().lower() in ("1", "true", "yes", "on")
     if asked or (record is not None and record.get("insecure") is True):
         return None
+    if record is not None and record.get("security_dir"):  # a fork's: its parent's PKI
+        where = Path(record["security_dir"])
     security = Security.for_state_dir(where)
     try:
         return security.grpc_channel_credentials()

@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 
 from services.cli.grpc_client import Endpoint, TwinChannels, TwinRpcError
-from services.cli.launch import EXIT_FAILED, LaunchOptions, launch
+from services.cli.launch import EXIT_FAILED, LaunchOptions, describe_change, launch
 from services.cli.output import say
 from services.cli.supervisor import RUN_RECORD
 from services.dynamics.timescale import iso_utc
@@ -170,13 +170,7 @@ async def _ask(endpoint: Endpoint, security: Security,
 
 
 def _describe(reply: clock_pb2.ForkReply, asked_s: float) -> None:
-    spec = orjson.loads(reply.spec_json)
-    change = spec["change"]
-    parts = [f"{len(change['items'])} item(s) at the branch point" if change["items"] else "",
-             ", ".join(f"{k} {v:+g} s" for k, v in change["delays_s"].items()),
-             f"plan {change['plan']}" if change["plan"] else "",
-             "new random numbers" if change["reseed"] else ""]
-    said = "; ".join(p for p in parts if p) or "none (it flies as its parent)"
+    said = describe_change(orjson.loads(reply.spec_json)["change"])
     say(console, f"fork {reply.mission} of {reply.parent} recorded in {asked_s:.2f} s: "
                  f"branch at {reply.branch_utc} (after parent step {reply.branch_step}), from "
                  f"the commit of step {reply.commit_step} at "
@@ -215,6 +209,9 @@ def fork_command(
     request_only: Annotated[bool, typer.Option(
         "--request-only", help="Only record the fork; its services are started elsewhere "
         "(TWIN_FORK_OF=<parent>, e.g. deploy/k8s/components/fork).")] = False,
+    paused: Annotated[bool, typer.Option(
+        "--paused", help="Hold the fork's clock at the branch commit (twin clock resume "
+        "--state-dir <state-dir>/forks/<id> starts it).")] = False,
     live: Annotated[bool | None, typer.Option(
         "--live/--no-live", help="The live table (default: on a terminal).")] = None,
     ground: Annotated[str | None, typer.Option(
@@ -266,6 +263,7 @@ def fork_command(
     opts = LaunchOptions(
         state_dir=state_dir / "forks" / child, nats_url=str(record["nats"]["url"]),
         mission_id=child, seed=int(reply.seed), free_ports=True, mission_view=True,
+        start_paused=paused,
         report_path=report, live=live, insecure=insecure, fork_of=parent,
         security_dir=state_dir, fork_spec=spec)
     raise typer.Exit(asyncio.run(launch(opts, console)))

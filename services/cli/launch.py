@@ -357,6 +357,8 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         sup = Supervisor(_run_config(opts, nats_url, prev, security))
         record = _RunRecord(opts.state_dir, sup, nats_url, nats)
         record.extra["insecure"] = security.insecure  # twin status and clock read it
+        if opts.security_dir is not None:  # a fork: its certificates are its parent's
+            record.extra["security_dir"] = str(opts.security_dir.resolve())
         record.extra["resume"] = Previous(
             sup.config.run_id, watch[0].start_seq if watch is not None else 0, opts.seed,
             opts.flight_plan, opts.parameters).to_json()
@@ -378,7 +380,7 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         feed = _event_feed(facts, opts, console)
         final = await _until_stopped(
             follow_mission(channels, console, live=opts.live, facts=facts, feed=feed,
-                           restarts=sup.restarts),
+                           restarts=sup.restarts, notes=_family_notes(opts)),
             stopper, sup)
         if watch is not None:
             final = await _until_stopped(take_snapshot(channels), stopper, sup)
@@ -399,6 +401,32 @@ async def _linger(stopper: _Stopper, sup: Supervisor, console: Console) -> None:
         await _until_stopped(asyncio.Event().wait(), stopper, sup)
 
 
+def _family_notes(opts: LaunchOptions) -> Callable[[], list[str]]:
+    """Lines for the live view: a fork's parent and branch, or the forks of this
+    run that fly on its NATS."""
+    spec = opts.fork_spec
+    if spec is not None:
+        branch = spec["branch"]
+        line = (f"fork of {spec['parent']} at {branch['utc']} ({branch['at']}, parent step "
+                f"{branch['step']}); change: {describe_change(spec['change'])}")
+        return lambda: [line]
+
+    def forks() -> list[str]:
+        flying = running_forks(opts.state_dir)
+        return [f"forks flying on this NATS: {', '.join(flying)}"] if flying else []
+
+    return forks
+
+
+def describe_change(change: Mapping[str, Any]) -> str:
+    """A fork's change (its record's ``change``) in a few words."""
+    return "; ".join(filter(None, [
+        f"{len(change['items'])} item(s) at the branch point" if change["items"] else "",
+        ", ".join(f"{k} {v:+g} s" for k, v in change["delays_s"].items()),
+        f"plan {change['plan']}" if change["plan"] else "",
+        "new random numbers" if change["reseed"] else ""])) or "none (it flies as its parent)"
+
+
 def running_forks(state_dir: Path) -> list[str]:
     """Forks of this run flying on its NATS (`twin fork` writes their run.json
     under <state dir>/forks/<id>/ and marks it stopped at the end)."""
@@ -406,12 +434,13 @@ def running_forks(state_dir: Path) -> list[str]:
     for record_path in sorted(state_dir.glob(f"forks/*/{RUN_RECORD}")):
         with contextlib.suppress(OSError, orjson.JSONDecodeError, KeyError, ValueError):
             record = orjson.loads(record_path.read_bytes())
-            if not record.get("stopped") and _alive(int(record["cli_pid"])):
+            if not record.get("stopped") and pid_alive(int(record["cli_pid"])):
                 out.append(str(record["mission_id"]))
     return out
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is a process of this pid alive (ours or not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

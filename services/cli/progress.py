@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -221,7 +221,8 @@ def restarts_line(restarts: Mapping[str, int]) -> str:
 
 
 def render_snapshot(snapshot: Snapshot, facts: LiveFacts | None = None,
-                    restarts: Mapping[str, int] | None = None) -> Group:
+                    restarts: Mapping[str, int] | None = None,
+                    notes: Sequence[str] = ()) -> Group:
     parts: list[RenderableType] = [Text(clock_line(snapshot.clock), style="bold")]
     if facts is None:
         parts.append(vehicle_table(snapshot.statuses).rich())
@@ -235,6 +236,7 @@ def render_snapshot(snapshot: Snapshot, facts: LiveFacts | None = None,
     restarted = restarts_line(restarts or {})
     if restarted:
         parts.append(Text(restarted, style="yellow"))
+    parts += [Text(note, style="cyan") for note in notes]
     return Group(*parts)
 
 
@@ -278,8 +280,13 @@ async def follow_mission(
     facts: LiveFacts | None = None,
     feed: EventFeed | None = None,
     restarts: Mapping[str, int] | None = None,
+    notes: Callable[[], list[str]] | None = None,
 ) -> Snapshot:
     """Show the mission until the clock says finished; return the last snapshot.
+
+    `notes` gives lines about the mission's family (a fork's parent and
+    branch; a parent's forks in flight), shown under the view, or off a
+    terminal written each time they change.
 
     Off a terminal, `feed` (when given) writes the events as they are seen.
     `restarts` (the supervisor's live counts) shows on the live view; off a
@@ -288,31 +295,38 @@ async def follow_mission(
     races it against Ctrl-C and against a service dying.
     """
     live = console.is_terminal if live is None else live
+    notes = notes or (lambda: [])
     if live:
-        return await _follow_live(channels, console, interval_s, facts, restarts)
-    return await _follow_plain(channels, console, interval_s, facts, feed)
+        return await _follow_live(channels, console, interval_s, facts, restarts, notes)
+    return await _follow_plain(channels, console, interval_s, facts, feed, notes)
 
 
 async def _follow_live(channels: TwinChannels, console: Console, interval_s: float,
-                       facts: LiveFacts | None,
-                       restarts: Mapping[str, int] | None) -> Snapshot:
+                       facts: LiveFacts | None, restarts: Mapping[str, int] | None,
+                       notes: Callable[[], list[str]]) -> Snapshot:
     snapshot = await take_snapshot(channels)
-    with Live(render_snapshot(snapshot, facts, restarts), console=console,
+    with Live(render_snapshot(snapshot, facts, restarts, notes()), console=console,
               refresh_per_second=8) as view:
         while not snapshot.finished:
             await asyncio.sleep(interval_s)
             snapshot = await take_snapshot(channels)
-            view.update(render_snapshot(snapshot, facts, restarts))
+            view.update(render_snapshot(snapshot, facts, restarts, notes()))
     return snapshot
 
 
 async def _follow_plain(channels: TwinChannels, console: Console, interval_s: float,
-                        facts: LiveFacts | None, feed: EventFeed | None) -> Snapshot:
+                        facts: LiveFacts | None, feed: EventFeed | None,
+                        notes: Callable[[], list[str]]) -> Snapshot:
     snapshot = await take_snapshot(channels)
     last_phase, last_print = "", float("-inf")
+    said: list[str] = []
     while True:
         if feed is not None:
             feed.write_new(console)
+        if (now_notes := notes()) != said:
+            for note in now_notes:
+                say(console, note, style="cyan")
+            said = now_notes
         now = time.monotonic()
         changed = _phase(snapshot) != last_phase or snapshot.finished
         if changed or now - last_print >= _PLAIN_LINE_EVERY_S:

@@ -98,6 +98,8 @@ class Flown:
     codes: dict[str, int]
     refusals: dict[str, subprocess.CompletedProcess[str]]
     records: dict[str, Any]  # read back from the logs after the flight
+    held: subprocess.CompletedProcess[str]  # `twin clock time` of the held fork
+    status: subprocess.CompletedProcess[str]  # `twin status` of it
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -181,12 +183,19 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
                                "--plan", str(plan), *common,
                                "--report", str(where / "day.json")], logs["day"])
         procs["cmd"] = _start(["fork", "ce6", "--as", "ce6-cmd", "--at", f"step:{CMD_STEP}",
-                               "--command", "ground set_mode mode=what_if", *common,
-                               "--report", str(where / "cmd.json")], logs["cmd"])
+                               "--command", "ground set_mode mode=what_if", "--paused",
+                               *common, "--report", str(where / "cmd.json")], logs["cmd"])
         for name in ("same", "day", "cmd"):  # recorded while the parent is paused
             _wait_text(logs[name], "recorded in", CALL_DEADLINE_S)
         resumed = _twin("clock", "resume", "--state-dir", str(state))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        # ce6-cmd holds at its branch commit: a fork's state dir drives it like any
+        _wait_text(logs["cmd"], "healthy in", START_DEADLINE_S)
+        fork_dir = str(state / "forks" / "ce6-cmd")
+        held = _twin("clock", "time", "--state-dir", fork_dir)
+        status = _twin("status", "--state-dir", fork_dir, "--mission", "ce6-cmd")
+        go = _twin("clock", "resume", "--state-dir", fork_dir)
+        assert go.returncode == 0, go.stdout + go.stderr
         codes = {name: proc.wait(timeout=FLIGHT_DEADLINE_S) for name, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -200,7 +209,7 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
                for name in ("p", "same", "day", "cmd", "base") if (where / f"{name}.json").exists()}
     outputs = {name: path.read_text(errors="replace") for name, path in logs.items()}
     records = asyncio.run(_read_records(state))
-    yield Flown(where, reports, outputs, codes, refusals, records)
+    yield Flown(where, reports, outputs, codes, refusals, records, held, status)
 
 
 def _refusals(state: Path, plan: Path) -> dict[str, subprocess.CompletedProcess[str]]:
@@ -324,3 +333,21 @@ def test_forks_that_cannot_be_are_refused_with_the_reason(flown: Flown) -> None:
 
 #: FAILED_PRECONDITION is not the caller's argument: exit 1, like an unreachable ground.
 EXIT_FAILED_PRECONDITION = 1
+
+
+def test_a_held_fork_is_driven_through_its_own_state_dir(flown: Flown) -> None:
+    assert flown.held.returncode == 0, flown.held.stdout + flown.held.stderr
+    commit = flown.reports["cmd"]["fork"]["commit_step"]
+    assert "paused" in flown.held.stdout and f"step {commit}" in flown.held.stdout
+    assert flown.status.returncode == 0, flown.status.stdout + flown.status.stderr
+    assert flown.status.stdout.count(f" {commit} ") >= 6  # six services at the commit
+
+
+def test_the_views_say_who_is_whose_fork(flown: Flown) -> None:
+    assert "fork of ce6 at " in flown.outputs["day"]
+    assert "(event:undocking, parent step" in flown.outputs["day"]
+    assert "change: plan return-a-day-later" in flown.outputs["day"]
+    noted = [line for line in flown.outputs["p"].splitlines()
+             if line.startswith("forks flying on this NATS: ")]
+    for child in ("ce6-cmd", "ce6-day", "ce6-same"):
+        assert any(child in line for line in noted), noted
