@@ -206,7 +206,8 @@ def _delayed(raw_item: dict[str, Any], delay_s: float, plan: FlightPlan) -> dict
 
 
 def fork_plan(parent_raw: Mapping[str, Any], change: Change, branch: Branch,
-              issued: Mapping[str, float]) -> dict[str, Any]:
+              issued: Mapping[str, float],
+              seen: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The fork's flight plan (raw): the parent's, or the one given, with the
     delays and the branch point's items; refused if it would change anything
     the parent issued by the branch point, or be due before it."""
@@ -240,12 +241,12 @@ def fork_plan(parent_raw: Mapping[str, Any], change: Change, branch: Branch,
         plan = parse_plan(raw, "the fork's plan")
     except FlightPlanError as exc:
         raise ForkRefused("invalid", str(exc)) from None
-    _check_past(parent, plan, branch, issued)
+    _check_past(parent, plan, branch, issued, seen or {})
     return raw
 
 
 def _check_past(parent: FlightPlan, plan: FlightPlan, branch: Branch,
-                issued: Mapping[str, float]) -> None:
+                issued: Mapping[str, float], seen: Mapping[str, float]) -> None:
     """Nothing before the branch point may change."""
     old: dict[str, PlanItem] = {it.id: it for it in parent.items}
     new: dict[str, PlanItem] = {it.id: it for it in plan.items}
@@ -256,12 +257,15 @@ def _check_past(parent: FlightPlan, plan: FlightPlan, branch: Branch,
                                          f"before the branch point {when}: a fork changes only "
                                          "what comes after it")
     for name, item in new.items():
-        if item == old.get(name) or item.at_s is None:
+        if item == old.get(name):
             continue
-        if item.at_s < branch.t_s:
+        due = item.at_s
+        if due is None and item.after is not None and seen.get(item.after, math.inf) \
+                <= branch.t_s:  # what it waits for was seen by the branch point
+            due = max(seen[item.after] + item.offset_s, item.not_before_s)
+        if due is not None and due < branch.t_s:
             raise ForkRefused("invalid", f"plan item {name!r} would be due at "
-                                         f"{iso_utc(item.at_s)}, before the branch point "
-                                         f"{when}")
+                                         f"{iso_utc(due)}, before the branch point {when}")
 
 
 def make_spec(*, parent: str, parent_run: str, child: str, seed: int, branch: Branch,

@@ -110,7 +110,7 @@ class GroundRuntime(ServiceRuntime):
         branch = fork.resolve_branch(kind, value, now_step=self.step, now_t_s=self.t_s,
                                      steps=self.clock.step_times, seen=self.core.seen)
         commit = fork.choose_commit(await store.commits(), self.config.run_id, branch)
-        plan = fork.fork_plan(self.plan_raw, change, branch, self.core.issued)
+        plan = fork.fork_plan(self.plan_raw, change, branch, self.core.issued, self.core.seen)
         spec = fork.make_spec(parent=self.config.mission_id, parent_run=self.config.run_id,
                               child=child, seed=self.config.seed, branch=branch,
                               commit=commit, change=change, plan=plan)

@@ -174,6 +174,21 @@ def test_a_change_to_the_past_or_a_bad_one_is_refused(change: Change, says: str)
     assert err.value.code == "invalid" and says in err.value.reason
 
 
+def test_a_new_item_after_an_event_seen_before_the_branch_is_refused() -> None:
+    """It would be due (and issued by the fork) before the branch point."""
+    docking = mission_s_from_utc("2024-06-06T06:28:23Z")
+    plan = copy.deepcopy(NOMINAL)
+    plan["items"].append({"id": "late", "after": "docking", "offset_s": 60.0,
+                          "target": "ground", "command": {"op": "set_mode", "mode": "x"}})
+    branch = Branch(UNDOCKING_T, 3578, "event:undocking")
+    with pytest.raises(ForkRefused, match="'late' would be due at 2024-06-06T06:29:23"):
+        fork_plan(NOMINAL, Change(plan=plan), branch, ISSUED_BY_UNDOCKING,
+                  {"docking": docking})
+    plan["items"][-1]["offset_s"] = 2 * 3600.0  # after the branch: allowed
+    assert "late" in _items(fork_plan(NOMINAL, Change(plan=plan), branch, ISSUED_BY_UNDOCKING,
+                                      {"docking": docking}))
+
+
 def test_a_whole_new_plan_may_drop_and_move_what_comes_after_the_branch() -> None:
     plan = copy.deepcopy(NOMINAL)
     plan["name"] = "no-tcm3"
