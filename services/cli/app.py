@@ -322,33 +322,53 @@ def k8s_secrets(
         help="Namespace of the Secrets and of the servers' DNS names (dev: twin-dev).")] = "twin",
     out: Annotated[Path | None, typer.Option(
         "--out", file_okay=False,
-        help="Directory to write (default: deploy/k8s/secrets/<namespace>, gitignored).")
+        help="Directory to write (default: deploy/k8s/secrets/<namespace>, gitignored); "
+        "with --fork-of, the parent's, whose keys sign the fork's creds.")
     ] = None,
     certificates: Annotated[bool, typer.Option(
         "--certificates/--creds-only",
         help="--creds-only: only the NATS creds and operator config, when the "
         "cert-manager component issues the certificates.")] = True,
+    fork_of: Annotated[str | None, typer.Option(
+        "--fork-of", show_default=False,
+        help="--mission is a what-if fork of this running mission (deploy/k8s/components/"
+        "fork): write only the fork's Secrets, into <out>/forks/<mission>.")] = None,
 ) -> None:
     """Write the Secrets the Kubernetes manifests mount (docs/deploy.md, section 10):
     the CA and certificates, each service's NATS creds and the NATS operator
     config, as a kustomization to apply with `kubectl apply -k`. Run again to
-    mint fresh creds; the CA and keys in the directory are reused."""
-    from services.cli.k8s_secrets import default_out_dir, write_secrets
+    mint fresh creds; the CA and keys in the directory are reused. With
+    --fork-of, the Secrets of a what-if fork flown beside that mission on its
+    NATS (docs/deploy.md, "What-if forks on a cluster")."""
+    from services.cli.k8s_secrets import default_out_dir, write_fork_secrets, write_secrets
     from services.kernel.errors import TwinError
 
-    where = out or default_out_dir(namespace)
+    where = parent_dir = out or default_out_dir(namespace)
     command = (f"twin k8s-secrets --mission {mission} --namespace {namespace}"
+               + ("" if fork_of is None else f" --fork-of {fork_of}")
                + ("" if certificates else " --creds-only"))
     try:
-        secrets = write_secrets(where, mission, namespace, certificates=certificates,
-                                command=command)
+        if fork_of is None:
+            secrets = write_secrets(where, mission, namespace, certificates=certificates,
+                                    command=command)
+        else:
+            where, secrets = write_fork_secrets(parent_dir, mission, fork_of, namespace,
+                                                certificates=certificates, command=command)
     except (TwinError, OSError) as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED) from None
-    say(console, f"wrote {len(secrets)} Secrets for mission {mission} in namespace "
+    if fork_of is None:
+        what = f"mission {mission}"
+        held = "the CA key and the NATS seeds" if certificates else "the NATS seeds"
+    else:
+        what = f"fork {mission} of {fork_of}"
+        held = "the fork's NATS seeds" + (" and the operator's key" if certificates else "")
+    say(console, f"wrote {len(secrets)} Secrets for {what} in namespace "
                  f"{namespace} to {where / 'kustomization.yaml'}")
+    if fork_of is not None:
+        say(console, f"the fork's creds are signed by the NATS keys in {parent_dir} (left "
+                     "unchanged), which the cluster's NATS trusts")
     say(console, f"apply them:  kubectl apply -k {where}")
-    held = "the CA key and the NATS seeds" if certificates else "the NATS seeds"
     say(console, f"keep {where} private and out of git: it holds {held}")
 
 

@@ -20,6 +20,20 @@ The Secrets, by the names and keys the manifests mount::
 The certificate Secrets have the shape cert-manager gives a Certificate's
 Secret, so deploy/k8s/components/cert-manager can issue them instead; the NATS
 creds and ``auth.conf`` still come from here (``certificates=False``).
+
+A what-if fork (services/ground/fork.py) runs beside its parent, on the same
+NATS, with its own mission id: ``twin k8s-secrets --fork-of PARENT`` writes
+its Secrets into ``<dir>/forks/<fork>/``, a kustomization of their own, with
+its creds signed by the key store of ``<dir>`` (the one the cluster's
+``nats-auth`` trusts, left unchanged) and its ground's creds allowed to read
+the parent's streams::
+
+    <svc>-nats-creds-<fork>  Opaque             nats.creds              the fork's pods mount it
+    client-operator-tls      kubernetes.io/tls  tls.crt tls.key ca.crt  the fork's Job presents it
+                                                                        to the parent's ground
+
+``client-operator-tls`` has cert-manager's name and shape: without
+certificates (cert-manager issues it) it is not written.
 """
 
 from __future__ import annotations
@@ -29,11 +43,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.kernel.natsauth import IDENTITIES, SERVICES, JetStreamLimits, KeyStore, NatsAuth
-from services.kernel.security import StateLayout, provision
+from services.kernel.errors import TwinError
+from services.kernel.natsauth import (
+    IDENTITIES,
+    SERVICES,
+    JetStreamLimits,
+    KeyStore,
+    NatsAuth,
+    check_mission,
+)
+from services.kernel.security import OPERATOR, StateLayout, provision
 
-__all__ = ["AUTH_CONF", "CLUSTER_JETSTREAM", "OPAQUE", "TLS", "SecretFiles",
-           "default_out_dir", "kustomization", "secret_files", "write_secrets"]
+__all__ = ["AUTH_CONF", "CLUSTER_JETSTREAM", "FORKS_DIR", "OPAQUE", "OPERATOR_TLS", "TLS",
+           "ForkSecretsError", "SecretFiles", "default_out_dir", "fork_creds_secret",
+           "fork_out_dir", "fork_secret_files", "kustomization", "secret_files",
+           "write_fork_secrets", "write_secrets"]
 
 TLS = "kubernetes.io/tls"
 OPAQUE = "Opaque"
@@ -44,6 +68,15 @@ AUTH_CONF = Path("nats", "auth.conf")
 #: user; a limit above the server's would keep a single server from enabling
 #: JetStream for the account at all.
 CLUSTER_JETSTREAM = JetStreamLimits(memory_bytes=-1, disk_bytes=-1)
+#: Where a fork's Secrets go, relative to the namespace's directory.
+FORKS_DIR = Path("forks")
+#: The operator's gRPC client certificate, by cert-manager's name for it
+#: (deploy/k8s/components/cert-manager/certificates.yaml).
+OPERATOR_TLS = "client-operator-tls"
+
+
+class ForkSecretsError(TwinError):
+    """A fork's Secrets that cannot be written as asked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +154,83 @@ def write_secrets(out: Path, mission: str, namespace: str, *, certificates: bool
     secrets = secret_files(mission, certificates=certificates)
     _write_private(out / "kustomization.yaml", kustomization(secrets, mission, namespace, command))
     return secrets
+
+
+# --- a what-if fork ---------------------------------------------------------------------
+def fork_creds_secret(service: str, mission: str) -> str:
+    """A fork's NATS creds Secret: the parent's name and the fork's id, the name
+    deploy/k8s/components/fork's replacements give the pods' volumes."""
+    return f"{service}-nats-creds-{mission}"
+
+
+def fork_out_dir(out: Path, mission: str) -> Path:
+    return out / FORKS_DIR / mission
+
+
+def fork_secret_files(mission: str, *, certificates: bool = True) -> list[SecretFiles]:
+    """The Secrets a fork's pods mount beyond its parent's (which it shares: the
+    certificates are per service, not per mission)."""
+    layout = StateLayout(Path())
+    out = [SecretFiles(fork_creds_secret(service, mission), OPAQUE,
+                       (("nats.creds", layout.creds(mission, service)),))
+           for service in SERVICES]
+    if certificates:
+        out.append(_tls(OPERATOR_TLS, f"client-{OPERATOR}"))
+    return out
+
+
+def _check_parent(parent_dir: Path, mission: str, parent: str, namespace: str,
+                  certificates: bool) -> None:
+    """``parent_dir`` holds the keys the cluster trusts and was written for ``parent``."""
+    check_mission(mission)
+    check_mission(parent)
+    if mission == parent:
+        raise ForkSecretsError(f"--mission {mission} and --fork-of {parent} are the same: "
+                               "give the fork a mission id of its own")
+    layout = StateLayout(parent_dir)
+    missing = [stem for stem in KeyStore.KEYS if not (layout.keys_dir / f"{stem}.nk").is_file()]
+    if missing:
+        # A fresh key store would sign creds the cluster's nats-server rejects.
+        raise ForkSecretsError(
+            f"no NATS key store in {layout.keys_dir} (missing {', '.join(missing)}): run "
+            f"`twin k8s-secrets --mission {parent} --namespace {namespace}` for the parent "
+            "first, or give --out the directory it wrote")
+    if not layout.creds(parent, "ground").is_file():
+        found = sorted(p.name.removesuffix("-ground.creds")
+                       for p in layout.creds_dir.glob("*-ground.creds"))
+        raise ForkSecretsError(
+            f"{parent_dir} was not written for mission {parent} (it has creds for "
+            f"{', '.join(found) or 'no mission'}): --fork-of names the running mission whose "
+            "Secrets are in --out")
+    operator_cert = layout.pki_dir / f"client-{OPERATOR}.crt"
+    if certificates and not operator_cert.is_file():
+        raise ForkSecretsError(
+            f"no {operator_cert}: the parent's Secrets were written with --creds-only "
+            f"(cert-manager issues {OPERATOR_TLS}); give --creds-only here too")
+
+
+def write_fork_secrets(out: Path, mission: str, parent: str, namespace: str, *,
+                       certificates: bool = True,
+                       command: str = "twin k8s-secrets") -> tuple[Path, list[SecretFiles]]:
+    """Mint the creds of fork ``mission`` of ``parent`` with the key store in
+    ``out`` (the parent's namespace directory, which it leaves unchanged) into
+    ``out/forks/<mission>``, copy the operator's client certificate there, and
+    write their kustomization; return the directory and the Secrets it lists."""
+    _check_parent(out, mission, parent, namespace, certificates)
+    parent_layout = StateLayout(out)
+    where = fork_out_dir(out, mission)
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    layout = StateLayout(where)
+    auth = NatsAuth(KeyStore(parent_layout.keys_dir), CLUSTER_JETSTREAM)
+    for identity in IDENTITIES:  # the operator's and observer's too, to watch the fork
+        auth.write_creds(layout.creds(mission, identity), mission, identity, parent=parent)
+    if certificates:  # kustomize reads no file outside the kustomization's directory
+        for name in ("ca.crt", f"client-{OPERATOR}.crt", f"client-{OPERATOR}.key"):
+            _write_private(layout.pki_dir / name, (parent_layout.pki_dir / name).read_text())
+    secrets = fork_secret_files(mission, certificates=certificates)
+    _write_private(where / "kustomization.yaml",
+                   kustomization(secrets, mission, namespace, command))
+    return where, secrets
 
 
 def _write_private(path: Path, text: str) -> None:
