@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import math
+import random
+import zlib
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry
 
 from services.cli.fork_cli import BadForkArgument, parse_at, parse_delay, parse_item
 from services.dynamics.timescale import mission_s_from_utc
@@ -34,7 +37,9 @@ from services.kernel.clock import StepTimes
 from services.kernel.config import ServiceConfig
 from services.kernel.errors import ConfigError, FlightPlanError
 from services.kernel.natsauth import permissions
+from services.kernel.runtime import ServiceRuntime
 from services.kernel.snapstore import rehome
+from services.relay.vehicle import RelayCore
 
 NOMINAL: dict[str, Any] = orjson.loads(NOMINAL_PLAN.read_bytes())
 HOUR_S = 3600.0
@@ -311,3 +316,18 @@ def test_a_forks_ground_may_read_its_parent_and_write_nothing_of_it() -> None:
     assert not [p for p in extra if "DELETE" in p or "UPDATE" in p or "PURGE" in p]
     # a vehicle of a fork gets nothing of the parent
     assert permissions("k", "lander", parent="ce6") == permissions("k", "lander")
+
+
+def test_a_reseeded_commit_gives_each_service_the_stream_of_the_forks_seed() -> None:
+    """Restored without a reseed, a service continues its parent's numbers;
+    with one, it draws the stream every service of a mission of that seed
+    starts with (VehicleCore: seed x 1,000,003 + CRC-32 of its name)."""
+    rt = ServiceRuntime(RelayCore(6), ServiceConfig("relay", mission_id="k", insecure=True),
+                        CollectorRegistry())
+    snap = orjson.loads(orjson.dumps(rt.snapshot()))
+    parents_next = random.Random(6 * 1_000_003 + zlib.crc32(b"relay")).random()
+    rt.restore(snap)
+    assert rt.core.rng.random() == parents_next
+    rt.restore(snap, reseed=4242)
+    assert rt.core.rng.random() == random.Random(4242 * 1_000_003
+                                                 + zlib.crc32(b"relay")).random()
