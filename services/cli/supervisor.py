@@ -286,22 +286,29 @@ class Supervisor:
         # old process and misses the new one.
         self._respawning = asyncio.Lock()
         self.log_dir = config.state_dir / "logs"
+        self._ports: dict[str, tuple[int, int]] | None = None
 
     # --- start -----------------------------------------------------------
 
-    def _plan_ports(self) -> dict[str, tuple[int, int]]:
-        names = self.config.services
-        if not self.config.free_ports:
-            return {name: DEFAULT_PORTS[name] for name in names}
-        ports = pick_free_ports(2 * len(names), self.config.grpc_host)
-        return {name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(names)}
+    def plan_ports(self) -> dict[str, tuple[int, int]]:
+        """Each service's (gRPC, metrics) ports, chosen once: a process started
+        before the services (the CCSDS gateway) may need ground's."""
+        if self._ports is None:
+            names = self.config.services
+            if not self.config.free_ports:
+                self._ports = {name: DEFAULT_PORTS[name] for name in names}
+            else:
+                ports = pick_free_ports(2 * len(names), self.config.grpc_host)
+                self._ports = {name: (ports[2 * i], ports[2 * i + 1])
+                               for i, name in enumerate(names)}
+        return self._ports
 
     async def start(self) -> None:
         """Spawn every service; returns once all are forked (not yet healthy)."""
         if self.children:
             raise SupervisorError("this Supervisor was already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for name, (grpc_port, metrics_port) in self._plan_ports().items():
+        for name, (grpc_port, metrics_port) in self.plan_ports().items():
             env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1",
                    **self.config.service_env(name, grpc_port, metrics_port)}
             child = ServiceProcess(name, grpc_port, metrics_port, self.log_dir / f"{name}.log",

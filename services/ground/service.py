@@ -13,13 +13,14 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from services.ground import fork
 from services.ground.control import ClockServicer
 from services.ground.plan import FlightPlan, load_raw, parse_plan
+from services.ground.station import StationServicer
 from services.ground.vehicle import GroundCore
 from services.kernel.clock import ClockAuthority
 from services.kernel.config import ServiceConfig
 from services.kernel.gauges import ServiceGauges
 from services.kernel.outbox import Summary
 from services.kernel.runtime import ServiceRuntime
-from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc
+from services.kernel.twin_pb import clock_pb2, clock_pb2_grpc, ground_pb2, ground_pb2_grpc
 
 log = logging.getLogger("twin.ground")
 
@@ -58,7 +59,9 @@ class GroundRuntime(ServiceRuntime):
         names = super().add_servicers(server)
         clock_pb2_grpc.add_MissionClockServicer_to_server(
             ClockServicer(self.clock, self.make_fork), server)
-        return [*names, clock_pb2.DESCRIPTOR.services_by_name["MissionClock"].full_name]
+        ground_pb2_grpc.add_GroundStationServicer_to_server(StationServicer(self), server)
+        return [*names, clock_pb2.DESCRIPTOR.services_by_name["MissionClock"].full_name,
+                ground_pb2.DESCRIPTOR.services_by_name["GroundStation"].full_name]
 
     async def subscribe_clock(self) -> None:
         await self.clock.attach()

@@ -19,8 +19,10 @@ from services.kernel.envelope import Envelope
 from services.kernel.faults import INJECT_FAULT_OP
 from services.kernel.subjects import Subjects
 from services.kernel.telecommand import GroundLinks
-from services.kernel.vehicle import Outbox, Summary, VehicleCore
+from services.kernel.vehicle import CommandHandler, Outbox, Summary, VehicleCore
 
+#: Ground's own command that carries an operator's telecommand to a vehicle.
+UPLINK_OP = "uplink"
 #: Ground never needs the clock to stop for it between plan instants (those it
 #: stops on exactly); the vehicles' own limits decide the steps.
 GROUND_STEP_S = 3_600.0
@@ -51,6 +53,17 @@ class GroundCore(VehicleCore):
         self.finished = False
         self._due: list[float] = []
         self._due_key: tuple[int, int] = (-1, -1)
+
+    def command_table(self) -> dict[str, CommandHandler]:
+        return {**super().command_table(), UPLINK_OP: self._uplink}
+
+    def _uplink(self, command: dict[str, Any], t: float, out: Outbox) -> None:
+        """An operator's telecommand (GroundStation.Uplink, checked there): sent
+        by the target's path like a plan command, or held while it has none."""
+        target, inner = str(command["target"]), dict(command["command"])
+        path = self.links.route(target, inner, t, out)
+        out.event(self.name, "command_uplinked", t, target=target, op=inner.get("op"),
+                  command_id=inner.get("command_id"), path=path)
 
     def extra_subjects(self, s: Subjects) -> list[str]:
         return [s.all_of("evt"), s.all_of("dl")]

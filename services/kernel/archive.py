@@ -117,17 +117,29 @@ class GroundArchive:
 
     def deliver(self, t_s: float) -> int:
         """Archive the frames that have reached ground by ``t_s``; return how many."""
-        if not self.in_flight:  # every step of a coast with nothing on its way
-            return 0
-        due = [f for f in self.in_flight if float(f["deliver_at_s"]) <= t_s + _DUE_SLACK_S]
-        if not due:
-            return 0
-        self.in_flight = [f for f in self.in_flight
-                          if float(f["deliver_at_s"]) > t_s + _DUE_SLACK_S]
-        due.sort(key=lambda f: (float(f["deliver_at_s"]), str(f["origin"]), int(f["frame_seq"])))
+        due = self._take_due(t_s)
         for frame in due:
             self.archives.setdefault(str(frame["origin"]), FrameArchive()).add(frame)
         return len(due)
+
+    def deliver_new(self, t_s: float) -> list[dict[str, Any]]:
+        """:meth:`deliver`, answering with the frames ground did not hold yet, in
+        the order they reached it (what a mission control system is sent:
+        services/gateway/)."""
+        return [frame for frame in self._take_due(t_s)
+                if self.archives.setdefault(str(frame["origin"]), FrameArchive()).add(frame)]
+
+    def _take_due(self, t_s: float) -> list[dict[str, Any]]:
+        """The frames in flight that have arrived by ``t_s``, in arrival order."""
+        if not self.in_flight:  # every step of a coast with nothing on its way
+            return []
+        due = [f for f in self.in_flight if float(f["deliver_at_s"]) <= t_s + _DUE_SLACK_S]
+        if not due:
+            return []
+        self.in_flight = [f for f in self.in_flight
+                          if float(f["deliver_at_s"]) > t_s + _DUE_SLACK_S]
+        due.sort(key=lambda f: (float(f["deliver_at_s"]), str(f["origin"]), int(f["frame_seq"])))
+        return due
 
     def values(self) -> dict[str, float]:
         """Per vehicle: frames received / played back / missing, and the vehicle's own

@@ -24,6 +24,8 @@ KEY_EVENTS: tuple[str, ...] = (
 _KERNEL = frozenset({
     "command_rejected", "mode_changed", "fault_injected", "fault_cleared", "message_rejected",
     "link_acquired", "link_lost", "command_held", "command_released", "parameters_applied",
+    # an operator's uplinked telecommand, run on board (services/gateway/)
+    "command_executed",
 })
 _ORBITER = frozenset({
     "probe_separation", "trajectory_correction", "lunar_orbit_insertion", "icubeq_release",
@@ -50,7 +52,7 @@ _REENTRY = frozenset({
     "handover_accepted", "sample_custody", "entry_interface", "skip_out", "second_entry",
     "parachute_attitude", "parachute_deploy", "earth_landing", "recovery",
 })
-_GROUND = frozenset({"plan_item_issued", "mission_end"})
+_GROUND = frozenset({"plan_item_issued", "mission_end", "command_uplinked"})
 #: Queqiao-2's own: a dispersed outage (relay.outage.*) begins and ends.
 _RELAY = frozenset({"relay_outage_start", "relay_outage_end"})
 

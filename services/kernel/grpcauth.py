@@ -54,6 +54,7 @@ METHOD_ROLES: Mapping[str, str] = MappingProxyType({
     _MC + "Step": OPERATOR,
     _MC + "RunUntil": OPERATOR,
     _MC + "Fork": OPERATOR,
+    "/twin.v1.GroundStation/Uplink": OPERATOR,
     "/grpc.health.v1.Health/Check": VIEWER,
     "/grpc.health.v1.Health/Watch": VIEWER,
     "/grpc.health.v1.Health/List": VIEWER,

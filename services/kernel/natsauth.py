@@ -47,7 +47,8 @@ from services.kernel.errors import TwinError
 from services.kernel.subjects import Subjects, subject_matches
 
 __all__ = [
-    "COMMAND_TARGETS", "IDENTITIES", "JS_GRANTS", "SERVICES", "XFER_TARGETS", "BadMission",
+    "COMMAND_TARGETS", "GATEWAY", "IDENTITIES", "JS_GRANTS", "SERVICES", "XFER_TARGETS",
+    "BadMission",
     "JetStreamLimits", "JwtError", "KeyStore", "KeyStoreError", "NKey", "NatsAuth",
     "NatsAuthError", "Permissions", "Publishers", "UnknownIdentity", "check_mission",
     "connect_options", "decode_jwt", "encode_jwt", "format_creds", "inbox_prefix",
@@ -56,8 +57,11 @@ __all__ = [
 
 SERVICES: tuple[str, ...] = ("ground", *VEHICLES)
 #: ``operator``: the CLI and ops tools (streams, the mission log); ``observer``:
-#: read-only watchers (dashboards, the view).
-IDENTITIES: tuple[str, ...] = (*SERVICES, "operator", "observer")
+#: read-only watchers (dashboards, the view); ``gateway``: the CCSDS gateway
+#: (services/gateway/), which hears what ground hears and publishes nothing
+#: (it commands through ground's gRPC).
+GATEWAY = "gateway"
+IDENTITIES: tuple[str, ...] = (*SERVICES, "operator", "observer", GATEWAY)
 
 #: Whom each service hands over to, on ``xfer.<target>`` (docs/mission.md, the
 #: hand-over protocol; the senders' ``out.transfer``/``out.send("xfer", ...)``).
@@ -96,6 +100,7 @@ JS_GRANTS: Mapping[str, Mapping[str, frozenset[str]]] = {
                  "snap": frozenset({"info", "create", "delete", "get", "read", "consumers"})},
     # mission_log.py reads with an ephemeral pull consumer, no acks
     "observer": {"log": frozenset({"info", "read"})},
+    GATEWAY: {},  # core NATS only: the downlink, the events and the clock's ticks
 }
 
 _JS = "$JS.API"
@@ -236,6 +241,8 @@ def permissions(mission: str, identity: str, parent: str | None = None) -> Permi
         pub, sub = _service_publish(s, identity), _service_subscribe(s, identity)
     elif identity == "operator":
         pub, sub = [], [s.everything]
+    elif identity == GATEWAY:  # services/gateway/service.py's subscriptions
+        pub, sub = [], [s.tick, s.all_of("dl"), s.all_of("evt")]
     elif identity == "observer":
         pub, sub = [], [s.all_of(k) for k in ("tm", "dl", "evt", "ops")]
     else:

@@ -30,7 +30,14 @@ import grpc
 from services.kernel.config import PKI_DIR_FIX, PKI_DIR_MISSING, ServiceConfig
 from services.kernel.errors import ConfigError
 from services.kernel.grpcauth import channel_credentials, server_credentials
-from services.kernel.natsauth import IDENTITIES, SERVICES, KeyStore, NatsAuth, connect_options
+from services.kernel.natsauth import (
+    GATEWAY,
+    IDENTITIES,
+    SERVICES,
+    KeyStore,
+    NatsAuth,
+    connect_options,
+)
 from services.kernel.pki import DEFAULT_NAMESPACE, CertFiles, Pki
 
 log = logging.getLogger("twin.security")
@@ -231,6 +238,11 @@ def provision(state_dir: Path, mission: str, *, services: Sequence[str] = SERVIC
     pki.client("viewer", "viewer")
     for identity in (OPERATOR, "observer"):
         pki.nats_client(identity)
+    # The CCSDS gateway: its health server, its NATS user, and the operator
+    # role on ground's gRPC, which it uplinks through (services/gateway/).
+    pki.server(GATEWAY)
+    pki.nats_client(GATEWAY)
+    pki.client(GATEWAY, "operator")
     auth = NatsAuth(KeyStore(layout.keys_dir))
     for identity in IDENTITIES:
         auth.write_creds(layout.creds(mission, identity), mission, identity, parent=parent)

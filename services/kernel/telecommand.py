@@ -19,6 +19,12 @@ from typing import Any
 from services.kernel.archive import GroundArchive
 from services.kernel.outbox import Outbox
 
+
+def _uplink_id(command: dict[str, Any]) -> dict[str, Any]:
+    """An uplinked command's id, for the events that follow it (none for the plan's)."""
+    return {"command_id": command["command_id"]} if "command_id" in command else {}
+
+
 #: Command fields that mark a time-tagged command (docs/mission.md: uploaded
 #: in an earlier pass and run on board).
 TIME_TAGS = ("execute_at_s", "execute_at_utc")
@@ -62,7 +68,7 @@ class GroundLinks:
         if path == "none":
             self.held.append({"target": target, "command": command, "held_at_s": t_s})
             out.event("ground", "command_held", t_s, target=target, op=command.get("op"),
-                      plan_id=command.get("plan_id"))
+                      plan_id=command.get("plan_id"), **_uplink_id(command))
             return "held"
         self._send(target, command, path, t_s, out)
         return path
@@ -80,7 +86,7 @@ class GroundLinks:
             self._send(h["target"], h["command"], path, t_s, out)
             out.event("ground", "command_released", t_s, target=h["target"],
                       op=h["command"].get("op"), plan_id=h["command"].get("plan_id"), path=path,
-                      held_s=t_s - float(h["held_at_s"]))
+                      held_s=t_s - float(h["held_at_s"]), **_uplink_id(h["command"]))
         self.held = keep
 
     def _send(self, target: str, command: dict[str, Any], path: str, t_s: float,

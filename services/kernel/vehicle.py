@@ -54,6 +54,17 @@ COMMAND_SOURCES = frozenset({"ground", "cli", "relay"})
 _TAG_KEYS = ("execute_at_s", "execute_at_utc")
 
 
+#: The id a command uplinked by an operator's control system carries (ground's
+#: Uplink call, services/gateway/): the vehicle names it when it runs or refuses
+#: the command, so the control system's verifiers can follow it. Plan commands
+#: carry none, and their events stay as they were.
+UPLINK_ID = "command_id"
+
+
+def _uplink_id(command: dict[str, Any]) -> dict[str, Any]:
+    return {UPLINK_ID: command[UPLINK_ID]} if UPLINK_ID in command else {}
+
+
 def service_rng(seed: int, name: str) -> random.Random:
     """The stream of random numbers of service ``name`` in a mission of ``seed``."""
     return random.Random(seed * 1_000_003 + zlib.crc32(name.encode()))
@@ -160,13 +171,17 @@ class VehicleCore:
             due = execute_at_s(command)
         except CommandError as exc:
             out.event(self.name, "command_rejected", self.t_s, op=command.get("op"),
-                      plan_id=command.get("plan_id"), reason=exc.reason)
+                      plan_id=command.get("plan_id"), reason=exc.reason,
+                      **_uplink_id(command))
             return
         if due is not None and due > self.t_s + 1e-6:
             self.timed.append(dict(command))
             self.timed.sort(key=lambda c: float(execute_at_s(c) or 0.0))
             return
         self.execute(command, self.t_s, out)
+        if UPLINK_ID in command:  # a mission control system follows its commands by it
+            out.event(self.name, "command_executed", self.t_s, op=command.get("op"),
+                      command_id=command[UPLINK_ID])
 
     def run_timed(self, t: float, out: Outbox) -> None:
         """Run the time-tagged commands due by ``t`` (the runtime calls this each step)."""

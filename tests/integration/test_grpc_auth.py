@@ -34,6 +34,8 @@ from services.kernel.twin_pb import (
     clock_pb2_grpc,
     control_pb2,
     control_pb2_grpc,
+    ground_pb2,
+    ground_pb2_grpc,
 )
 
 PROTO_DIR = Path(__file__).resolve().parents[2] / "proto" / "twin" / "v1"
@@ -116,6 +118,16 @@ class TinyClock(clock_pb2_grpc.MissionClockServicer):
         return clock_pb2.ClockState(mode=mode)
 
 
+class TinyStation(ground_pb2_grpc.GroundStationServicer):
+    def __init__(self) -> None:
+        self.uplinked = 0
+
+    async def Uplink(self, request: ground_pb2.UplinkRequest,
+                     context: grpc.aio.ServicerContext) -> ground_pb2.UplinkReply:
+        self.uplinked += 1
+        return ground_pb2.UplinkReply()
+
+
 @dataclass
 class Served:
     port: int
@@ -140,6 +152,8 @@ async def _serve(pki: Pki, *, tokens: TokenTable | None = None) -> AsyncIterator
     server = grpc.aio.server(interceptors=[RoleInterceptor(registry, tokens=tokens)])
     control_pb2_grpc.add_VehicleControlServicer_to_server(served.vehicle, server)
     clock_pb2_grpc.add_MissionClockServicer_to_server(served.clock, server)
+    station = TinyStation()
+    ground_pb2_grpc.add_GroundStationServicer_to_server(station, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     reflection.enable_server_reflection(["twin.v1.VehicleControl", "twin.v1.MissionClock",
                                          reflection.SERVICE_NAME], server)

@@ -4,7 +4,8 @@ Layers, bottom up (README, Layout):
 
     services.dynamics      pure flight dynamics: imports nothing else of ours
     services.kernel        what every service shares: the kernel and dynamics
-    services.<service>     one vehicle or ground: itself, the kernel, dynamics
+    services.<service>     one vehicle, ground or the CCSDS gateway: itself, the kernel,
+                           dynamics
     services.local         the whole twin in one process: any service
     services.campaign      Monte Carlo campaigns: the in-process twin, cases on Dask
     services.cli           the `twin` command: anything
@@ -24,7 +25,7 @@ import pytest
 pytestmark = pytest.mark.static  # reads the sources; mutation runs leave it out
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("ground", "orbiter", "lander", "ascender", "reentry", "relay")
+SERVICES = ("ground", "orbiter", "lander", "ascender", "reentry", "relay", "gateway")
 #: Generated code imports itself relatively and nothing of ours.
 SKIP = ("services.kernel.twin_pb",)
 #: The modelled comms, one concern a module, and which of the others each may
