@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.text import Text
 
 from services.cli.campaign_cli import campaign_app, parameters_command, read_parameters_file
+from services.cli.ccsds import CcsdsLink, parse_address
 from services.cli.clock_wait import (
     Target,
     WaitProgress,
@@ -190,6 +191,37 @@ ResumeOpt = Annotated[bool, typer.Option(
     "--resume", help="Continue the mission last run in --state-dir (stopped by a signal or "
     "a crash of everything) from its last committed snapshot, to the report it would have "
     "had; its seed and plan are reused.")]
+def _check_address(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parse_address(value, "")
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: write HOST:PORT, e.g. 127.0.0.1:10015") from None
+    return value
+
+
+CcsdsTmOpt = Annotated[str | None, typer.Option(
+    "--ccsds-tm", envvar="TWIN_CCSDS_TM", callback=_check_address,
+    help="Send what ground receives as CCSDS Space Packets to this UDP HOST:PORT (a mission "
+    "control system: Yamcs, COSMOS; docs/ccsds.md).")]
+CcsdsTcOpt = Annotated[str | None, typer.Option(
+    "--ccsds-tc", envvar="TWIN_CCSDS_TC", callback=_check_address,
+    help="Take CCSDS telecommands on this UDP HOST:PORT and uplink them through ground "
+    "(needs --ccsds-tm).")]
+
+
+def _ccsds(tm: str | None, tc: str | None) -> CcsdsLink | None:
+    if tm is None:
+        if tc is not None:
+            raise typer.BadParameter("--ccsds-tc needs --ccsds-tm too: the acknowledgements "
+                                     "of the telecommands go out as telemetry",
+                                     param_hint="--ccsds-tc")
+        return None
+    return CcsdsLink(parse_address(tm, "--ccsds-tm"),
+                     parse_address(tc, "--ccsds-tc") if tc is not None else None)
+
+
 InsecureOpt = Annotated[bool, typer.Option(
     "--insecure", envvar="TWIN_INSECURE",
     help="Plaintext NATS and gRPC with no identities or permissions, for debugging only "
@@ -237,6 +269,8 @@ def up(
     report: Annotated[Path | None, typer.Option(
         "--report", dir_okay=False, help="Write the mission report (JSON) here at the "
         "finish.")] = None,
+    ccsds_tm: CcsdsTmOpt = None,
+    ccsds_tc: CcsdsTcOpt = None,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
@@ -245,6 +279,7 @@ def up(
         health_timeout_s=health_timeout, log_level=log_level, linger=observe,
         mission_view=True, max_restarts=max_restarts, resume=resume, insecure=insecure,
         parameters=_read_parameters(parameters), report_path=report,
+        ccsds=_ccsds(ccsds_tm, ccsds_tc),
     ))
 
 
@@ -267,6 +302,8 @@ def run(
     resume: ResumeOpt = False,
     insecure: InsecureOpt = False,
     parameters: ParametersOpt = None,
+    ccsds_tm: CcsdsTmOpt = None,
+    ccsds_tc: CcsdsTcOpt = None,
 ) -> None:
     """Run the whole mission as fast as possible, then exit (0 when it finished)."""
     _launch(LaunchOptions(
@@ -275,6 +312,7 @@ def run(
         health_timeout_s=health_timeout, log_level=log_level,
         report_path=report, mission_view=True, max_restarts=max_restarts, resume=resume,
         insecure=insecure, parameters=_read_parameters(parameters),
+        ccsds=_ccsds(ccsds_tm, ccsds_tc),
     ))
 
 

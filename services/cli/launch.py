@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import orjson
 from rich.console import Console
 
+from services.cli.ccsds import CcsdsLink, start_gateway
 from services.cli.grpc_client import TwinChannels
 from services.cli.key_events import comparison_table
 from services.cli.mission_log import MissionLog, MissionLogError, TelemetryRecorder, telemetry_path
@@ -98,6 +99,8 @@ class LaunchOptions:
     security_dir: Path | None = None
     #: The fork's record, as the parent's ground answered (for the report).
     fork_spec: Mapping[str, Any] | None = None
+    #: The CCSDS gateway (--ccsds-tm/--ccsds-tc): packets to a mission control system.
+    ccsds: CcsdsLink | None = None
 
 
 class ResumeError(RuntimeError):
@@ -364,6 +367,13 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
             opts.flight_plan, opts.parameters).to_json()
         _announce_restarts(sup, record, console)
         stopper.on_repeat.append(sup.hurry)
+        if opts.ccsds is not None:  # listening before the clock can start
+            gateway = await _until_stopped(start_gateway(
+                stack, sup, opts.ccsds, opts.state_dir / "logs", opts.health_timeout_s),
+                stopper, sup)
+            say(console, opts.ccsds.describe())
+            record.extra["gateway"] = {"pid": gateway.pid, "grpc_port": gateway.grpc_port,
+                                       "metrics_port": gateway.metrics_port}
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
         if nats is not None:
             sup.watch_child("nats-server", nats)
