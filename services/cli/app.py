@@ -211,6 +211,13 @@ CcsdsTcOpt = Annotated[str | None, typer.Option(
     "(needs --ccsds-tm).")]
 
 
+def _yamcs_or_ccsds(yamcs: bool, tm: str | None, tc: str | None) -> CcsdsLink | None:
+    if yamcs and (tm or tc):
+        raise typer.BadParameter("--yamcs gives the gateway Yamcs' own addresses: leave out "
+                                 "--ccsds-tm/--ccsds-tc", param_hint="--yamcs")
+    return _ccsds(tm, tc)
+
+
 def _ccsds(tm: str | None, tc: str | None) -> CcsdsLink | None:
     if tm is None:
         if tc is not None:
@@ -271,15 +278,19 @@ def up(
         "finish.")] = None,
     ccsds_tm: CcsdsTmOpt = None,
     ccsds_tc: CcsdsTcOpt = None,
+    yamcs: Annotated[bool, typer.Option(
+        "--yamcs", help="Also start Yamcs (from the bundle, Java 17) as mission control, fed "
+        "by the CCSDS gateway; stays up after the finish until Ctrl-C (docs/ccsds.md).")
+    ] = False,
 ) -> None:
     """Start NATS and the six services and show the mission live until it finishes."""
     _launch(LaunchOptions(
         state_dir=state_dir, nats_url=nats_url, mission_id=mission, flight_plan=plan,
         warp=warp, seed=seed, start_paused=paused, free_ports=free_ports, observe=observe,
-        health_timeout_s=health_timeout, log_level=log_level, linger=observe,
+        health_timeout_s=health_timeout, log_level=log_level, linger=observe or yamcs,
         mission_view=True, max_restarts=max_restarts, resume=resume, insecure=insecure,
         parameters=_read_parameters(parameters), report_path=report,
-        ccsds=_ccsds(ccsds_tm, ccsds_tc),
+        ccsds=_yamcs_or_ccsds(yamcs, ccsds_tm, ccsds_tc), yamcs=yamcs,
     ))
 
 

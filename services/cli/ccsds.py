@@ -17,6 +17,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,18 @@ from services.cli.supervisor import (
 )
 from services.kernel.natsauth import GATEWAY
 
-__all__ = ["CcsdsLink", "parse_address", "start_gateway"]
+__all__ = ["CcsdsLink", "free_udp_port", "parse_address", "start_gateway"]
 
 #: Wall seconds the gateway has to stop when the run ends.
 STOP_GRACE_S = 5.0
 _ADDRESS = re.compile(r"(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port free now on ``host`` (where the gateway will take telecommands)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def parse_address(text: str, option: str) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import orjson
 from rich.console import Console
 
-from services.cli.ccsds import CcsdsLink, start_gateway
+from services.cli.ccsds import CcsdsLink, free_udp_port, start_gateway
 from services.cli.grpc_client import TwinChannels
 from services.cli.key_events import comparison_table
 from services.cli.mission_log import MissionLog, MissionLogError, TelemetryRecorder, telemetry_path
@@ -52,6 +52,7 @@ from services.kernel.config import ServiceConfig
 from services.kernel.natsd import NatsServer, NatsServerError
 from services.kernel.promserver import PromServer, PromServerError, ScrapeTarget
 from services.kernel.security import INSECURE_WARNING, OPERATOR, Security, provision
+from services.kernel.yamcsd import YamcsServer, YamcsServerError
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "LaunchOptions", "launch"]
 
@@ -101,6 +102,8 @@ class LaunchOptions:
     fork_spec: Mapping[str, Any] | None = None
     #: The CCSDS gateway (--ccsds-tm/--ccsds-tc): packets to a mission control system.
     ccsds: CcsdsLink | None = None
+    #: Yamcs from the bundle as mission control, fed by the gateway (`twin up --yamcs`).
+    yamcs: bool = False
 
 
 class ResumeError(RuntimeError):
@@ -318,7 +321,7 @@ async def launch(opts: LaunchOptions, console: Console) -> int:
             console.print(f"[yellow]{exc} received: stopping[/yellow]")
             return EXIT_INTERRUPTED
         except (SupervisorError, NatsServerError, PromServerError, MissionLogError,
-                ResumeError) as exc:
+                ResumeError, YamcsServerError) as exc:
             console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
             return EXIT_FAILED
         finally:
@@ -367,6 +370,8 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
             opts.flight_plan, opts.parameters).to_json()
         _announce_restarts(sup, record, console)
         stopper.on_repeat.append(sup.hurry)
+        if opts.yamcs:
+            opts = replace(opts, ccsds=await _start_yamcs(stack, opts, console, record))
         if opts.ccsds is not None:  # listening before the clock can start
             gateway = await _until_stopped(start_gateway(
                 stack, sup, opts.ccsds, opts.state_dir / "logs", opts.health_timeout_s),
@@ -472,6 +477,25 @@ async def _wait_for_forks(state_dir: Path, stopper: _Stopper, console: Console) 
     while running_forks(state_dir) and not stopper.event.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopper.event.wait(), _FORK_POLL_S)
+
+
+async def _start_yamcs(stack: contextlib.AsyncExitStack, opts: LaunchOptions,
+                       console: Console, record: _RunRecord) -> CcsdsLink:
+    """Yamcs from the bundle (services/kernel/yamcsd.py), fed by the gateway: its TM
+    link listens where the gateway sends, its TC link sends where the gateway
+    listens. Free ports with --free-ports, else Yamcs' own defaults."""
+    if opts.free_ports:
+        yamcs = YamcsServer(opts.state_dir / "yamcs", http_port=0, tm_port=0,
+                            tc_port=free_udp_port())
+    else:
+        yamcs = YamcsServer(opts.state_dir / "yamcs")
+    tc_port = yamcs.tc_port
+    await stack.enter_async_context(yamcs)
+    console.print(f"Yamcs (mission control) at {yamcs.web_url} (pid {yamcs.pid}): telemetry "
+                  f"on udp/{yamcs.tm_port}, telecommands to udp/{tc_port}")
+    record.extra["yamcs"] = {"url": yamcs.web_url, "pid": yamcs.pid, "tm_port": yamcs.tm_port,
+                             "tc_port": tc_port}
+    return CcsdsLink(("127.0.0.1", yamcs.tm_port), ("127.0.0.1", tc_port))
 
 
 async def _stop_services(sup: Supervisor, state_dir: Path) -> None:

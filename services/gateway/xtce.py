@@ -281,6 +281,41 @@ def _meta_command(parent: ET.Element, command: d.Command) -> None:
     for arg in command.arguments:
         _sub(entries, "ArgumentRefEntry", argumentRef=arg.name)
     _sub(container, "BaseContainer", containerRef=TC_BASE)
+    _verifiers(m)
+
+
+#: The verifiers every command carries, as Yamcs follows them: each waits for a
+#: CMD_ACK naming this command's own command_id (Yamcs gives a verifier the
+#: command's arguments as /yamcs/cmd/arg/<name>) at one stage. Wall seconds
+#: each may wait after the one before: a paused or slow clock takes long to
+#: bring a command to its vehicle, so the windows are wide.
+#: In XTCE's order of stages: ground (the range) took it, sent it on the
+#: vehicle's path, the vehicle ran it; or it failed anywhere.
+VERIFIERS: tuple[tuple[str, str, int], ...] = (
+    ("TransferredToRangeVerifier", "accepted", 60),
+    ("SentFromRangeVerifier", "uplinked", 3600),
+    ("CompleteVerifier", "executed", 3600),
+    ("FailedVerifier", "failed", 7200),
+)
+
+
+def _verifiers(meta: ET.Element) -> None:
+    verifier_set = _sub(meta, "VerifierSet")
+    for tag, stage, window_s in VERIFIERS:
+        v = _sub(verifier_set, tag)
+        conditions = _sub(_sub(v, "BooleanExpression"), "ANDedConditions")
+        same = _sub(conditions, "Condition")
+        _sub(same, "ParameterInstanceRef", parameterRef="ack_command_id")
+        _sub(same, "ComparisonOperator").text = "=="
+        _sub(same, "ParameterInstanceRef", parameterRef="/yamcs/cmd/arg/command_id")
+        at = _sub(conditions, "Condition")
+        _sub(at, "ParameterInstanceRef", parameterRef="ack_stage")
+        _sub(at, "ComparisonOperator").text = "=="
+        _sub(at, "Value").text = stage
+        _sub(v, "CheckWindow", timeToStartChecking="PT0S",
+             timeToStopChecking=f"PT{window_s}S",
+             timeWindowIsRelativeTo="commandRelease" if tag != "CompleteVerifier"
+             else "timeLastVerifierPassed")
 
 
 # --- XML ---------------------------------------------------------------------------------
