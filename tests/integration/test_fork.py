@@ -26,7 +26,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,6 +42,7 @@ from services.ground.plan import NOMINAL_PLAN
 from services.kernel.natsd import NatsServer
 from services.kernel.security import OPERATOR, Security, provision
 from services.kernel.subjects import Subjects
+from tests.integration.twin_helpers import wait_text
 
 pytestmark = pytest.mark.slow
 
@@ -108,14 +108,6 @@ def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
                             stderr=subprocess.STDOUT)
 
 
-def _wait_text(path: Path, needle: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} not in {path} after {timeout_s} s:\n"
-                         + (path.read_text(errors="replace") if path.exists() else "(none)"))
 
 
 async def _subject_records(nc: Client, stream: str, subject: str) -> list[Any]:
@@ -171,7 +163,7 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
         procs["p"] = _start(["up", "--paused", "--free-ports", "--state-dir", str(state),
                              "--report", str(where / "p.json"), "--log-level", "WARNING"],
                             logs["p"])
-        _wait_text(logs["p"], "healthy", START_DEADLINE_S)
+        wait_text(logs["p"], "healthy", START_DEADLINE_S)
         until = _twin("clock", "until", "undocking", "--wait", "--state-dir", str(state),
                       timeout_s=FLIGHT_DEADLINE_S)
         assert until.returncode == 0, until.stdout + until.stderr
@@ -186,11 +178,11 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
                                "--command", "ground set_mode mode=what_if", "--paused",
                                *common, "--report", str(where / "cmd.json")], logs["cmd"])
         for name in ("same", "day", "cmd"):  # recorded while the parent is paused
-            _wait_text(logs[name], "recorded in", CALL_DEADLINE_S)
+            wait_text(logs[name], "recorded in", CALL_DEADLINE_S)
         resumed = _twin("clock", "resume", "--state-dir", str(state))
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         # ce6-cmd holds at its branch commit: a fork's state dir drives it like any
-        _wait_text(logs["cmd"], "healthy in", START_DEADLINE_S)
+        wait_text(logs["cmd"], "healthy in", START_DEADLINE_S)
         fork_dir = str(state / "forks" / "ce6-cmd")
         held = _twin("clock", "time", "--state-dir", fork_dir)
         status = _twin("status", "--state-dir", fork_dir, "--mission", "ce6-cmd")

@@ -40,6 +40,7 @@ from space_packet_parser import load_xtce  # type: ignore[import-untyped]
 from services.gateway import dictionary as d
 from services.gateway import packets
 from tests.integration.test_mdb_decode import COSMOS_TARGETS, _cosmos_matches, _plain
+from tests.integration.twin_helpers import free_udp_port, wait_text
 
 pytestmark = pytest.mark.slow
 
@@ -111,10 +112,6 @@ class Capture:
         self.sock.close()
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _twin(*args: str) -> subprocess.CompletedProcess[str]:
@@ -123,13 +120,6 @@ def _twin(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "200"})
 
 
-def _wait_text(path: Path, needle: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} not in {path}:\n{path.read_text(errors='replace')}")
 
 
 @dataclass
@@ -149,7 +139,7 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
     where = tmp_path_factory.mktemp("gateway")
     state, plan, log = where / "state", where / "plan.json", where / "up.out"
     plan.write_bytes(orjson.dumps(PLAN))
-    capture, tc_port = Capture(), _free_udp_port()
+    capture, tc_port = Capture(), free_udp_port()
     proc = subprocess.Popen(
         [*TWIN, "up", "--paused", "--free-ports", "--state-dir", str(state), "--plan", str(plan),
          "--report", str(where / "report.json"), "--log-level", "WARNING",
@@ -157,7 +147,7 @@ def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
         cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
         env={**os.environ, "COLUMNS": "200"})
     try:
-        _wait_text(log, "healthy in", START_DEADLINE_S)
+        wait_text(log, "healthy in", START_DEADLINE_S)
         assert _twin("clock", "step", "5", "--state-dir", str(state)).returncode == 0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tc:
             tc.sendto(packets.tc_packet("orbiter", {"op": "set_mode", "mode": "safe"},

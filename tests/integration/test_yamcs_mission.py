@@ -16,7 +16,6 @@ with the CCSDS gateway feeding Yamcs, and telecommands sent from Yamcs.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import pytest
 from yamcs.client import YamcsClient  # type: ignore[import-untyped]
 
 from services.kernel.yamcsd import YamcsServer
+from tests.integration.twin_helpers import free_udp_port, wait_text
 
 pytestmark = pytest.mark.slow
 
@@ -63,19 +63,8 @@ def _twin(*args: str) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, "COLUMNS": "200"})
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-def _wait_text(path: Path, needle: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{needle!r} not in {path}:\n{path.read_text(errors='replace')}")
 
 
 def _t(when: datetime) -> float:
@@ -115,7 +104,7 @@ def _commands(yamcs: YamcsServer, client: YamcsClient, where: Path) -> tuple[dic
     state = where / "commands"
     proc = _flight(state, plan, yamcs, "--paused")
     try:
-        _wait_text(state.with_suffix(".out"), "healthy in", START_DEADLINE_S)
+        wait_text(state.with_suffix(".out"), "healthy in", START_DEADLINE_S)
         assert _twin("clock", "step", "3", "--state-dir", str(state)).returncode == 0
         processor = client.get_processor(INSTANCE, "realtime")
         processor.issue_command(f"{SPACE}/ORBITER_SET_MODE",
@@ -137,7 +126,7 @@ def _commands(yamcs: YamcsServer, client: YamcsClient, where: Path) -> tuple[dic
 @pytest.fixture(scope="module")
 def flown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flown]:
     where = tmp_path_factory.mktemp("yamcs-mission")
-    with YamcsServer(where / "yamcs", http_port=0, tm_port=0, tc_port=_free_udp_port()) as yamcs:
+    with YamcsServer(where / "yamcs", http_port=0, tm_port=0, tc_port=free_udp_port()) as yamcs:
         client = YamcsClient(yamcs.url.removeprefix("http://"))
         try:
             commands, status = _commands(yamcs, client, where)

@@ -1,8 +1,12 @@
-"""Helpers shared by the integration tests: small vehicle cores and plans."""
+"""Helpers shared by the integration tests: small vehicle cores and plans, and
+waiting on a real process's output."""
 
 from __future__ import annotations
 
 import hashlib
+import socket
+import time
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -100,3 +104,21 @@ class PoweredWindowCore(VehicleCore):
         if t_to < self.start_s:
             return min(600.0, self.start_s - t_to)
         return 1.0 if t_to < self.end_s else 600.0
+
+
+def wait_text(path: Path, needle: str, timeout_s: float) -> None:
+    """Until a process writing to ``path`` has written ``needle``; else fail with
+    what it wrote (``timeout_s``: wall seconds, a bound on a hang)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{needle!r} not in {path} after {timeout_s} s:\n"
+                         + (path.read_text(errors="replace") if path.exists() else "(none)"))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
