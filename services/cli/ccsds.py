@@ -30,7 +30,7 @@ from services.cli.supervisor import (
 )
 from services.kernel.natsauth import GATEWAY
 
-__all__ = ["CcsdsLink", "free_udp_port", "parse_address", "start_gateway"]
+__all__ = ["CcsdsLink", "free_udp_port", "parse_address", "spawn_gateway", "wait_gateway"]
 
 #: Wall seconds the gateway has to stop when the run ends.
 STOP_GRACE_S = 5.0
@@ -64,9 +64,10 @@ class CcsdsLink:
         return f"CCSDS gateway: telemetry to udp://{self.tm[0]}:{self.tm[1]}{tc}"
 
 
-async def start_gateway(stack: contextlib.AsyncExitStack, sup: Supervisor, link: CcsdsLink,
-                        log_dir: Path, timeout_s: float) -> ServiceProcess:
-    """Start the gateway, wait until it listens, and stop it when ``stack`` closes."""
+async def spawn_gateway(stack: contextlib.AsyncExitStack, sup: Supervisor, link: CcsdsLink,
+                        log_dir: Path) -> ServiceProcess:
+    """Start the gateway (stopped when ``stack`` closes); :func:`wait_gateway`
+    says when it listens."""
     grpc_port, metrics_port = pick_free_ports(2, sup.config.grpc_host)
     ground_port = sup.plan_ports()["ground"][0]
     extra = {"TWIN_CCSDS_TM": f"{link.tm[0]}:{link.tm[1]}",
@@ -79,11 +80,15 @@ async def start_gateway(stack: contextlib.AsyncExitStack, sup: Supervisor, link:
     await child.spawn()
     stack.push_async_callback(_stop, child)
     sup.watch_child(GATEWAY, child)
-    endpoint = Endpoint(GATEWAY, "127.0.0.1", grpc_port)
+    return child
+
+
+async def wait_gateway(sup: Supervisor, child: ServiceProcess, timeout_s: float) -> None:
+    """Until the gateway's health says SERVING: every subscription in place."""
+    endpoint = Endpoint(GATEWAY, "127.0.0.1", child.grpc_port)
     async with TwinChannels({GATEWAY: endpoint},
                             credentials=sup.channel_credentials()) as channels:
         await asyncio.wait_for(channels.wait_serving(GATEWAY), timeout_s)
-    return child
 
 
 async def _stop(child: ServiceProcess) -> None:

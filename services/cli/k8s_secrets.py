@@ -34,6 +34,21 @@ the parent's streams::
 
 ``client-operator-tls`` has cert-manager's name and shape: without
 certificates (cert-manager issues it) it is not written.
+
+The CCSDS gateway (deploy/k8s/components/gateway, overlays/ccsds) runs only
+where an overlay adds it, so its Secrets are a kustomization of their own,
+``<dir>/gateway/``, written every time beside the twin's (whose list stays the
+six services' and NATS', which every overlay mounts). Its files are copies of
+the ones ``provision`` made in ``<dir>`` (kustomize reads no file outside a
+kustomization's directory)::
+
+    gateway-grpc-tls    kubernetes.io/tls  tls.crt tls.key ca.crt  its health server
+    gateway-nats-tls    kubernetes.io/tls  tls.crt tls.key ca.crt  its NATS client certificate
+    gateway-nats-creds  Opaque             nats.creds              its NATS user `gateway`
+    client-gateway-tls  kubernetes.io/tls  tls.crt tls.key ca.crt  its gRPC client certificate
+                                                                   (role operator) for ground
+
+Without certificates only ``gateway-nats-creds`` is written.
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from pathlib import Path
 
 from services.kernel.errors import TwinError
 from services.kernel.natsauth import (
+    GATEWAY,
     IDENTITIES,
     SERVICES,
     JetStreamLimits,
@@ -54,10 +70,11 @@ from services.kernel.natsauth import (
 )
 from services.kernel.security import OPERATOR, StateLayout, provision
 
-__all__ = ["AUTH_CONF", "CLUSTER_JETSTREAM", "FORKS_DIR", "OPAQUE", "OPERATOR_TLS", "TLS",
-           "ForkSecretsError", "SecretFiles", "default_out_dir", "fork_creds_secret",
-           "fork_out_dir", "fork_secret_files", "kustomization", "secret_files",
-           "write_fork_secrets", "write_secrets"]
+__all__ = ["AUTH_CONF", "CLUSTER_JETSTREAM", "FORKS_DIR", "GATEWAY_CLIENT_TLS", "GATEWAY_DIR",
+           "OPAQUE", "OPERATOR_TLS", "TLS", "ForkSecretsError", "SecretFiles",
+           "default_out_dir", "fork_creds_secret", "fork_out_dir", "fork_secret_files",
+           "gateway_out_dir", "gateway_secret_files", "kustomization", "secret_files",
+           "write_fork_secrets", "write_gateway_secrets", "write_secrets"]
 
 TLS = "kubernetes.io/tls"
 OPAQUE = "Opaque"
@@ -73,6 +90,11 @@ FORKS_DIR = Path("forks")
 #: The operator's gRPC client certificate, by cert-manager's name for it
 #: (deploy/k8s/components/cert-manager/certificates.yaml).
 OPERATOR_TLS = "client-operator-tls"
+#: Where the CCSDS gateway's Secrets go, relative to the namespace's directory.
+GATEWAY_DIR = Path("gateway")
+#: The gateway's gRPC client certificate (role operator), named as the
+#: operator's is: it calls ground's GroundStation.Uplink with it.
+GATEWAY_CLIENT_TLS = f"client-{GATEWAY}-tls"
 
 
 class ForkSecretsError(TwinError):
@@ -141,7 +163,8 @@ def write_secrets(out: Path, mission: str, namespace: str, *, certificates: bool
                   command: str = "twin k8s-secrets") -> list[SecretFiles]:
     """Create (or reuse) the PKI and NATS keys in ``out``, mint each identity's
     creds for ``mission``, and write the cluster's NATS operator config and the
-    kustomization; return the Secrets it lists."""
+    kustomization; return the Secrets it lists. The CCSDS gateway's Secrets go
+    into a kustomization of their own (:func:`write_gateway_secrets`)."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     layout = StateLayout(out)
     auth = NatsAuth(KeyStore(layout.keys_dir), CLUSTER_JETSTREAM)
@@ -153,7 +176,43 @@ def write_secrets(out: Path, mission: str, namespace: str, *, certificates: bool
     _write_private(out / AUTH_CONF, auth.server_config())
     secrets = secret_files(mission, certificates=certificates)
     _write_private(out / "kustomization.yaml", kustomization(secrets, mission, namespace, command))
+    write_gateway_secrets(out, mission, namespace, certificates=certificates, command=command)
     return secrets
+
+
+# --- the CCSDS gateway --------------------------------------------------------------------
+def gateway_out_dir(out: Path) -> Path:
+    return out / GATEWAY_DIR
+
+
+def gateway_secret_files(mission: str, *, certificates: bool = True) -> list[SecretFiles]:
+    """The Secrets deploy/k8s/components/gateway's pod mounts; without
+    ``certificates``, only its NATS creds."""
+    layout = StateLayout(Path())
+    out: list[SecretFiles] = []
+    if certificates:
+        out += [_tls(f"{GATEWAY}-grpc-tls", f"server-{GATEWAY}"),
+                _tls(f"{GATEWAY}-nats-tls", f"nats-client-{GATEWAY}"),
+                _tls(GATEWAY_CLIENT_TLS, f"client-{GATEWAY}")]
+    out.append(SecretFiles(f"{GATEWAY}-nats-creds", OPAQUE,
+                           (("nats.creds", layout.creds(mission, GATEWAY)),)))
+    return out
+
+
+def write_gateway_secrets(out: Path, mission: str, namespace: str, *,
+                          certificates: bool = True,
+                          command: str = "twin k8s-secrets") -> tuple[Path, list[SecretFiles]]:
+    """Copy the gateway's files from ``out`` (written by :func:`write_secrets`:
+    its certificates and its creds for ``mission``) into ``out/gateway`` and
+    write their kustomization; return the directory and the Secrets it lists."""
+    secrets = gateway_secret_files(mission, certificates=certificates)
+    where = gateway_out_dir(out)
+    for secret in secrets:
+        for _key, path in secret.files:
+            _write_private(where / path, (out / path).read_text())
+    _write_private(where / "kustomization.yaml",
+                   kustomization(secrets, mission, namespace, command))
+    return where, secrets
 
 
 # --- a what-if fork ---------------------------------------------------------------------

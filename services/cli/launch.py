@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import orjson
 from rich.console import Console
 
-from services.cli.ccsds import CcsdsLink, free_udp_port, start_gateway
+from services.cli.ccsds import CcsdsLink, free_udp_port, spawn_gateway, wait_gateway
 from services.cli.grpc_client import TwinChannels
 from services.cli.key_events import comparison_table
 from services.cli.mission_log import MissionLog, MissionLogError, TelemetryRecorder, telemetry_path
@@ -360,7 +360,10 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         nats_url = nats.url if nats is not None else str(opts.nats_url)
         watch = await _attach_bus(stack, opts, nats_url,
                                   prev.log_start_seq if prev is not None else None, security)
-        sup = Supervisor(_run_config(opts, nats_url, prev, security))
+        # With the gateway, the clock is held until it listens (services/cli/ccsds.py).
+        hold = opts.ccsds is not None or opts.yamcs
+        sup = Supervisor(_run_config(replace(opts, start_paused=opts.start_paused or hold),
+                                     nats_url, prev, security))
         record = _RunRecord(opts.state_dir, sup, nats_url, nats)
         record.extra["insecure"] = security.insecure  # twin status and clock read it
         if opts.security_dir is not None:  # a fork: its certificates are its parent's
@@ -372,11 +375,9 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         stopper.on_repeat.append(sup.hurry)
         if opts.yamcs:
             opts = replace(opts, ccsds=await _start_yamcs(stack, opts, console, record))
-        if opts.ccsds is not None:  # listening before the clock can start
-            gateway = await _until_stopped(start_gateway(
-                stack, sup, opts.ccsds, opts.state_dir / "logs", opts.health_timeout_s),
-                stopper, sup)
-            say(console, opts.ccsds.describe())
+        gateway = None
+        if opts.ccsds is not None:
+            gateway = await spawn_gateway(stack, sup, opts.ccsds, opts.state_dir / "logs")
             record.extra["gateway"] = {"pid": gateway.pid, "grpc_port": gateway.grpc_port,
                                        "metrics_port": gateway.metrics_port}
         stack.push_async_callback(_stop_services, sup, opts.state_dir)
@@ -386,11 +387,17 @@ async def _launch(opts: LaunchOptions, console: Console, stopper: _Stopper,
         record.write()
         healthy_s = await _until_stopped(sup.wait_healthy(opts.health_timeout_s), stopper, sup)
         console.print(f"all {len(sup.children)} services healthy in {healthy_s:.2f} s")
+        if gateway is not None and opts.ccsds is not None:
+            await _until_stopped(wait_gateway(sup, gateway, opts.health_timeout_s), stopper,
+                                 sup)
+            say(console, opts.ccsds.describe())
         if opts.observe:
             record.extra["prometheus"] = _start_prometheus(stack, opts, sup, console)
             record.write()
         channels = await stack.enter_async_context(TwinChannels(
             sup.endpoints, credentials=sup.channel_credentials()))
+        if hold and not opts.start_paused:  # the gateway listens: let the clock go
+            await _until_stopped(channels.clock().resume(), stopper, sup)
         facts = watch[1] if watch is not None else None
         feed = _event_feed(facts, opts, console)
         final = await _until_stopped(

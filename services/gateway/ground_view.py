@@ -2,11 +2,16 @@
 
 The gateway sees what ground sees, not the simulation's truth. Frames on
 ``dl.*`` are on their way until their ``deliver_at_s``. A frame has arrived
-once ground's clock has passed that time, which the gateway learns from the
-next tick's ``t_from``: ground took the step that ended there. Each frame is
-sent once, in the order ground archives frames, using the same
-:class:`~services.kernel.archive.GroundArchive` ground keeps. After a rollback
-the same frames come again, and the gateway drops them as ground does.
+once ground's clock has passed that time. The gateway reads that clock from
+the messages themselves: a frame or an event stamped ``t`` was published in a
+step that ended at ``t``, and ground, which takes each step last, archives
+what has arrived by then in that same step. So every message delivers the
+frames due by its time. Queqiao-2 sends or forwards frames nearly every step,
+so this is as prompt as the clock's ticks, without a fifth more messages to
+hear. Each frame is sent once, in the order ground archives frames, using the
+same :class:`~services.kernel.archive.GroundArchive` ground keeps. After a
+rollback the same frames come again, and the gateway drops them as ground
+does.
 
 Every mission event becomes an EVENT packet once; an event sent again after a
 rollback keeps its source and sequence number, so the gateway drops it.
@@ -34,8 +39,6 @@ from services.kernel.config import VEHICLES
 
 #: CMD_ACK stages (docs/ccsds.md).
 ACCEPTED, UPLINKED, EXECUTED, FAILED = "accepted", "uplinked", "executed", "failed"
-#: The event that ends the mission: the last frames are delivered at its time.
-MISSION_END = "mission_end"
 _ROUTED = ("direct", "relay")
 
 
@@ -51,14 +54,18 @@ class GroundView:
     t_s: float = 0.0  # ground's clock, as far as the gateway knows
 
     # --- what arrives on the bus ----------------------------------------------------
-    def on_downlink(self, body: dict[str, Any]) -> None:
-        """A frame on ``dl.<vehicle>`` (or one Queqiao-2 forwarded)."""
+    def on_downlink(self, body: dict[str, Any], t_s: float) -> list[bytes]:
+        """A frame on ``dl.<vehicle>`` (or one Queqiao-2 forwarded), published at
+        ``t_s``: the frames that reached ground by then."""
         self.archive.on_downlink(body)
+        return self.clock(t_s)
 
-    def on_tick(self, t_from: float) -> list[bytes]:
-        """Ground has taken the steps up to ``t_from``: the frames that reached it."""
-        self.t_s = max(self.t_s, t_from)
-        return self._delivered(t_from)
+    def clock(self, t_s: float) -> list[bytes]:
+        """Ground's clock has reached ``t_s``: the frames that arrived by then."""
+        if t_s <= self.t_s:
+            return []  # nothing new can have arrived (or a rollback runs again)
+        self.t_s = t_s
+        return self._delivered(t_s)
 
     def on_event(self, source: str, seq: int, t_s: float, name: str,
                  body: Mapping[str, Any]) -> list[bytes]:
@@ -66,15 +73,14 @@ class GroundView:
         if (source, seq) in self.events_sent:
             return []
         self.events_sent.add((source, seq))
+        delivered = self.clock(t_s)
         out = [packets.event_packet(source, name, body, t_s,
                                     self.seqs.next(packets.APIDS[source]))]
         self.archive.on_event(source, name, dict(body), t_s)
         ack = self._ack_of(name, body, t_s)
         if ack is not None:
             out.append(ack)
-        if name == MISSION_END:
-            out += self._delivered(t_s)
-        return out + self._links_if_changed(t_s)
+        return delivered + out + self._links_if_changed(t_s)
 
     def ack(self, command_id: int, stage: str, reason: str, t_s: float) -> bytes:
         return packets.ack_packet(command_id, stage, reason, t_s,
