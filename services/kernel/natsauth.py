@@ -100,7 +100,7 @@ JS_GRANTS: Mapping[str, Mapping[str, frozenset[str]]] = {
                  "snap": frozenset({"info", "create", "delete", "get", "read", "consumers"})},
     # mission_log.py reads with an ephemeral pull consumer, no acks
     "observer": {"log": frozenset({"info", "read"})},
-    GATEWAY: {},  # core NATS only: the downlink, the events and the clock's ticks
+    GATEWAY: {},  # core NATS only: the downlink and the events
 }
 
 _JS = "$JS.API"
@@ -165,8 +165,11 @@ class Permissions:
         return inbox_prefix(self.mission, self.identity)
 
     def to_claims(self) -> dict[str, Any]:
-        """The ``pub``/``sub`` part of a user JWT's ``nats`` claims."""
-        return {"pub": {"allow": list(self.publish)}, "sub": {"allow": list(self.subscribe)}}
+        """The ``pub``/``sub`` part of a user JWT's ``nats`` claims. nats-server
+        reads an empty allow list as no limit at all, so an identity that may
+        publish nothing (the gateway) is denied everything instead."""
+        pub = {"allow": list(self.publish)} if self.publish else {"deny": [">"]}
+        return {"pub": pub, "sub": {"allow": list(self.subscribe)}}
 
 
 def check_mission(mission: str) -> Subjects:
@@ -242,7 +245,7 @@ def permissions(mission: str, identity: str, parent: str | None = None) -> Permi
     elif identity == "operator":
         pub, sub = [], [s.everything]
     elif identity == GATEWAY:  # services/gateway/service.py's subscriptions
-        pub, sub = [], [s.tick, s.all_of("dl"), s.all_of("evt")]
+        pub, sub = [], [s.all_of("dl"), s.all_of("evt")]
     elif identity == "observer":
         pub, sub = [], [s.all_of(k) for k in ("tm", "dl", "evt", "ops")]
     else:
