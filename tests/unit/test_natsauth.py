@@ -246,3 +246,12 @@ def test_a_mission_id_that_cannot_be_scoped_is_refused(bad: str) -> None:
 def test_an_unknown_identity_is_named() -> None:
     with pytest.raises(UnknownIdentity, match=r"'mallory'.*ground"):
         permissions("ce6", "mallory")
+
+
+def test_an_identity_that_may_publish_nothing_is_denied_everything() -> None:
+    """nats-server reads an empty ``pub.allow`` as no limit at all: the gateway,
+    which publishes nothing, must carry ``deny: [">"]`` instead."""
+    gateway = permissions("ce6", "gateway")
+    assert [p for p in gateway.publish if not p.startswith("_INBOX")] == []
+    assert gateway.to_claims()["pub"] == {"deny": [">"]}
+    assert "allow" in permissions("ce6", "lander").to_claims()["pub"]
