@@ -19,6 +19,7 @@ sequence count out of range, a stage that is not one).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -160,8 +161,15 @@ def links_packet(paths: Mapping[str, str], t_s: float, seq: int) -> bytes:
     return _tm(d.packet("ground", "LINKS"), seq, t_s, codes)
 
 
+@functools.cache
+def _layout(pkt: d.Packet) -> struct.Struct:
+    """A packet's user data as one compiled struct (built once per packet:
+    every HK packet of a mission reuses its vehicle's)."""
+    return struct.Struct(">" + "".join(_format(f) for f in pkt.fields))
+
+
 def _tm(pkt: d.Packet, seq: int, t_s: float, row: Sequence[Any]) -> bytes:
-    user = struct.pack(">" + "".join(_format(f) for f in pkt.fields), *row)
+    user = _layout(pkt).pack(*row)
     coarse, fine = cuc_time(t_s)
     secondary = struct.pack(">IHB", coarse, fine, pkt.packet_id)
     return _primary(PacketType.TM, pkt.apid, seq, len(secondary) + len(user)) + secondary + user
@@ -191,7 +199,16 @@ def _check_apid(apid: int) -> None:
 
 
 def _code(enum: d.Enum, label: Any) -> int:
-    return next((code for code, name in enum if name == label), d.UNKNOWN)
+    return _codes(enum).get(label, d.UNKNOWN) if isinstance(label, str) else d.UNKNOWN
+
+
+@functools.cache
+def _codes(enum: d.Enum) -> dict[str, int]:
+    """label -> code of an enumeration (the first code of a label given twice)."""
+    out: dict[str, int] = {}
+    for code, name in enum:
+        out.setdefault(name, code)
+    return out
 
 
 def _count(frame: Mapping[str, Any], key: str) -> int:
