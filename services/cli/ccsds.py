@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import socket
 from dataclasses import dataclass
@@ -25,16 +24,16 @@ from services.cli.grpc_client import Endpoint, TwinChannels
 from services.cli.supervisor import (
     ServiceProcess,
     Supervisor,
-    _child_pythonpath,
+    child_pythonpath,
     pick_free_ports,
 )
+from services.kernel.config import host_port
 from services.kernel.natsauth import GATEWAY
 
 __all__ = ["CcsdsLink", "free_udp_port", "parse_address", "spawn_gateway", "wait_gateway"]
 
 #: Wall seconds the gateway has to stop when the run ends.
 STOP_GRACE_S = 5.0
-_ADDRESS = re.compile(r"(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})")
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -46,10 +45,10 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 
 def parse_address(text: str, option: str) -> tuple[str, int]:
     """HOST:PORT, or ValueError saying what to write."""
-    m = _ADDRESS.fullmatch(text.strip())
-    if m is None or not 0 < int(m["port"]) < 65536:
-        raise ValueError(f"{option} {text!r}: write HOST:PORT, e.g. 127.0.0.1:10015")
-    return m["host"], int(m["port"])
+    try:
+        return host_port(text)
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: write HOST:PORT, e.g. 127.0.0.1:10015") from None
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ async def spawn_gateway(stack: contextlib.AsyncExitStack, sup: Supervisor, link:
     extra = {"TWIN_CCSDS_TM": f"{link.tm[0]}:{link.tm[1]}",
              "TWIN_CCSDS_TC": f"{link.tc[0]}:{link.tc[1]}" if link.tc else "",
              "TWIN_GROUND_GRPC": f"127.0.0.1:{ground_port}"}
-    env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "PYTHONPATH": child_pythonpath(), "PYTHONUNBUFFERED": "1",
            **sup.config.service_env(GATEWAY, grpc_port, metrics_port), **extra}
     log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any child
     child = ServiceProcess(GATEWAY, grpc_port, metrics_port, log_dir / f"{GATEWAY}.log", env)

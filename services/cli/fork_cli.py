@@ -30,7 +30,7 @@ from services.cli.launch import EXIT_FAILED, LaunchOptions, describe_change, lau
 from services.cli.output import say
 from services.cli.supervisor import RUN_RECORD
 from services.dynamics.timescale import iso_utc
-from services.kernel.config import MISSION_ID_RE
+from services.kernel.config import MISSION_ID_RE, host_port
 from services.kernel.security import Security
 from services.kernel.twin_pb import clock_pb2
 
@@ -156,10 +156,11 @@ def _parent_run(state_dir: Path, parent: str) -> dict[str, Any]:
 
 
 def _endpoint(text: str) -> Endpoint:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        host, port = host_port(text)
+    except ValueError:
         _fail(f"--ground {text!r}: write HOST:PORT, e.g. ground:50051")
-    return Endpoint("ground", host, int(port))
+    return Endpoint("ground", host, port)
 
 
 async def _ask(endpoint: Endpoint, security: Security,

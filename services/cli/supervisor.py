@@ -244,7 +244,7 @@ class ServiceProcess:
         return read_log_tail(self.log_path)
 
 
-def _child_pythonpath() -> str:
+def child_pythonpath() -> str:
     # The directory holding the `services` package, so children import the
     # same code as the CLI whether or not the project is installed.
     root = str(Path(services.__file__).resolve().parent.parent)
@@ -257,7 +257,7 @@ def child_argv(name: str) -> list[str]:
 
     ``-m`` puts the current directory first on sys.path, ahead of PYTHONPATH:
     run from another checkout, the child would import that checkout's
-    `services`. ``-P`` (Python 3.11+) leaves it out, so `_child_pythonpath`
+    `services`. ``-P`` (Python 3.11+) leaves it out, so `child_pythonpath`
     decides.
     """
     return [sys.executable, "-P", "-m", f"services.{name}"]
@@ -309,7 +309,7 @@ class Supervisor:
             raise SupervisorError("this Supervisor was already started")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name, (grpc_port, metrics_port) in self.plan_ports().items():
-            env = {**os.environ, "PYTHONPATH": _child_pythonpath(), "PYTHONUNBUFFERED": "1",
+            env = {**os.environ, "PYTHONPATH": child_pythonpath(), "PYTHONUNBUFFERED": "1",
                    **self.config.service_env(name, grpc_port, metrics_port)}
             child = ServiceProcess(name, grpc_port, metrics_port, self.log_dir / f"{name}.log",
                                    env)

@@ -37,7 +37,6 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -50,7 +49,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from services.gateway import packets
 from services.gateway.ground_view import ACCEPTED, FAILED, GroundView
-from services.kernel.config import MISSION_ID_RE
+from services.kernel.config import MISSION_ID_RE, env_bool, env_int, env_path, host_port
 from services.kernel.envelope import decode
 from services.kernel.errors import ConfigError, EnvelopeError
 from services.kernel.logs import setup_logging
@@ -77,11 +76,11 @@ def _address(env: Mapping[str, str], name: str, required: bool) -> tuple[str, in
         if required:
             raise ConfigError(name, "", "not set", "give HOST:PORT, e.g. 127.0.0.1:10015")
         return None
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    try:
+        return host_port(raw)
+    except ValueError:
         raise ConfigError(name, raw, "not HOST:PORT", "write it as host:port, e.g. "
-                                                       "127.0.0.1:10015")
-    return host, int(port)
+                                                       "127.0.0.1:10015") from None
 
 
 @dataclass(frozen=True)
@@ -108,17 +107,11 @@ class GatewayConfig:
         assert tm is not None
         tc = _address(env, "TWIN_CCSDS_TC", required=False)
         ground = _address(env, "TWIN_GROUND_GRPC", required=tc is not None)
-        insecure = env.get("TWIN_INSECURE", "").strip().lower() in ("1", "true", "yes", "on")
-        pki = env.get("TWIN_PKI_DIR", "").strip()
-        creds = env.get("TWIN_NATS_CREDS", "").strip()
-        security = Security(insecure=insecure, pki_dir=Path(pki) if pki else None,
-                            nats_creds=Path(creds) if creds else None)
-        try:
-            grpc_port = int(env.get("TWIN_GRPC_PORT", "0") or 0)
-            metrics_port = int(env.get("TWIN_METRICS_PORT", "-1") or -1)
-        except ValueError:
-            raise ConfigError("TWIN_GRPC_PORT/TWIN_METRICS_PORT", "", "not an integer",
-                              "give port numbers") from None
+        security = Security(insecure=env_bool(env, "TWIN_INSECURE", False),
+                            pki_dir=env_path(env, "TWIN_PKI_DIR"),
+                            nats_creds=env_path(env, "TWIN_NATS_CREDS"))
+        grpc_port = env_int(env, "TWIN_GRPC_PORT", 0)
+        metrics_port = env_int(env, "TWIN_METRICS_PORT", -1)
         return cls(mission, tuple(u.strip() for u in env.get(
             "TWIN_NATS_URL", "nats://127.0.0.1:4222").split(",")), tm, tc, ground,
             env.get("TWIN_GRPC_HOST", "127.0.0.1"), grpc_port, metrics_port,

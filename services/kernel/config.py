@@ -180,39 +180,48 @@ class ServiceConfig:
             nats_urls=tuple(u.strip() for u in
                             env.get("TWIN_NATS_URL", "nats://127.0.0.1:4222").split(",")),
             grpc_host=env.get("TWIN_GRPC_HOST", "127.0.0.1"),
-            grpc_port=_int(env, "TWIN_GRPC_PORT", grpc_default),
-            metrics_port=_int(env, "TWIN_METRICS_PORT", metrics_default),
-            health_port=_int(env, "TWIN_HEALTH_PORT", -1),
+            grpc_port=env_int(env, "TWIN_GRPC_PORT", grpc_default),
+            metrics_port=env_int(env, "TWIN_METRICS_PORT", metrics_default),
+            health_port=env_int(env, "TWIN_HEALTH_PORT", -1),
             log_level=env.get("TWIN_LOG_LEVEL", "INFO").upper(),
             log_format=env.get("TWIN_LOG_FORMAT", "json").lower(),
-            seed=_int(env, "TWIN_SEED", 6),
+            seed=env_int(env, "TWIN_SEED", 6),
             flight_plan=Path(plan) if plan else None,
             warp=_warp(env.get("TWIN_WARP", "max")),
-            start_paused=_bool(env, "TWIN_START_PAUSED", False),
-            ack_timeout_s=_float(env, "TWIN_ACK_TIMEOUT_S", 5.0),
+            start_paused=env_bool(env, "TWIN_START_PAUSED", False),
+            ack_timeout_s=env_float(env, "TWIN_ACK_TIMEOUT_S", 5.0),
             expect=tuple(s.strip() for s in expect_raw.split(",") if s.strip())
             if expect_raw else VEHICLES,
-            js_replicas=_int(env, "TWIN_JS_REPLICAS", 1),
-            tm_interval_s=_float(env, "TWIN_TM_INTERVAL_S", 0.0),
-            tm_batch=_int(env, "TWIN_TM_BATCH", 32),
-            tm_delay_s=_float(env, "TWIN_TM_DELAY_S", 0.05),
-            snapshot_every_steps=_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
-            snapshot_every_s=_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
-            snapshot_keep=_int(env, "TWIN_SNAPSHOT_KEEP", 64),
+            js_replicas=env_int(env, "TWIN_JS_REPLICAS", 1),
+            tm_interval_s=env_float(env, "TWIN_TM_INTERVAL_S", 0.0),
+            tm_batch=env_int(env, "TWIN_TM_BATCH", 32),
+            tm_delay_s=env_float(env, "TWIN_TM_DELAY_S", 0.05),
+            snapshot_every_steps=env_int(env, "TWIN_SNAPSHOT_EVERY_STEPS", 1000),
+            snapshot_every_s=env_float(env, "TWIN_SNAPSHOT_EVERY_S", 2.0),
+            snapshot_keep=env_int(env, "TWIN_SNAPSHOT_KEEP", 64),
             run_id=env.get("TWIN_RUN_ID", "").strip(),
-            insecure=_bool(env, "TWIN_INSECURE", False),
-            pki_dir=_path(env, "TWIN_PKI_DIR"), nats_creds=_path(env, "TWIN_NATS_CREDS"),
+            insecure=env_bool(env, "TWIN_INSECURE", False),
+            pki_dir=env_path(env, "TWIN_PKI_DIR"), nats_creds=env_path(env, "TWIN_NATS_CREDS"),
             parameters=_parameters(env),
             fork_of=env.get("TWIN_FORK_OF", "").strip(),
         )
 
 
-def _path(env: Mapping[str, str], name: str) -> Path | None:
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (a UDP or gRPC address); ValueError saying what to write."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not HOST:PORT: write it as host:port, e.g. "
+                         "127.0.0.1:10015")
+    return host, int(port)
+
+
+def env_path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw) if raw else None
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -222,7 +231,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(name, raw, "not an integer", "give a whole number") from None
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -232,7 +241,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(name, raw, "not a number", "give a decimal number") from None
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default

@@ -37,10 +37,11 @@ from openc3.packets.packet_config import PacketConfig  # type: ignore[import-unt
 from openc3.packets.telemetry import Telemetry  # type: ignore[import-untyped]
 from space_packet_parser import load_xtce  # type: ignore[import-untyped]
 
+from services.cli.ccsds import free_udp_port
 from services.gateway import dictionary as d
 from services.gateway import packets
 from tests.integration.test_mdb_decode import COSMOS_TARGETS, _cosmos_matches, _plain
-from tests.integration.twin_helpers import free_udp_port, wait_text
+from tests.integration.twin_helpers import wait_text
 
 pytestmark = pytest.mark.slow
 

@@ -29,8 +29,9 @@ import orjson
 import pytest
 from yamcs.client import YamcsClient  # type: ignore[import-untyped]
 
+from services.cli.ccsds import free_udp_port
 from services.kernel.yamcsd import YamcsServer
-from tests.integration.twin_helpers import free_udp_port, wait_text
+from tests.integration.twin_helpers import wait_text
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ waiting on a real process's output."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -116,9 +115,3 @@ def wait_text(path: Path, needle: str, timeout_s: float) -> None:
         time.sleep(0.2)
     raise AssertionError(f"{needle!r} not in {path} after {timeout_s} s:\n"
                          + (path.read_text(errors="replace") if path.exists() else "(none)"))
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
